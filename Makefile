@@ -1,0 +1,37 @@
+# simscale: make install | test | bench | demo | figures
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= workdir/cpu
+export SIMSCALE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+
+.PHONY: install install-extras test bench demo figures clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Optional integrations tested in CI: Ray executor and the lm-eval adapter.
+# torch is pinned to the CPU wheel so lm-eval does not pull a multi-GB CUDA build.
+install-extras: install
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[ray,lmeval]'
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) -m simscale.bench
+
+demo: install
+	$(PY) -m simscale.sweep --config sweeps/grid.py:preset=cpu --workdir $(WORKDIR)
+
+figures: install
+	$(PY) -m simscale.analysis report --workdir $(WORKDIR) --out figures
+
+clean:
+	rm -rf $(VENV) .pytest_cache

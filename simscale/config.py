@@ -1,0 +1,119 @@
+"""The run configuration: one ml_collections ConfigDict shared by every stage.
+
+A run config has sections `model`, `train`, `data`, `mesh`, `eval`; a sweep
+config (sweeps/*.py) adds a `sweep` section describing the grid. Stages read
+only their own section plus `seed`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ml_collections import ConfigDict, config_dict
+
+
+class ConfigError(ValueError):
+    """A user-fixable problem with a config value; the message names the key."""
+
+
+def model_config() -> ConfigDict:
+    """LLaMA shape and numerics (paper: 8 heads, intermediate 4 x hidden, ctx 128)."""
+    return ConfigDict(
+        dict(
+            vocab_size=15000,
+            hidden=64,
+            layers=2,
+            heads=8,
+            kv_heads=config_dict.placeholder(int),  # None: = heads (plain MHA)
+            intermediate=config_dict.placeholder(int),  # None: 4 * hidden
+            max_len=128,
+            rope_theta=10000.0,
+            norm_eps=1e-5,
+            tie_embeddings=False,
+            init_std=0.02,
+            remat=False,
+            param_dtype="float32",
+            compute_dtype="auto",  # auto: float32 on CPU, bfloat16 on GPU/TPU
+            attention="auto",  # auto | xla | cudnn (jax.nn.dot_product_attention)
+        )
+    )
+
+
+def train_config() -> ConfigDict:
+    """Optimiser, schedule, budget, evaluation and checkpoint cadence."""
+    return ConfigDict(
+        dict(
+            batch_size=512,  # sequences per step (global, all hosts)
+            seq_len=128,
+            steps=0,  # 0: derived from tokens / (batch_size * seq_len)
+            tokens=0,  # token budget; 0: one epoch of the prepared data
+            grad_accum=1,
+            lr=2.8e-3,
+            warmup_steps=1000,
+            schedule="cosine",  # cosine | wsd | constant
+            lr_floor=0.1,  # final LR as a fraction of the peak
+            decay_fraction=0.2,  # wsd: fraction of steps spent decaying
+            b1=0.9,
+            b2=0.95,
+            eps=1e-8,
+            weight_decay=0.1,
+            decay="matrices",  # matrices (not norms) | all | none
+            clip_norm=1.0,
+            log_every=10,
+            eval_every=200,
+            eval_batches=8,
+            checkpoint_every=200,
+            keep_checkpoints=2,
+            keep_period=0,  # also keep every k-th step's checkpoint (0: none)
+            flops_convention="chinchilla",
+        )
+    )
+
+
+def data_config() -> ConfigDict:
+    """Where tokens come from; simscale.data owns the meaning of these keys."""
+    return ConfigDict(
+        dict(
+            source="synthetic",  # synthetic | bigbench | files | tfds | hf
+            variant="simplified",  # simplified | unrestricted
+            cache_dir="",  # "": $SIMSCALE_CACHE or ~/.cache/simscale
+        )
+    )
+
+
+def mesh_config() -> ConfigDict:
+    """Device mesh; -1 takes the devices left over by the other axes."""
+    return ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+
+
+def eval_config() -> ConfigDict:
+    return ConfigDict(dict(tasks="", shots=0))
+
+
+def run_config() -> ConfigDict:
+    """A complete, valid config for one run with the paper's defaults."""
+    return ConfigDict(
+        dict(
+            seed=0,
+            model=model_config(),
+            train=train_config(),
+            data=data_config(),
+            mesh=mesh_config(),
+            eval=eval_config(),
+        )
+    )
+
+
+def to_dict(cfg: ConfigDict) -> dict:
+    return json.loads(cfg.to_json_best_effort(sort_keys=True))
+
+
+def from_dict(d: dict) -> ConfigDict:
+    """Inverse of to_dict (e.g. a run directory's config.json)."""
+    return ConfigDict(d)
+
+
+def config_hash(cfg: ConfigDict | dict, n: int = 10) -> str:
+    d = to_dict(cfg) if isinstance(cfg, ConfigDict) else cfg
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]

@@ -1,0 +1,129 @@
+"""Parameter counts, training FLOPs per token under named conventions, and MFU.
+
+Symbols: V vocabulary, D hidden, L layers, H heads, K kv heads, E head dim,
+F intermediate, T context length (n_ctx), N parameters.
+"""
+from __future__ import annotations
+
+import math
+
+from simscale.model.llama import head_dim, intermediate, kv_heads, param_shapes
+
+# Dense bf16 peak FLOP/s by device kind (substring of jax's device_kind, lower case).
+DEVICE_PEAK_FLOPS = {
+    "h200": 989e12,
+    "h100": 989e12,
+    "a100": 312e12,
+    "tpu v4": 275e12,
+    "tpu v5 lite": 197e12,
+    "tpu v5e": 197e12,
+    "tpu v5p": 459e12,
+    "tpu v5": 459e12,
+    "tpu v6": 918e12,
+}
+
+
+def params_total(cfg) -> int:
+    """Every parameter: embeddings, output head (unless tied), blocks, norms."""
+    shapes = param_shapes(cfg)
+    leaves = [shapes["embed"], shapes["final_norm"], *shapes["layers"].values()]
+    if "lm_head" in shapes:
+        leaves.append(shapes["lm_head"])
+    return sum(math.prod(s) for s in leaves)
+
+
+def params_embedding(cfg) -> int:
+    """The vocabulary matrices: input embedding, plus the output head when untied (V*D each)."""
+    return cfg.vocab_size * cfg.hidden * (1 if cfg.tie_embeddings else 2)
+
+
+def params_nonembedding(cfg) -> int:
+    """Kaplan et al.'s N: everything but the vocabulary matrices."""
+    return params_total(cfg) - params_embedding(cfg)
+
+
+def _attention_width(cfg) -> int:
+    return cfg.heads * head_dim(cfg)
+
+
+def flops_6n(cfg, seq_len: int) -> float:
+    """6 * N_total: the plain 6ND count with all parameters."""
+    return 6.0 * params_total(cfg)
+
+
+def flops_kaplan(cfg, seq_len: int) -> float:
+    """Kaplan et al. (2020) C = 6 * N_nonembedding."""
+    return 6.0 * params_nonembedding(cfg)
+
+
+def flops_kaplan_attention(cfg, seq_len: int) -> float:
+    """Kaplan et al. table 1 with attention: 6 * N_nonembedding + 6 * L * T * D_attn."""
+    return flops_kaplan(cfg, seq_len) + 6.0 * cfg.layers * seq_len * _attention_width(cfg)
+
+
+def flops_palm(cfg, seq_len: int) -> float:
+    """PaLM appendix B: 6 * N_total + 12 * L * H * E * T (attention logits and values, fwd+bwd)."""
+    return 6.0 * params_total(cfg) + 12.0 * cfg.layers * _attention_width(cfg) * seq_len
+
+
+def flops_chinchilla(cfg, seq_len: int) -> float:
+    """Chinchilla appendix F, per token, backward = 2 x forward (so 3 x forward).
+
+    Forward per sequence of T tokens:
+      embeddings            2 * T * V * D
+      per layer:
+        q, k, v projections 2 * T * D * (H + 2K) * E
+        attention logits    2 * T * T * H * E
+        softmax             3 * H * T * T
+        softmax @ values    2 * T * T * H * E
+        output projection   2 * T * H * E * D
+        SwiGLU MLP          2 * T * 3 * D * F
+      output logits         2 * T * D * V
+    Norms and rotary embeddings are not counted, as in the appendix.
+    """
+    T, V, D, L = seq_len, cfg.vocab_size, cfg.hidden, cfg.layers
+    H, K, E, F = cfg.heads, kv_heads(cfg), head_dim(cfg), intermediate(cfg)
+    per_layer = (
+        2 * T * D * (H + 2 * K) * E
+        + 2 * T * T * H * E
+        + 3 * H * T * T
+        + 2 * T * T * H * E
+        + 2 * T * H * E * D
+        + 2 * T * 3 * D * F
+    )
+    forward = 2 * T * V * D + L * per_layer + 2 * T * D * V
+    return 3.0 * forward / T
+
+
+FLOPS_CONVENTIONS = {
+    "6n": flops_6n,
+    "kaplan": flops_kaplan,
+    "kaplan_attention": flops_kaplan_attention,
+    "chinchilla": flops_chinchilla,
+    "palm": flops_palm,
+}
+
+
+def flops_per_token(cfg, seq_len: int, convention: str = "chinchilla") -> float:
+    """Training FLOPs per token (forward + backward) under a named convention."""
+    if convention not in FLOPS_CONVENTIONS:
+        raise ValueError(f"unknown FLOPs convention {convention!r}; choose from {sorted(FLOPS_CONVENTIONS)}")
+    return FLOPS_CONVENTIONS[convention](cfg, seq_len)
+
+
+def all_flops_per_token(cfg, seq_len: int) -> dict[str, float]:
+    return {name: fn(cfg, seq_len) for name, fn in FLOPS_CONVENTIONS.items()}
+
+
+def device_peak_flops(device_kind: str) -> float | None:
+    """Dense bf16 peak FLOP/s of one device, or None when the kind is not in the table (CPUs)."""
+    kind = device_kind.lower()
+    for key, peak in DEVICE_PEAK_FLOPS.items():
+        if key in kind:
+            return peak
+    return None
+
+
+def mfu(model_flops_per_s: float, device_kind: str, n_devices: int = 1) -> float | None:
+    peak = device_peak_flops(device_kind)
+    return None if peak is None else model_flops_per_s / (peak * n_devices)

@@ -1,0 +1,152 @@
+"""A pure-functional LLaMA: RMSNorm, rotary embeddings, SwiGLU, (grouped-query) causal attention.
+
+    params = init(rng, cfg)            # plain dict pytree of float arrays
+    logits_BTV = apply(params, tokens_BT, cfg)
+    axes = logical_axes(cfg)           # same tree; each leaf a tuple of logical axis names
+
+Layers are stacked on a leading 'layers' axis and run with `jax.lax.scan`, so
+compile time does not grow with depth. `cfg` is the `model` section of a run
+config (simscale.config.model_config) or any object with the same attributes.
+Shape letters: B batch, T time, D hidden, H query heads, K kv heads, E head dim,
+F intermediate, V vocabulary, L layers.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Logical axis names of every parameter; simscale.train.mesh maps them to mesh axes.
+_LAYER_AXES = {
+    "attn_norm": ("layers", "norm"),
+    "wq": ("layers", "embed", "heads", "head_dim"),
+    "wk": ("layers", "embed", "kv_heads", "head_dim"),
+    "wv": ("layers", "embed", "kv_heads", "head_dim"),
+    "wo": ("layers", "heads", "head_dim", "embed"),
+    "mlp_norm": ("layers", "norm"),
+    "w_gate": ("layers", "embed", "mlp"),
+    "w_up": ("layers", "embed", "mlp"),
+    "w_down": ("layers", "mlp", "embed"),
+}
+
+
+def kv_heads(cfg) -> int:
+    return cfg.kv_heads or cfg.heads
+
+
+def intermediate(cfg) -> int:
+    return cfg.intermediate or 4 * cfg.hidden
+
+
+def head_dim(cfg) -> int:
+    if cfg.hidden % cfg.heads:
+        raise ValueError(f"model.hidden={cfg.hidden} is not divisible by model.heads={cfg.heads}")
+    if cfg.heads % kv_heads(cfg):
+        raise ValueError(f"model.heads={cfg.heads} is not divisible by model.kv_heads={cfg.kv_heads}")
+    return cfg.hidden // cfg.heads
+
+
+def param_shapes(cfg) -> dict:
+    """Shapes of every parameter, as a tree like init's."""
+    D, L, V, F = cfg.hidden, cfg.layers, cfg.vocab_size, intermediate(cfg)
+    H, K, E = cfg.heads, kv_heads(cfg), head_dim(cfg)
+    shapes = {
+        "embed": (V, D),
+        "layers": {
+            "attn_norm": (L, D),
+            "wq": (L, D, H, E),
+            "wk": (L, D, K, E),
+            "wv": (L, D, K, E),
+            "wo": (L, H, E, D),
+            "mlp_norm": (L, D),
+            "w_gate": (L, D, F),
+            "w_up": (L, D, F),
+            "w_down": (L, F, D),
+        },
+        "final_norm": (D,),
+    }
+    if not cfg.tie_embeddings:
+        shapes["lm_head"] = (D, V)
+    return shapes
+
+
+def logical_axes(cfg) -> dict:
+    axes = {"embed": ("vocab", "embed"), "layers": dict(_LAYER_AXES), "final_norm": ("norm",)}
+    if not cfg.tie_embeddings:
+        axes["lm_head"] = ("embed", "vocab")
+    return axes
+
+
+def init(rng: jax.Array, cfg) -> dict:
+    """Normal(0, init_std) matrices and unit norm scales, as Hugging Face LLaMA initialises."""
+    paths_shapes, treedef = jax.tree.flatten_with_path(
+        param_shapes(cfg), is_leaf=lambda x: isinstance(x, tuple))
+    dtype = jnp.dtype(cfg.param_dtype)
+    keys = jax.random.split(rng, len(paths_shapes))
+    values = [
+        jnp.ones(shape, dtype) if "norm" in jax.tree_util.keystr(path)
+        else cfg.init_std * jax.random.normal(key, shape, dtype)
+        for key, (path, shape) in zip(keys, paths_shapes)
+    ]
+    return jax.tree.unflatten(treedef, values)
+
+
+def compute_dtype(cfg) -> jnp.dtype:
+    if cfg.compute_dtype == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return jnp.dtype(cfg.compute_dtype)
+
+
+def rms_norm(x, scale, eps):
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (normed * scale).astype(x.dtype)
+
+
+def rotary(x_BTNE, positions_T, theta):
+    """Rotate-half rotary embedding (the Hugging Face LLaMA layout)."""
+    E = x_BTNE.shape[-1]
+    inv_freq = 1.0 / theta ** (jnp.arange(0, E, 2, dtype=jnp.float32) / E)
+    angles_TE = jnp.concatenate([positions_T[:, None] * inv_freq] * 2, axis=-1)
+    cos, sin = jnp.cos(angles_TE)[:, None, :], jnp.sin(angles_TE)[:, None, :]
+    x = x_BTNE.astype(jnp.float32)
+    half = E // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return (x * cos + rotated * sin).astype(x_BTNE.dtype)
+
+
+def _attention_impl(cfg):
+    return None if cfg.attention == "auto" else cfg.attention
+
+
+def block(x_BTD, layer, cfg):
+    """One transformer block: x + attn(norm(x)), then x + swiglu(norm(x))."""
+    dt = x_BTD.dtype
+    positions = jnp.arange(x_BTD.shape[1], dtype=jnp.float32)
+    h = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
+    q = rotary(jnp.einsum("btd,dhe->bthe", h, layer["wq"].astype(dt)), positions, cfg.rope_theta)
+    k = rotary(jnp.einsum("btd,dke->btke", h, layer["wk"].astype(dt)), positions, cfg.rope_theta)
+    v = jnp.einsum("btd,dke->btke", h, layer["wv"].astype(dt))
+    attn_BTHE = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=_attention_impl(cfg))
+    x_BTD = x_BTD + jnp.einsum("bthe,hed->btd", attn_BTHE, layer["wo"].astype(dt))
+    h = rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
+    gate = jax.nn.silu(jnp.einsum("btd,df->btf", h, layer["w_gate"].astype(dt)))
+    up = jnp.einsum("btd,df->btf", h, layer["w_up"].astype(dt))
+    return x_BTD + jnp.einsum("btf,fd->btd", gate * up, layer["w_down"].astype(dt))
+
+
+def hidden_states(params, tokens_BT, cfg):
+    """Final normalised hidden states [B, T, D] in the compute dtype."""
+    dt = compute_dtype(cfg)
+    x = params["embed"].astype(dt)[tokens_BT]
+    step = (lambda x, layer: (block(x, layer, cfg), None))
+    if cfg.remat:
+        step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
+    x, _ = jax.lax.scan(step, x, params["layers"])
+    return rms_norm(x, params["final_norm"], cfg.norm_eps)
+
+
+def apply(params, tokens_BT, cfg):
+    """Next-token logits [B, T, V] in float32 for int tokens [B, T]."""
+    h_BTD = hidden_states(params, tokens_BT, cfg)
+    head_DV = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+    return jnp.einsum("btd,dv->btv", h_BTD, head_DV.astype(h_BTD.dtype)).astype(jnp.float32)
