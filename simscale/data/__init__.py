@@ -1,0 +1,1 @@
+"""Data: vocabulary, simplification, sources, tokenizer, datasets and batches."""
