@@ -1,0 +1,96 @@
+"""The paper's grid and smaller presets: `--config sweeps/grid.py:preset=NAME`.
+
+Presets: `paper` (default; 6 widths x 3 depths x 2 data variants = 36 runs for
+GPUs/TPUs), `cpu` (a small real grid on BIG-bench dialogue text for a 2-core
+machine), `smoke` (seconds, for tests), `isoflop` (a compute ladder, D = C / 6N).
+
+The `sweep` section describes the grid (see docs/sweeps.md); everything else
+is the base run config, so `python -m simscale.train --config sweeps/grid.py`
+trains the base run alone.
+"""
+from ml_collections import ConfigDict
+
+from simscale.config import ConfigError, run_config
+
+PRESETS = ("paper", "cpu", "smoke", "isoflop")
+
+
+def sweep_config() -> ConfigDict:
+    """The grid: axes (lists), zip groups, width rules and budget defaults."""
+    return ConfigDict(
+        dict(
+            # Known axes: width depth variant seed lr heads batch_size tokens
+            # tokens_per_param flops. Axes are multiplied (product) in this order,
+            # except groups named in `zip`, whose axes advance together.
+            axes=ConfigDict(
+                dict(
+                    width=[32, 64, 128, 256, 512, 1024],
+                    depth=[2, 4, 8],
+                    variant=["simplified", "unrestricted"],
+                )
+            ),
+            zip=[],  # e.g. ["width,lr"]: equal-length axes zipped into one
+            heads_rule="",  # "": model.heads | "head_dim=64": heads = width // 64
+            lr_rule="",  # "": train.lr | "inverse_width=64": lr * 64 / width
+            # Tokens of one epoch when the data is not prepared yet (dry runs):
+            # the paper's simplified SlimPajama has 2.1B tokens.
+            epoch_tokens=2_100_000_000,
+            calibration_steps=3,  # timed steps per shape when no past run is measured
+        )
+    )
+
+
+def paper() -> ConfigDict:
+    cfg = run_config()
+    cfg.data.source = "hf"
+    cfg.sweep = sweep_config()
+    return cfg
+
+
+def cpu() -> ConfigDict:
+    cfg = run_config()
+    cfg.model.vocab_size = 2000
+    cfg.model.max_len = 64
+    cfg.train.update(
+        batch_size=16, seq_len=64, tokens=0, steps=300, lr=3e-3, warmup_steps=30,
+        log_every=10, eval_every=100, eval_batches=8, checkpoint_every=100,
+    )
+    cfg.data.source = "bigbench"
+    cfg.sweep = sweep_config()
+    cfg.sweep.axes = ConfigDict(dict(width=[32, 64, 128], depth=[2], variant=["simplified", "unrestricted"]))
+    cfg.sweep.heads_rule = "head_dim=16"
+    cfg.sweep.calibration_steps = 2
+    return cfg
+
+
+def smoke() -> ConfigDict:
+    cfg = run_config()
+    cfg.model.update(vocab_size=256, hidden=32, layers=1, heads=2, max_len=32)
+    cfg.train.update(
+        batch_size=8, seq_len=32, steps=20, lr=3e-3, warmup_steps=5,
+        log_every=5, eval_every=10, eval_batches=2, checkpoint_every=5,
+    )
+    cfg.data.source = "synthetic"
+    cfg.sweep = sweep_config()
+    cfg.sweep.axes = ConfigDict(dict(width=[16, 32], depth=[1], variant=["simplified", "unrestricted"]))
+    cfg.sweep.calibration_steps = 2
+    return cfg
+
+
+def isoflop() -> ConfigDict:
+    """Chinchilla approach 2: for each budget C, every shape trains on D = C / (6N) tokens."""
+    cfg = paper()
+    cfg.train.warmup_steps = 100
+    cfg.sweep.axes = ConfigDict(
+        dict(flops=[1e15, 3e15, 1e16], width=[64, 128, 256], depth=[2, 4], variant=["simplified"])
+    )
+    return cfg
+
+
+def get_config(arg: str | None = None) -> ConfigDict:
+    """`arg` is "preset=NAME" or "NAME" (default: paper)."""
+    name = (arg or "paper").strip()
+    name = name.split("=", 1)[1] if name.startswith("preset=") else name
+    if name not in PRESETS:
+        raise ConfigError(f"unknown sweep preset {name!r} in --config sweeps/grid.py:preset=...; choose from {PRESETS}")
+    return globals()[name]()
