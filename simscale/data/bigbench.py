@@ -1,0 +1,128 @@
+"""BIG-bench tasks read straight from the `bigbench==1.0.0` source archive on PyPI.
+
+The sdist (358 MB, Apache-2.0) holds every task's `task.json`; it is fetched
+once into the cache (`archive_path`). Members are read from the tar.gz; since a
+gzip stream cannot seek, the first read of a task also saves the small task
+files beside the archive, so later reads are instant.
+
+Pre-training text comes from `PRETRAINING_TASKS` (large English dialogue
+corpora); evaluation must use other tasks (`list_tasks()` minus these).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import tarfile
+import urllib.request
+
+from simscale.data.vocab import cache_dir as _cache_root
+
+VERSION = "1.0.0"
+ARCHIVE = f"bigbench-{VERSION}.tar.gz"
+SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+INDEX_URL = "https://pypi.org/simple/bigbench/"
+PRETRAINING_TASKS = ("topical_chat", "movie_dialog_same_or_different", "play_dialog_same_or_different")
+_PREFIX = "/bigbench/benchmark_tasks/"
+_SMALL = 4_000_000  # task files up to this size are saved on the first pass
+
+
+def archive_path(cache_dir=None) -> pathlib.Path:
+    """The archive's path, downloading it once (with progress) when absent."""
+    folder = pathlib.Path(cache_dir) if cache_dir else _cache_root() / "bigbench"
+    path = folder / ARCHIVE
+    if not path.is_file():
+        _download(path)
+    return path
+
+
+def list_tasks(archive=None) -> list[str]:
+    """Names of all tasks ('topical_chat', 'abstract_narrative_understanding/4_distractors', ...)."""
+    index = _tasks_dir(archive) / "index.json"
+    if not index.is_file():
+        _scan(_archive(archive), wanted=())
+    return json.loads(index.read_text())
+
+
+def read_task(name: str, archive=None) -> dict:
+    """The parsed task.json of task `name`."""
+    path = _tasks_dir(archive) / name / "task.json"
+    if not path.is_file():
+        _scan(_archive(archive), wanted=(name,))
+        if not path.is_file():
+            raise KeyError(f"BIG-bench has no task {name!r}; see simscale.data.bigbench.list_tasks()")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _archive(archive) -> pathlib.Path:
+    return pathlib.Path(archive) if archive else archive_path()
+
+
+def _tasks_dir(archive) -> pathlib.Path:
+    a = _archive(archive)
+    return a.with_name(a.name.removesuffix(".tar.gz") + ".tasks")
+
+
+def _scan(archive: pathlib.Path, wanted) -> None:
+    """One pass over the archive: write the task index and save wanted and small task files."""
+    out = _tasks_dir(archive)
+    names = []
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                if not (member.isfile() and member.name.endswith("/task.json") and _PREFIX in member.name):
+                    continue
+                name = member.name.split(_PREFIX, 1)[1].removesuffix("/task.json")
+                names.append(name)
+                target = out / name / "task.json"
+                if (name in wanted or member.size <= _SMALL) and not target.is_file():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = target.with_suffix(f".part{os.getpid()}")
+                    tmp.write_bytes(tar.extractfile(member).read())
+                    tmp.replace(target)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ValueError(f"BIG-bench archive {archive} is unreadable ({e}): delete it and it will be "
+                         "downloaded again") from None
+    if not names:
+        raise ValueError(f"{archive} holds no BIG-bench tasks: delete it and it will be downloaded again")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"index.json.part{os.getpid()}"
+    tmp.write_text(json.dumps(sorted(names)))
+    tmp.replace(out / "index.json")
+
+
+def _download(path: pathlib.Path) -> None:
+    """Fetch the sdist from PyPI's simple index (PEP 691 JSON), verify its sha256, rename into place.
+
+    (`pip download --no-binary :all: bigbench==1.0.0` no longer works with pip >= 25: building the
+    sdist's metadata fails on its direct-URL dependency, so the file is fetched without pip.)
+    """
+    from tqdm import tqdm
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".part{os.getpid()}")
+    try:
+        req = urllib.request.Request(INDEX_URL, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            url = next(f["url"] for f in json.load(r)["files"] if f["filename"] == ARCHIVE)
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0)
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {ARCHIVE}",
+                      disable=None, file=sys.stderr) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    except (OSError, StopIteration, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        raise FileNotFoundError(
+            f"cannot download {ARCHIVE} from PyPI ({e!r}). Offline, fetch it elsewhere with "
+            f"`pip download --no-deps --no-binary :all: bigbench=={VERSION}` (pip < 25) or from "
+            f"{INDEX_URL}, and put it at {path}") from None
+    if digest.hexdigest() != SHA256:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(f"downloaded {ARCHIVE} has the wrong sha256; try again")
+    tmp.replace(path)
