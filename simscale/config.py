@@ -77,6 +77,26 @@ def data_config() -> ConfigDict:
             source="synthetic",  # synthetic | bigbench | files | tfds | hf
             variant="simplified",  # simplified | unrestricted
             cache_dir="",  # "": $SIMSCALE_CACHE or ~/.cache/simscale
+            vocab="aochildes",  # path (CSV / word list) | aochildes | wordfreq:N
+            min_span_len=32,  # the paper's span filter (simscale.data.simplify)
+            max_oov_p=0.01,
+            from_sentence_start=True,
+            bigbench_tasks="topical_chat,movie_dialog_same_or_different,play_dialog_same_or_different",
+            files="",  # source=files: paths or globs, comma-separated
+            format="auto",  # auto | text (one document a line) | jsonl | parquet
+            text_field="text",  # jsonl / parquet / tfds / hf field holding the text
+            tfds_name="",  # source=tfds: e.g. 'tiny_shakespeare' (prepared in tfds_data_dir)
+            tfds_split="train",
+            tfds_data_dir="",
+            hf_name="",  # source=hf: e.g. 'roneneldan/TinyStories' (needs `datasets`)
+            hf_config="",
+            hf_split="train",
+            max_documents=0,  # 0: all; otherwise read only the first N documents
+            max_bytes=0,  # 0: all; otherwise stop reading after N bytes of text
+            validation_fraction=0.003,  # of documents (paper: 0.3%)
+            min_validation_documents=100,  # floor on the held-out documents
+            tokenizer_min_frequency=2,
+            workers=0,  # filter processes; 0: all cores
         )
     )
 
