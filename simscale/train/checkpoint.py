@@ -1,0 +1,86 @@
+"""Orbax checkpoints of the train state plus JSON metadata; fallback past unreadable ones.
+
+Layout: RUN_DIR/checkpoints/<step>/{state,meta}. Saves are asynchronous; the
+manager keeps the last `train.keep_checkpoints` plus every `train.keep_period`-th.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from simscale.config import from_dict
+
+
+class Checkpoints:
+    def __init__(self, directory, train_cfg=None, read_only: bool = False):
+        self.directory = Path(directory).absolute()
+        keep = train_cfg.keep_checkpoints if train_cfg is not None else None
+        period = train_cfg.keep_period if train_cfg is not None else 0
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep or None, keep_period=period or None, create=not read_only,
+            read_only=read_only, enable_async_checkpointing=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state, meta: dict) -> None:
+        """Start an asynchronous save of `state` and `meta` as checkpoint `step`."""
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+    def restore(self, abstract_state, discard_unreadable: bool = False):
+        """(state, meta) from the newest readable checkpoint, or None when there is none.
+
+        An unreadable (partial, corrupt) checkpoint is skipped with a warning; with
+        `discard_unreadable` it is also deleted so that training can save that step again.
+        """
+        self.manager.reload()
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                return restored["state"], dict(restored["meta"])
+            except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
+                warnings.warn(f"checkpoint {self.directory / str(step)} is unreadable "
+                              f"({type(e).__name__}: {str(e)[:200]}); falling back to the previous one",
+                              stacklevel=2)
+                if discard_unreadable and jax.process_index() == 0:
+                    shutil.rmtree(self.directory / str(step), ignore_errors=True)
+        if discard_unreadable:
+            self.manager.reload()
+        return None
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def load_params(run_dir):
+    """(params, cfg) from the newest readable checkpoint of a run directory, for evaluation.
+
+    Parameters are replicated over all local devices.
+    """
+    from simscale.train import mesh as mesh_lib
+    from simscale.train import step as step_lib
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} not found: is {run_dir} a training run directory?")
+    cfg = from_dict(json.loads(config_path.read_text()))
+    mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    abstract = step_lib.abstract_state(cfg, mesh)
+    ckpt = Checkpoints(run_dir / "checkpoints", read_only=True)
+    try:
+        restored = ckpt.restore(abstract)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint in {run_dir / 'checkpoints'}")
+    return restored[0]["params"], cfg

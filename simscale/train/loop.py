@@ -1,0 +1,227 @@
+"""train(cfg, run_dir): one run, resumable, writing the run directory of docs/contracts.md."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from simscale.config import ConfigError, config_hash, from_dict, to_dict
+from simscale.data import stream
+from simscale.model import counting
+from simscale.train import mesh as mesh_lib
+from simscale.train import step as step_lib
+from simscale.train.checkpoint import Checkpoints
+from simscale.train.metrics import MetricsLog, read_json, write_json, write_status
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss (or gradient norm) became NaN or infinite; the run is marked failed."""
+
+    def __init__(self, step: int, what: str = "loss"):
+        super().__init__(f"non-finite {what} at step {step}")
+        self.step = step
+
+
+def run_config_of(cfg):
+    """The run part of a (possibly sweep) config: a copy without the `sweep` section."""
+    d = to_dict(cfg)
+    d.pop("sweep", None)
+    return from_dict(d)
+
+
+def total_steps(cfg, train_tokens: int | None) -> int:
+    """train.steps, else train.tokens // tokens per step, else one epoch of the prepared data."""
+    tc = cfg.train
+    if tc.steps > 0:
+        return int(tc.steps)
+    per_step = tc.batch_size * tc.seq_len
+    tokens = tc.tokens or train_tokens
+    if not tokens:
+        raise ConfigError("set train.steps or train.tokens: synthetic data has no epoch to count")
+    if tokens < per_step:
+        raise ConfigError(f"{tokens} tokens are fewer than one step of train.batch_size * train.seq_len = {per_step}")
+    return int(tokens // per_step)
+
+
+def _prepare_data(cfg, run_dir: Path, main: bool):
+    """simscale.data.prepare(cfg) for real data (copies its tokenizer and word list); None if synthetic."""
+    if cfg.data.source == "synthetic":
+        return None
+    from simscale.data import prepare
+
+    prepared = prepare(cfg)
+    if prepared.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(f"the tokenizer has {prepared.vocab_size} entries but model.vocab_size="
+                          f"{cfg.model.vocab_size}: raise model.vocab_size")
+    if main:
+        shutil.copyfile(prepared.tokenizer_path, run_dir / "tokenizer.json")
+        if prepared.vocabulary_path:
+            shutil.copyfile(prepared.vocabulary_path, run_dir / "vocab.txt")
+    return prepared
+
+
+def evaluate(prog, params, cfg, bytes_per_token: float | None) -> dict:
+    """Mean validation nats/token, its standard error over sequences, and bits per byte."""
+    losses = [prog.eval(params, _device_batch(prog, local)) for local in stream.batches(cfg, "validation")]
+    if not losses:
+        raise ValueError("the validation split gave no batches: check train.eval_batches and the data")
+    per_seq = np.concatenate(jax.device_get(losses)).astype(np.float64)
+    mean = float(per_seq.mean())
+    stderr = float(per_seq.std(ddof=1) / math.sqrt(per_seq.size)) if per_seq.size > 1 else None
+    bpb = mean / math.log(2) / bytes_per_token if bytes_per_token else None
+    return {"eval_loss": mean, "eval_loss_stderr": stderr, "eval_bpb": bpb}
+
+
+def _device_batch(prog, local: np.ndarray) -> jax.Array:
+    """This host's rows -> one global array sharded over the mesh's batch axes."""
+    return jax.make_array_from_process_local_data(prog.batch_sharding, local, prog.global_batch_shape)
+
+
+def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
+    """Train (or resume) one run into `run_dir`; returns result.json's dict.
+
+    A run whose result.json says done returns it unchanged. `stop_at` ends early after that
+    step with a checkpoint (status stays 'running'; a later call resumes): a preemption point.
+    Raises NonFiniteLoss (after writing status 'failed') when the loss stops being finite.
+    """
+    cfg = run_config_of(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    main = jax.process_index() == 0
+    saved = read_json(run_dir / "config.json")
+    if saved is not None and saved != to_dict(cfg):
+        raise ConfigError(f"{run_dir} holds a run with a different config.json: choose another run directory")
+    result = read_json(run_dir / "result.json")
+    if result is not None and result.get("status") == "done":
+        return result
+    if main:
+        write_json(run_dir / "config.json", to_dict(cfg))
+    run = _Run(cfg, run_dir, main)
+    try:
+        return run.go(stop_at)
+    except Exception as e:
+        if main:
+            write_status(run_dir, "failed", run.step, error=str(e), traceback=traceback.format_exc())
+        raise
+
+
+class _Run:
+    """One train() call: the loop plus what it has done so far (for status and errors)."""
+
+    def __init__(self, cfg, run_dir: Path, main: bool):
+        self.cfg, self.run_dir, self.main, self.step = cfg, run_dir, main, 0
+        self.last, self.evals = None, None
+
+    def go(self, stop_at):
+        cfg, tc, main = self.cfg, self.cfg.train, self.main
+        if main:
+            write_status(self.run_dir, "running", 0)
+        prepared = _prepare_data(cfg, self.run_dir, main)
+        self.bytes_per_token = prepared.bytes_per_token if prepared else None
+        self.steps = steps = total_steps(cfg, prepared.train_tokens if prepared else None)
+        self.flops_per_token = counting.flops_per_token(cfg.model, tc.seq_len, tc.flops_convention)
+        self.prog = prog = step_lib.program(cfg, steps, mesh_lib.make_mesh(cfg.mesh))
+        self.ckpt = Checkpoints(self.run_dir / "checkpoints", tc)
+        restored = self.ckpt.restore(prog.abstract_state, discard_unreadable=True)
+        self.state, meta = restored if restored else (prog.init(cfg.seed), {"step": 0, "wall_time_s": 0.0})
+        self.step = start = int(meta["step"])
+        self.t_start, self.wall0 = time.perf_counter(), float(meta["wall_time_s"])
+        self.log = MetricsLog(self.run_dir, start, steps, enabled=main, name=self.run_dir.name)
+        self.pending, self.window_t0 = [], time.perf_counter()
+        end = steps if stop_at is None else min(stop_at, steps)
+        data = stream.batches(cfg, "train", start_step=start)
+        try:
+            for s in range(start + 1, end + 1):
+                local = next(data, None)
+                if local is None:
+                    if s == start + 1:
+                        raise ValueError(f"the training data gave no batch for step {s}")
+                    warnings.warn(f"the training data ended after {s - 1} of {steps} planned steps")
+                    self.steps = end = s - 1
+                    self._report(end, evaluate_now=True, checkpoint_now=True)
+                    break
+                self.state, metrics = prog.train(self.state, _device_batch(prog, local))
+                self.pending.append(metrics)
+                self.step = s
+                self._report(s, evaluate_now=s == steps or (tc.eval_every > 0 and s % tc.eval_every == 0),
+                             checkpoint_now=s == end or (tc.checkpoint_every > 0 and s % tc.checkpoint_every == 0))
+            self.ckpt.wait()
+        finally:
+            self.log.close()
+            self.ckpt.close()
+        if end < self.steps:
+            return {"status": "running", "step": end}
+        return self._finish(end)
+
+    def _report(self, s: int, evaluate_now: bool, checkpoint_now: bool) -> None:
+        """At log, eval and checkpoint steps: the only host-device sync of the loop."""
+        tc = self.cfg.train
+        if not (evaluate_now or checkpoint_now or s % max(tc.log_every, 1) == 0) or not self.pending:
+            return
+        window = _fetch(self.pending, s)
+        tokens_per_step = tc.batch_size * tc.seq_len
+        tok_s = len(window) * tokens_per_step / (time.perf_counter() - self.window_t0)
+        self.pending = []
+        self.last = {"step": s, "loss": float(np.mean([m["loss"] for m in window])),
+                     "lr": float(window[-1]["lr"]), "grad_norm": float(window[-1]["grad_norm"]),
+                     "tokens": s * tokens_per_step, "tokens_per_s": tok_s,
+                     "flops_per_s": tok_s * self.flops_per_token,
+                     "mfu": counting.mfu(tok_s * self.flops_per_token, jax.devices()[0].device_kind,
+                                         jax.device_count())}
+        if evaluate_now:
+            self.evals = evaluate(self.prog, self.state["params"], self.cfg, self.bytes_per_token)
+            self.last.update(self.evals)
+        self.log.write(self.last)
+        if checkpoint_now:
+            self.ckpt.save(s, self.state, {"step": s, "wall_time_s": self._wall(), "config_hash": config_hash(self.cfg)})
+            if self.main:
+                write_status(self.run_dir, "running", s)
+        self.window_t0 = time.perf_counter()
+
+    def _wall(self) -> float:
+        return self.wall0 + time.perf_counter() - self.t_start
+
+    def _finish(self, end: int) -> dict:
+        cfg, tc = self.cfg, self.cfg.train
+        if self.last is None or self.last["step"] != end or "eval_loss" not in self.last:
+            # resumed at the final step (e.g. after a crash while writing result.json)
+            self.evals = evaluate(self.prog, self.state["params"], cfg, self.bytes_per_token)
+        final_loss = self.last["loss"] if self.last else _last_logged_loss(self.run_dir)
+        tokens = end * tc.batch_size * tc.seq_len
+        result = {
+            "status": "done", "steps": end, "tokens": tokens,
+            "params_total": counting.params_total(cfg.model),
+            "params_nonembedding": counting.params_nonembedding(cfg.model),
+            "flops": {k: v * tokens for k, v in counting.all_flops_per_token(cfg.model, tc.seq_len).items()},
+            "flops_convention": tc.flops_convention, "final_loss": final_loss, **self.evals,
+            "wall_time_s": self._wall(), "variant": cfg.data.variant,
+            "hidden": cfg.model.hidden, "layers": cfg.model.layers,
+        }
+        if self.main:
+            write_json(self.run_dir / "result.json", result)
+            write_status(self.run_dir, "done", end)
+        return result
+
+
+def _last_logged_loss(run_dir: Path) -> float | None:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1])["loss"] if lines else None
+
+
+def _fetch(pending: list, last_step: int) -> list[dict]:
+    """Host copies of the metrics of the steps ending at `last_step`; raises at the first non-finite one."""
+    window = jax.device_get(pending)
+    first = last_step - len(window) + 1
+    for i, m in enumerate(window):
+        for key in ("loss", "grad_norm"):
+            if not np.isfinite(m[key]):
+                raise NonFiniteLoss(first + i, "loss" if key == "loss" else "gradient norm")
+    return window

@@ -1,0 +1,64 @@
+"""AdamW with global-norm clipping and a warmup + cosine / warmup-stable-decay / constant schedule."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from simscale.config import ConfigError
+
+SCHEDULES = ("cosine", "wsd", "constant")
+DECAY = ("matrices", "all", "none")
+
+
+def check(tc) -> None:
+    """Raise ConfigError for optimiser settings that cannot work."""
+    if tc.schedule not in SCHEDULES:
+        raise ConfigError(f"train.schedule={tc.schedule!r}: choose one of {SCHEDULES}")
+    if tc.decay not in DECAY:
+        raise ConfigError(f"train.decay={tc.decay!r}: choose one of {DECAY}")
+    if not 0.0 <= tc.lr_floor <= 1.0:
+        raise ConfigError(f"train.lr_floor={tc.lr_floor} must be a fraction of the peak in [0, 1]")
+    if not 0.0 <= tc.decay_fraction <= 1.0:
+        raise ConfigError(f"train.decay_fraction={tc.decay_fraction} must lie in [0, 1]")
+    if tc.warmup_steps < 0 or tc.lr <= 0:
+        raise ConfigError(f"train.lr={tc.lr} must be > 0 and train.warmup_steps={tc.warmup_steps} >= 0")
+
+
+def schedule(tc, total_steps: int):
+    """Learning rate for update number `step` (0-based): linear warmup, then the chosen shape.
+
+    cosine: half-cosine from the peak to lr_floor * peak at the last step.
+    wsd: constant peak, then linear decay to lr_floor * peak over the last decay_fraction of steps.
+    constant: the peak after warmup.
+    """
+    check(tc)
+    peak, floor, kind = float(tc.lr), float(tc.lr_floor), tc.schedule
+    warmup = min(int(tc.warmup_steps), total_steps)
+    decay_start = warmup if kind == "cosine" else max(warmup, total_steps - round(tc.decay_fraction * total_steps))
+
+    def lr(step):
+        s = jnp.asarray(step, jnp.float32)
+        warm = jnp.minimum(1.0, (s + 1.0) / max(warmup, 1))
+        if kind == "constant":
+            return peak * warm
+        progress = jnp.clip((s - decay_start) / max(total_steps - decay_start, 1), 0.0, 1.0)
+        shape = 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) if kind == "cosine" else 1.0 - progress
+        return peak * warm * (floor + (1.0 - floor) * shape)
+
+    return lr
+
+
+def decay_mask(tc, logical_axes):
+    """Which parameters get weight decay: 'matrices' skips the norm scales."""
+    is_leaf = lambda x: isinstance(x, tuple)  # noqa: E731
+    if tc.decay == "matrices":
+        return jax.tree.map(lambda axes: "norm" not in axes, logical_axes, is_leaf=is_leaf)
+    return jax.tree.map(lambda _: tc.decay == "all", logical_axes, is_leaf=is_leaf)
+
+
+def optimizer(tc, total_steps: int, logical_axes) -> optax.GradientTransformation:
+    """clip_by_global_norm (when clip_norm > 0) followed by AdamW on the schedule."""
+    adamw = optax.adamw(schedule(tc, total_steps), b1=tc.b1, b2=tc.b2, eps=tc.eps,
+                        weight_decay=tc.weight_decay, mask=decay_mask(tc, logical_axes))
+    return optax.chain(optax.clip_by_global_norm(tc.clip_norm), adamw) if tc.clip_norm > 0 else adamw

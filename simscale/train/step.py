@@ -1,0 +1,161 @@
+"""The compiled train and eval steps of one run shape, cached per process.
+
+A train state is a dict {'step', 'params', 'opt_state'} sharded by the mesh
+rules. `program(cfg, total_steps, mesh)` builds (once per distinct shape and
+optimiser setting) ahead-of-time compiled functions:
+
+    state = prog.init(seed)
+    state, metrics = prog.train(state, tokens_BT1)    # state donated
+    losses_B = prog.eval(state['params'], tokens_BT1) # mean nats/token per sequence
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from simscale.config import ConfigError, to_dict
+from simscale.model import llama
+from simscale.train import mesh as mesh_lib
+from simscale.train import optim
+
+
+def token_losses(params, tokens_BT1, model_cfg):
+    """Cross-entropy in nats of each next token, float32 [B, T]."""
+    logits_BTV = llama.apply(params, tokens_BT1[:, :-1], model_cfg)
+    targets_BT = tokens_BT1[:, 1:]
+    target_logit = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+    return jax.nn.logsumexp(logits_BTV, axis=-1) - target_logit
+
+
+def _mean_loss(params, tokens_BT1, model_cfg):
+    return jnp.mean(token_losses(params, tokens_BT1, model_cfg))
+
+
+def _micro_batches(tokens_BT1, accum: int, mesh):
+    """[B, T+1] -> [accum, B/accum, T+1]; micro-batch a holds rows a, a+accum, ... so each stays sharded."""
+    B, T1 = tokens_BT1.shape
+    micro = tokens_BT1.reshape(B // accum, accum, T1).swapaxes(0, 1)
+    return jax.lax.with_sharding_constraint(micro, NamedSharding(mesh, P(None, mesh_lib.RULES["batch"])))
+
+
+@dataclasses.dataclass
+class Program:
+    init: Callable[[int], dict]
+    train: Callable[[dict, jax.Array], tuple[dict, dict]]
+    eval: Callable[[Any, jax.Array], jax.Array]
+    abstract_state: Any  # ShapeDtypeStructs carrying their shardings
+    batch_sharding: NamedSharding
+    global_batch_shape: tuple[int, int]
+    compile_time_s: float
+
+
+def check_batch(tc, mesh) -> None:
+    n = mesh_lib.batch_divisor(mesh)
+    if tc.grad_accum < 1 or tc.batch_size % tc.grad_accum:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by train.grad_accum={tc.grad_accum}")
+    if (tc.batch_size // tc.grad_accum) % n:
+        raise ConfigError(f"micro-batch {tc.batch_size // tc.grad_accum} (train.batch_size / train.grad_accum) "
+                          f"is not divisible by the {n} devices of the mesh's data x fsdp axes")
+
+
+def _init_fn(cfg, tx):
+    def init_fn(rng):
+        params = llama.init(rng, cfg.model)
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+    return init_fn
+
+
+def _state_shardings(cfg, tx, mesh):
+    """(abstract state as ShapeDtypeStructs with shardings, tree of NamedShardings)."""
+    abstract = jax.eval_shape(_init_fn(cfg, tx), jax.random.key(0))
+    param_sh = mesh_lib.shardings(llama.logical_axes(cfg.model), abstract["params"], mesh)
+    rep = mesh_lib.replicated(mesh)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract["opt_state"], param_sh,
+                                   transform_non_params=lambda _: rep)
+    state_sh = {"step": rep, "params": param_sh, "opt_state": opt_sh}
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sh)
+    return abstract, state_sh
+
+
+def abstract_state(cfg, mesh, total_steps: int = 1):
+    """The train state's structure, shapes and shardings, e.g. to restore a checkpoint into."""
+    tx = optim.optimizer(cfg.train, total_steps, llama.logical_axes(cfg.model))
+    return _state_shardings(cfg, tx, mesh)[0]
+
+
+def build(cfg, total_steps: int, mesh) -> Program:
+    """Compile init/train/eval for this config's shapes and optimiser on `mesh`."""
+    mc, tc = cfg.model, cfg.train
+    if tc.seq_len > mc.max_len:
+        raise ConfigError(f"train.seq_len={tc.seq_len} exceeds model.max_len={mc.max_len}")
+    check_batch(tc, mesh)
+    tx = optim.optimizer(tc, total_steps, llama.logical_axes(mc))
+    lr_fn = optim.schedule(tc, total_steps)
+    init_fn = _init_fn(cfg, tx)
+    abstract, state_sh = _state_shardings(cfg, tx, mesh)
+    param_sh, rep = state_sh["params"], mesh_lib.replicated(mesh)
+    batch_sh = mesh_lib.batch_sharding(mesh)
+    shape = (tc.batch_size, tc.seq_len + 1)
+    batch = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh)
+    accum = tc.grad_accum
+
+    def train_fn(state, tokens_BT1):
+        params = state["params"]
+        grad_fn = jax.value_and_grad(_mean_loss)
+        if accum == 1:
+            loss, grads = grad_fn(params, tokens_BT1, mc)
+        else:
+            def micro_step(grad_sum, toks):
+                loss, grads = grad_fn(params, toks, mc)
+                return jax.tree.map(jnp.add, grad_sum, grads), loss
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            grads, losses = jax.lax.scan(micro_step, zeros, _micro_batches(tokens_BT1, accum, mesh))
+            grads, loss = jax.tree.map(lambda g: g / accum, grads), jnp.mean(losses)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state}
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr_fn(state["step"])}
+
+    def eval_fn(params, tokens_BT1):
+        per_seq = lambda toks: jnp.mean(token_losses(params, toks, mc), axis=-1)  # noqa: E731
+        if accum == 1:
+            return per_seq(tokens_BT1)
+        losses_AB = jax.lax.map(per_seq, _micro_batches(tokens_BT1, accum, mesh))
+        return losses_AB.swapaxes(0, 1).reshape(-1)  # back to the input's row order
+
+    t0 = time.perf_counter()
+    with mesh:
+        init_c = jax.jit(init_fn, out_shardings=state_sh).lower(jax.random.key(0)).compile()
+        train_c = jax.jit(train_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
+                          donate_argnums=0).lower(abstract, batch).compile()
+        eval_c = jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=rep
+                         ).lower(abstract["params"], batch).compile()
+    return Program(init=lambda seed: init_c(jax.random.key(seed)), train=train_c, eval=eval_c,
+                   abstract_state=abstract, batch_sharding=batch_sh, global_batch_shape=shape,
+                   compile_time_s=time.perf_counter() - t0)
+
+
+# Settings that change the compiled program; the rest (cadences, seed, data) do not.
+_TRAIN_KEYS = ("batch_size", "seq_len", "grad_accum", "lr", "warmup_steps", "schedule", "lr_floor",
+               "decay_fraction", "b1", "b2", "eps", "weight_decay", "decay", "clip_norm")
+_CACHE: dict[str, Program] = {}
+
+
+def program(cfg, total_steps: int, mesh) -> Program:
+    """build() memoised on what the compiled code depends on, so a sweep compiles each shape once."""
+    key = json.dumps([to_dict(cfg.model), {k: cfg.train[k] for k in _TRAIN_KEYS}, total_steps,
+                      dict(mesh.shape), [d.id for d in mesh.devices.flat]], sort_keys=True)
+    if key not in _CACHE:
+        _CACHE[key] = build(cfg, total_steps, mesh)
+    return _CACHE[key]
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
