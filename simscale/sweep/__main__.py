@@ -1,0 +1,148 @@
+"""python -m simscale.sweep --config sweeps/grid.py[:preset=NAME] --workdir W [--config.x=y ...]
+   python -m simscale.sweep status --workdir W
+
+Prepares the data once, expands and validates the grid, runs every run
+(skipping finished ones, resuming interrupted ones), evaluates them and prints
+a summary; exits 1 when a run failed. `--dry_run [--json]` only prints the runs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from simscale.config import ConfigError, to_dict
+from simscale.sweep import estimate, executors, grid, report, store
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "sweep config, e.g. sweeps/grid.py:preset=cpu", lock_config=False)
+flags.DEFINE_string("workdir", None, "sweep folder: W/sweep.json and W/runs/<run_id>/")
+flags.DEFINE_enum("executor", "inline", executors.EXECUTORS, "where runs train")
+flags.DEFINE_integer("workers", 0, "process executor: worker processes (0: one per GPU group, or 2 on CPU)")
+flags.DEFINE_integer("devices_per_worker", 1, "GPUs (or TPU chips) per worker / Ray task")
+flags.DEFINE_integer("devices", 0, "devices one run sees, for validation (0: jax.device_count() inline, "
+                     "else --devices_per_worker)")
+flags.DEFINE_string("ray_address", "", "Ray cluster address ('auto' to join a running cluster; '': a local instance)")
+flags.DEFINE_bool("dry_run", False, "print the runs (sizes, FLOPs, estimated time) and exit")
+flags.DEFINE_bool("json", False, "with --dry_run: print a JSON list")
+flags.DEFINE_enum("estimate", "auto", ["auto", "past", "none"],
+                  "wall-time estimates: auto (past runs, else a short calibration), past (measured only), none")
+flags.DEFINE_bool("retry_failed", False, "train failed runs again")
+flags.DEFINE_string("only", "", "run only runs whose id matches this regex")
+flags.DEFINE_string("skip", "", "skip runs whose id matches this regex")
+
+log = logging.getLogger("simscale.sweep")
+
+
+def _devices() -> int:
+    if FLAGS.devices:
+        return FLAGS.devices
+    if FLAGS.executor == "inline":
+        import jax
+
+        return jax.device_count()
+    return FLAGS.devices_per_worker
+
+
+def _records(runs, workdir: pathlib.Path, cfg) -> list[dict]:
+    records = [estimate.sizes(r, cfg.sweep.epoch_tokens) for r in runs]
+    speeds = {}
+    if FLAGS.estimate != "none":
+        steps = cfg.sweep.calibration_steps if FLAGS.estimate == "auto" else 0
+        speeds = estimate.throughputs(runs, workdir, steps)
+    for run, rec in zip(runs, records):
+        speed = speeds.get(estimate.shape_key(run.cfg))
+        rec["est_time_s"] = rec["tokens"] / speed if speed else None
+    return records
+
+
+def sweep(cfg, workdir: pathlib.Path) -> int:
+    runs = grid.select(grid.expand(cfg, _devices()), FLAGS.only, FLAGS.skip)
+    if not runs:
+        raise ConfigError(f"no run matches --only={FLAGS.only!r} --skip={FLAGS.skip!r}")
+    if FLAGS.dry_run:
+        records = _records(runs, workdir, cfg)
+        print(json.dumps(records, indent=1) if FLAGS.json else report.dry_run_table(records))
+        return 0
+    store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[
+        dict(run_id=r.run_id, point=r.point, config=to_dict(r.cfg),
+             tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0]) for r in runs]))
+    _prepare_data(runs)
+    log.info("sweep of %d run(s) in %s, executor %s", len(runs), workdir, FLAGS.executor)
+    outcomes = executors.execute(runs, workdir, FLAGS.executor, workers=FLAGS.workers,
+                                 devices_per_worker=FLAGS.devices_per_worker, ray_address=FLAGS.ray_address,
+                                 retry_failed=FLAGS.retry_failed)
+    print(report.summary_table(workdir, [r.run_id for r in runs]))
+    failed = [o for o in outcomes if o["outcome"] == "failed"]
+    counts = {k: sum(o["outcome"] == k for o in outcomes) for k in ("done", "skipped", "failed")}
+    print(f"\n{counts['done']} trained, {counts['skipped']} already done, {counts['failed']} failed")
+    if failed:
+        print("failed runs (see W/runs/<id>/status.json; rerun with --retry_failed):", file=sys.stderr)
+        for o in failed:
+            print(f"  {o['run_id']}: {o.get('error', '')}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _prepare_data(runs) -> None:
+    """simscale.data.prepare once per data variant (simplified first: the control is sized from it)."""
+    seen = {}
+    for run in sorted(runs, key=lambda r: r.cfg.data.variant != "simplified"):
+        data = run.cfg.data
+        if data.source == "synthetic":
+            continue
+        key = json.dumps([to_dict(data), run.cfg.model.vocab_size, run.cfg.seed], sort_keys=True)
+        if key not in seen:
+            from simscale.data import prepare
+
+            log.info("preparing data: %s %s", data.source, data.variant)
+            seen[key] = prepare(run.cfg)
+
+
+def status(workdir: pathlib.Path) -> int:
+    state = store.read_json(workdir / "sweep.json")
+    if state is None:
+        raise FileNotFoundError(f"{workdir / 'sweep.json'} not found: is --workdir a sweep folder?")
+    print(report.status_table(workdir, state["runs"], estimate.measured_throughput(workdir)))
+    return 0
+
+
+def _main(argv) -> int:
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint step at INFO
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s sweep: %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not FLAGS.workdir:
+        raise ConfigError("--workdir is required")
+    workdir = pathlib.Path(FLAGS.workdir)
+    if argv[1:] == ["status"]:
+        return status(workdir)
+    if argv[1:]:
+        raise ConfigError(f"unexpected arguments {argv[1:]}; the only command is 'status'")
+    if FLAGS.config is None:
+        raise ConfigError("--config is required, e.g. --config sweeps/grid.py:preset=cpu")
+    if "sweep" not in FLAGS.config:
+        raise ConfigError(f"--config {flags.FLAGS['config'].config_filename} has no `sweep` section")
+    return sweep(FLAGS.config, workdir)
+
+
+def _checked(argv) -> int:
+    try:
+        return _main(argv)
+    except (ConfigError, FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def main() -> None:
+    app.run(_checked)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Sizes and wall-time estimates of runs, from measured throughput only.
+
+Throughput (tokens/s) of a shape comes from the workdir's past runs
+(metrics.jsonl, first log record excluded as it holds the compilation), else
+from W/calibration.json, else from a short calibration: `train()` on synthetic
+tokens of the same shape for a few steps in a temporary directory.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import pathlib
+import statistics
+import tempfile
+
+from simscale.model import counting
+from simscale.sweep import store
+from simscale.sweep.grid import Run
+
+log = logging.getLogger("simscale.sweep")
+
+
+def run_tokens(run: Run, epoch_tokens: int) -> tuple[int, bool]:
+    """(tokens, exact): the budget of the run, or one epoch's size when it trains one epoch."""
+    t = run.cfg.train
+    if t.steps:
+        return t.steps * t.batch_size * t.seq_len, True
+    if t.tokens:
+        return t.tokens, True
+    return int(epoch_tokens), False
+
+
+def sizes(run: Run, epoch_tokens: int) -> dict:
+    """The dry-run record of a run: ids, shape, parameters, tokens, FLOPs."""
+    m, t = run.cfg.model, run.cfg.train
+    tokens, exact = run_tokens(run, epoch_tokens)
+    convention = t.flops_convention
+    return dict(run_id=run.run_id, width=m.hidden, depth=m.layers, variant=run.cfg.data.variant,
+                params_total=counting.params_total(m), params_nonembedding=counting.params_nonembedding(m),
+                tokens=tokens, tokens_exact=exact,
+                flops=counting.flops_per_token(m, t.seq_len, convention) * tokens, flops_convention=convention)
+
+
+def shape_key(cfg) -> str:
+    from simscale.config import to_dict
+
+    t = cfg.train
+    return json.dumps([to_dict(cfg.model), t.batch_size, t.seq_len, t.grad_accum], sort_keys=True)
+
+
+def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
+    """tokens/s by shape key: calibrations, overridden by the workdir's past runs."""
+    workdir = pathlib.Path(workdir)
+    found = dict(store.read_json(workdir / "calibration.json", {}))
+    for rdir in sorted((workdir / "runs").glob("*")):
+        cfg = store.read_json(rdir / "config.json")
+        speed = _median_speed(rdir / "metrics.jsonl")
+        if cfg and speed:
+            from simscale.config import from_dict
+
+            found[shape_key(from_dict(cfg))] = speed
+    return found
+
+
+def _median_speed(path: pathlib.Path) -> float | None:
+    if not path.exists():
+        return None
+    speeds = []
+    for line in path.read_text().splitlines():
+        try:
+            speeds.append(json.loads(line).get("tokens_per_s"))
+        except json.JSONDecodeError:
+            continue
+    speeds = [s for s in speeds[1:] if s]
+    return statistics.median(speeds) if speeds else None
+
+
+def calibrate(run: Run, steps: int) -> float:
+    """tokens/s of `steps` timed train steps of the run's shape on synthetic tokens (after one compile step)."""
+    from simscale.train import train
+
+    cfg = copy.deepcopy(run.cfg)
+    cfg.data.source = "synthetic"
+    cfg.eval.tasks = ""
+    cfg.train.update(steps=steps + 1, tokens=0, warmup_steps=1, log_every=1, eval_every=10**9,
+                     checkpoint_every=10**9, eval_batches=1)
+    with tempfile.TemporaryDirectory(prefix="simscale-calibrate-") as tmp:
+        train(cfg, pathlib.Path(tmp))
+        speed = _median_speed(pathlib.Path(tmp) / "metrics.jsonl")
+    if not speed:
+        raise RuntimeError(f"calibration of {run.run_id} logged no throughput")
+    return speed
+
+
+def throughputs(runs: list[Run], workdir: pathlib.Path, calibrate_steps: int) -> dict[str, float]:
+    """tokens/s for every shape of `runs`: measured, or calibrated now (0 steps: measured only)."""
+    known = measured_throughput(workdir)
+    missing = {shape_key(r.cfg): r for r in runs if shape_key(r.cfg) not in known}
+    if calibrate_steps and missing:
+        calibrated = dict(store.read_json(pathlib.Path(workdir) / "calibration.json", {}))
+        for i, (key, run) in enumerate(missing.items()):
+            log.info("calibrating shape %d/%d (w%d d%d): %d timed steps", i + 1, len(missing),
+                     run.cfg.model.hidden, run.cfg.model.layers, calibrate_steps)
+            calibrated[key] = known[key] = calibrate(run, calibrate_steps)
+            store.write_json(pathlib.Path(workdir) / "calibration.json", calibrated)
+    return known

@@ -1,0 +1,177 @@
+"""Run a list of runs: `inline` (this process), `process` (a pool of pinned workers), `ray`.
+
+Each executor calls `run_one` once per run wherever the run trains; `run_one`
+claims the run's lock, skips it when done (or failed, unless retrying),
+trains or resumes it, evaluates it and records the outcome. Runs that another
+worker holds come back as "busy" and are retried until they settle.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+
+from simscale.config import from_dict, to_dict
+from simscale.sweep import store
+from simscale.sweep.grid import Run
+
+log = logging.getLogger("simscale.sweep")
+EXECUTORS = ("inline", "process", "ray")
+REPO_ROOT = str(pathlib.Path(__file__).resolve().parents[2])
+
+
+def default_train(cfg, rdir):
+    from simscale.train import train
+
+    return train(cfg, rdir)
+
+
+def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = False, train_fn=None) -> dict:
+    """Claim, train (or resume) and evaluate one run; returns {run_id, outcome, error?}.
+
+    Outcomes: done (trained now), skipped (already done), failed, busy (another worker holds it).
+    """
+    rdir = store.run_dir(pathlib.Path(workdir), run_id)
+    lock = store.RunLock(rdir)
+    if not lock.acquire():
+        return dict(run_id=run_id, outcome="busy")
+    with lock:
+        status = store.read_json(rdir / "status.json", {})
+        if status.get("status") == "done" and (rdir / "result.json").exists():
+            outcome = "skipped"
+        elif status.get("status") == "failed" and not retry_failed:
+            return dict(run_id=run_id, outcome="failed", error=status.get("error", "failed earlier"))
+        else:
+            cfg = from_dict(cfg_dict)
+            store.write_json(rdir / "config.json", cfg_dict)
+            store.append_attempt(rdir, "start", step=status.get("step", 0))
+            log.info("training %s%s", run_id, f" (resuming at step {status['step']})" if status.get("step") else "")
+            try:
+                (train_fn or default_train)(cfg, rdir)
+            except Exception as e:  # the run fails, the sweep goes on
+                error = f"{type(e).__name__}: {e}"
+                store.write_json(rdir / "status.json", dict(
+                    store.read_json(rdir / "status.json", {}), status="failed", error=error,
+                    traceback=traceback.format_exc(), updated=time.time()))
+                store.append_attempt(rdir, "failed", error=error)
+                log.error("run %s failed: %s", run_id, error)
+                return dict(run_id=run_id, outcome="failed", error=error)
+            store.append_attempt(rdir, "done")
+            outcome = "done"
+        error = _evaluate(rdir, from_dict(cfg_dict))
+    return dict(run_id=run_id, outcome="failed", error=error) if error else dict(run_id=run_id, outcome=outcome)
+
+
+def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
+    """Zero-shot evaluation of a finished run when eval.tasks is set and simscale.evaluate provides it."""
+    if not cfg.eval.tasks or (rdir / "eval.json").exists():
+        return None
+    try:
+        from simscale.evaluate import evaluate_run
+    except ImportError:
+        log.warning("eval.tasks=%r set but simscale.evaluate.evaluate_run is not available", cfg.eval.tasks)
+        return None
+    try:
+        evaluate_run(rdir, cfg.eval.tasks, shots=cfg.eval.shots)
+    except Exception as e:
+        error = f"evaluation: {type(e).__name__}: {e}"
+        store.write_json(rdir / "status.json", dict(store.read_json(rdir / "status.json", {}), eval_error=error))
+        log.error("run %s: %s", rdir.name, error)
+        return error
+    return None
+
+
+def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int = 0, devices_per_worker: int = 1,
+            ray_address: str = "", retry_failed: bool = False, train_fn=None, poll_s: float = 2.0) -> list[dict]:
+    """Run everything; runs busy in another worker are retried until they settle. Outcomes in grid order."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
+    submit = {"inline": _inline, "process": _process, "ray": _ray}[executor]
+    kwargs = dict(workers=workers, devices_per_worker=devices_per_worker, ray_address=ray_address)
+    # Runs sharing a shape go one after another, so one process reuses its compiled functions.
+    todo = sorted(runs, key=lambda r: [str(x) for x in r.shape])
+    outcomes: dict[str, dict] = {}
+    while todo:
+        jobs = [(str(workdir), r.run_id, to_dict(r.cfg), retry_failed, train_fn) for r in todo]
+        for outcome in submit(jobs, **kwargs):
+            outcomes[outcome["run_id"]] = outcome
+        todo = [r for r in todo if outcomes[r.run_id]["outcome"] == "busy"]
+        if todo:
+            log.info("%d run(s) held by another worker; waiting for them", len(todo))
+            time.sleep(poll_s)
+        retry_failed = False  # a failure seen in this sweep is not retried again
+    return [outcomes[r.run_id] for r in runs]
+
+
+def _inline(jobs, **_):
+    for i, job in enumerate(jobs):
+        log.info("[%d/%d] %s", i + 1, len(jobs), job[1])
+        yield run_one(*job)
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, without initialising jax (CUDA_VISIBLE_DEVICES or nvidia-smi)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+        return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+    return []
+
+
+def worker_slots(workers: int, devices_per_worker: int) -> list[dict]:
+    """Environment of each worker: its own CUDA_VISIBLE_DEVICES on GPU hosts; CPU workers share the host."""
+    gpus = visible_gpus()
+    if gpus:
+        n = len(gpus) // devices_per_worker
+        if n == 0:
+            raise ValueError(f"--devices_per_worker={devices_per_worker} exceeds the {len(gpus)} visible GPU(s)")
+        n = min(n, workers) if workers else n
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * devices_per_worker:(i + 1) * devices_per_worker])}
+                for i in range(n)]
+    return [{} for _ in range(workers or 2)]
+
+
+def _pin(slots) -> None:
+    os.environ.update(slots.get())  # before this worker imports jax
+
+
+def _process(jobs, workers=0, devices_per_worker=1, **_):
+    slots = worker_slots(workers, devices_per_worker)
+    ctx = multiprocessing.get_context("spawn")  # jax is not fork-safe
+    queue = ctx.Manager().Queue()
+    for slot in slots:
+        queue.put(slot)
+    log.info("process executor: %d worker(s) %s", len(slots), [s.get("CUDA_VISIBLE_DEVICES", "cpu") for s in slots])
+    with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin, initargs=(queue,)) as pool:
+        futures = [pool.submit(run_one, *job) for job in jobs]
+        for job, future in zip(jobs, futures):
+            yield future.result()
+
+
+def _ray(jobs, ray_address="", devices_per_worker=1, **_):
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--executor ray needs Ray: pip install 'simscale[ray]'") from None
+    if not ray.is_initialized():
+        env = {"PYTHONPATH": os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        ray.init(address=ray_address or None, runtime_env={"env_vars": env}, include_dashboard=False,
+                 log_to_driver=True)
+    resources = ray.cluster_resources()
+    options = dict(num_cpus=1)
+    if resources.get("GPU"):
+        options["num_gpus"] = devices_per_worker
+    elif resources.get("TPU"):
+        options["resources"] = {"TPU": devices_per_worker}
+    task = ray.remote(**options)(run_one)
+    refs = [task.remote(*job) for job in jobs]
+    for ref in refs:
+        yield ray.get(ref)

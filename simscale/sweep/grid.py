@@ -1,0 +1,183 @@
+"""Grid expansion: a sweep config -> validated runs with stable ids.
+
+The `sweep` section (sweeps/grid.py, docs/sweeps.md) lists axes. Axes are
+multiplied in AXES order, except those joined in a `zip` group ("width,lr"),
+which advance together. Each point is applied to the base run config, then the
+width rules and the token budget; the run id is a readable prefix of the point
+plus a hash of the resolved run config, so reordering or extending a grid
+keeps the ids of the runs it already had.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import re
+
+from ml_collections import ConfigDict
+
+from simscale.config import ConfigError, config_hash, to_dict
+from simscale.model import counting
+
+# Known axes, in expansion order, with the run-id prefix each contributes.
+AXES = ("flops", "width", "depth", "variant", "seed", "lr", "heads", "batch_size", "tokens", "tokens_per_param")
+VARIANTS = ("simplified", "unrestricted")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    run_id: str
+    cfg: ConfigDict  # the resolved run config (no `sweep` section)
+    point: dict  # the axis values that made it
+
+    @property
+    def shape(self) -> tuple:
+        """What compiled functions depend on: runs sharing it reuse compilations."""
+        m, t = self.cfg.model, self.cfg.train
+        return (m.hidden, m.layers, m.heads, m.kv_heads, m.intermediate, m.vocab_size,
+                t.batch_size, t.seq_len, m.param_dtype, m.compute_dtype)
+
+
+def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
+    """Every run of the sweep, validated; raises ConfigError listing every bad run."""
+    sweep = cfg.sweep
+    base = ConfigDict(copy.deepcopy({k: v for k, v in to_dict(cfg).items() if k != "sweep"}))
+    points = _points(sweep)
+    runs, errors = [], []
+    for point in points:
+        run_cfg = _resolve(base, point, sweep)
+        run_id = _run_id(run_cfg, point)
+        errors += [f"{run_id}: {e}" for e in validate(run_cfg, n_devices)]
+        runs.append(Run(run_id, run_cfg, point))
+    ids = [r.run_id for r in runs]
+    errors += [f"{i}: appears {ids.count(i)} times (two grid points resolve to one config)"
+               for i in sorted(set(ids)) if ids.count(i) > 1]
+    if errors:
+        raise ConfigError(f"{len(errors)} invalid run(s) in the sweep; nothing was trained:\n  " + "\n  ".join(errors))
+    return runs
+
+
+def select(runs: list[Run], only: str = "", skip: str = "") -> list[Run]:
+    """Runs whose id matches `only` (regex search) and not `skip`."""
+    return [r for r in runs if (not only or re.search(only, r.run_id)) and not (skip and re.search(skip, r.run_id))]
+
+
+def _points(sweep: ConfigDict) -> list[dict]:
+    axes = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in sweep.axes.items()}
+    unknown = sorted(set(axes) - set(AXES))
+    if unknown:
+        raise ConfigError(f"unknown sweep axis {unknown} in sweep.axes; known axes: {list(AXES)}")
+    for name, values in axes.items():
+        if not values:
+            raise ConfigError(f"sweep.axes.{name} is empty")
+    groups, zipped = [], set()
+    for spec in sweep.zip:
+        names = [n.strip() for n in str(spec).split(",") if n.strip()]
+        missing = [n for n in names if n not in axes]
+        if missing or zipped & set(names):
+            raise ConfigError(f"sweep.zip group {spec!r}: axes {missing or sorted(zipped & set(names))} "
+                              "are not in sweep.axes or are zipped twice")
+        lengths = {n: len(axes[n]) for n in names}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"sweep.zip group {spec!r} needs equal-length axes, got {lengths}")
+        groups.append([dict(zip(names, vals)) for vals in zip(*(axes[n] for n in names))])
+        zipped |= set(names)
+    groups += [[{n: v} for v in axes[n]] for n in axes if n not in zipped]
+    groups.sort(key=lambda g: min(AXES.index(n) for n in g[0]))
+    return [dict(kv for part in combo for kv in part.items()) for combo in itertools.product(*groups)]
+
+
+def _resolve(base: ConfigDict, point: dict, sweep: ConfigDict) -> ConfigDict:
+    """Apply one grid point, the width rules and the token budget to a copy of the base config."""
+    cfg = copy.deepcopy(base)
+    m, t = cfg.model, cfg.train
+    for name, (section, key) in {"width": (m, "hidden"), "depth": (m, "layers"), "variant": (cfg.data, "variant"),
+                                 "lr": (t, "lr"), "heads": (m, "heads"), "batch_size": (t, "batch_size")}.items():
+        if name in point:
+            setattr(section, key, type(getattr(section, key))(point[name]))
+    if "seed" in point:
+        cfg.seed = int(point["seed"])
+    if "heads" not in point and sweep.heads_rule:
+        m.heads = max(1, m.hidden // _rule_value(sweep.heads_rule, "head_dim", "sweep.heads_rule"))
+    if "lr" not in point and sweep.lr_rule:
+        t.lr = t.lr * _rule_value(sweep.lr_rule, "inverse_width", "sweep.lr_rule") / m.hidden
+    tokens = _budget_tokens(cfg, point)
+    if tokens is not None:
+        per_step = t.batch_size * t.seq_len
+        t.steps = max(1, round(tokens / per_step))
+        t.tokens = t.steps * per_step
+    return cfg
+
+
+def _rule_value(rule: str, name: str, key: str) -> int:
+    match = re.fullmatch(rf"{name}=(\d+)", rule.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise ConfigError(f"{key}={rule!r}: expected '' or '{name}=<positive int>'")
+    return int(match.group(1))
+
+
+def _budget_tokens(cfg: ConfigDict, point: dict) -> float | None:
+    """Tokens for this run from the budget axes, or None to keep train.steps/tokens."""
+    given = [k for k in ("tokens", "tokens_per_param", "flops") if k in point]
+    if len(given) > 1:
+        raise ConfigError(f"sweep axes {given} all set the token budget; keep one")
+    if not given:
+        return None
+    if given[0] == "tokens":
+        return float(point["tokens"])
+    try:
+        n = counting.params_total(cfg.model)
+    except ValueError:
+        return None  # an invalid shape: validate() reports it
+    if given[0] == "tokens_per_param":  # Chinchilla's ratio counts all parameters
+        return float(point["tokens_per_param"]) * n
+    return float(point["flops"]) / counting.flops_6n(cfg.model, cfg.train.seq_len)  # D = C / 6N
+
+
+def _fmt(value) -> str:
+    return f"{value:g}".replace("+", "") if isinstance(value, float) else str(value)
+
+
+_PREFIX = {"flops": "c", "seed": "s", "lr": "lr", "heads": "h", "batch_size": "b", "tokens": "t",
+           "tokens_per_param": "tpp"}
+
+
+def _run_id(cfg: ConfigDict, point: dict) -> str:
+    """`w64-d2-simplified[-<other axes>]-<hash of the run config without eval>`."""
+    parts = [f"w{cfg.model.hidden}", f"d{cfg.model.layers}", cfg.data.variant]
+    parts += [f"{_PREFIX[k]}{_fmt(point[k])}" for k in AXES if k in _PREFIX and k in point]
+    hashed = {k: v for k, v in to_dict(cfg).items() if k != "eval"}  # evaluation does not change training
+    return "-".join(parts + [config_hash(hashed, 8)])
+
+
+def validate(cfg: ConfigDict, n_devices: int) -> list[str]:
+    """Every problem with one resolved run config (empty when it can train)."""
+    m, t, mesh = cfg.model, cfg.train, cfg.mesh
+    errors = []
+    if cfg.data.variant not in VARIANTS:
+        errors.append(f"data.variant={cfg.data.variant!r} is not one of {VARIANTS}")
+    for key, value in (("model.hidden", m.hidden), ("model.layers", m.layers), ("model.heads", m.heads),
+                       ("model.vocab_size", m.vocab_size), ("train.batch_size", t.batch_size),
+                       ("train.seq_len", t.seq_len)):
+        if value <= 0:
+            errors.append(f"{key}={value} must be positive")
+    if m.heads > 0 and m.hidden % m.heads:
+        errors.append(f"model.hidden={m.hidden} is not divisible by model.heads={m.heads}")
+    if m.kv_heads and m.heads % m.kv_heads:
+        errors.append(f"model.heads={m.heads} is not divisible by model.kv_heads={m.kv_heads}")
+    if t.seq_len > m.max_len:
+        errors.append(f"train.seq_len={t.seq_len} exceeds model.max_len={m.max_len}")
+    fixed = [v for v in (mesh.data, mesh.fsdp, mesh.tensor) if v != -1]
+    fixed_product = 1
+    for v in fixed:
+        fixed_product *= v
+    if any(v <= 0 for v in fixed) or n_devices % fixed_product or len(fixed) < 2:
+        errors.append(f"mesh (data={mesh.data}, fsdp={mesh.fsdp}, tensor={mesh.tensor}) does not fit {n_devices} "
+                      "device(s): use positive sizes whose product divides the device count, at most one -1")
+    else:
+        batch_shards = (mesh.data if mesh.data != -1 else n_devices // fixed_product) * (
+            mesh.fsdp if mesh.fsdp != -1 else n_devices // fixed_product)
+        if t.batch_size > 0 and t.batch_size % batch_shards:
+            errors.append(f"train.batch_size={t.batch_size} is not divisible by the {batch_shards} data-parallel "
+                          f"device(s) of the mesh")
+    return errors

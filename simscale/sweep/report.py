@@ -1,0 +1,98 @@
+"""Tables: the dry run, the end-of-sweep summary and `status`."""
+from __future__ import annotations
+
+import math
+import pathlib
+import time
+
+from simscale.sweep import store
+
+
+def human(x: float | None, unit: str = "") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{suffix}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def dry_run_table(records: list[dict]) -> str:
+    rows = [[r["run_id"], r["width"], r["depth"], r["variant"], f"{r['params_total']:,}",
+             f"{r['params_nonembedding']:,}", human(r["tokens"]) + ("" if r["tokens_exact"] else " (epoch)"),
+             human(r["flops"]), duration(r["est_time_s"])] for r in records]
+    est = [r["est_time_s"] for r in records]
+    rows.append(["total", "", "", f"{len(records)} runs", f"{sum(r['params_total'] for r in records):,}",
+                 f"{sum(r['params_nonembedding'] for r in records):,}", human(sum(r["tokens"] for r in records)),
+                 human(sum(r["flops"] for r in records)), duration(sum(est)) if None not in est else "?"])
+    header = ["run", "width", "depth", "variant", "params", "non-embedding", "tokens",
+              f"FLOPs ({records[0]['flops_convention']})" if records else "FLOPs", "est. time"]
+    return table(header, rows)
+
+
+def run_state(rdir: pathlib.Path) -> str:
+    """done | failed | running (a live lock holder) | interrupted (started, nobody on it) | pending."""
+    status = store.read_json(rdir / "status.json", {})
+    if status.get("status") == "done" and (rdir / "result.json").exists():
+        return "failed" if status.get("eval_error") else "done"
+    if status.get("status") == "failed":
+        return "failed"
+    if store.holder(rdir):
+        return "running"
+    return "interrupted" if status else "pending"
+
+
+def summary_table(workdir: pathlib.Path, run_ids: list[str]) -> str:
+    rows = []
+    for run_id in run_ids:
+        rdir = store.run_dir(workdir, run_id)
+        res = store.read_json(rdir / "result.json", {})
+        status = store.read_json(rdir / "status.json", {})
+        state = run_state(rdir)
+        flops = (res.get("flops") or {}).get(res.get("flops_convention"))
+        note = (status.get("eval_error") or status.get("error") or "") if state == "failed" else ""
+        rows.append([run_id, human(res.get("params_total")), human(res.get("tokens")), human(flops),
+                     f"{res['eval_loss']:.4f}" if res.get("eval_loss") is not None else "-", state, note[:80]])
+    return table(["run", "params", "tokens", "FLOPs", "eval loss", "status", "error"], rows)
+
+
+def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, float]) -> str:
+    """done/running/failed/pending per run, last loss and ETA (remaining tokens / measured tokens/s)."""
+    from simscale.config import from_dict
+    from simscale.sweep.estimate import shape_key
+
+    rows, counts, eta_total = [], {}, 0.0
+    for entry in runs:
+        rdir = store.run_dir(workdir, entry["run_id"])
+        cfg = from_dict(entry["config"])
+        state = run_state(rdir)
+        counts[state] = counts.get(state, 0) + 1
+        last = store.last_metrics(rdir)
+        status = store.read_json(rdir / "status.json", {})
+        total = entry["tokens"]
+        done_tokens = last.get("tokens", 0) if state != "done" else total
+        speed = speeds.get(shape_key(cfg))
+        eta = 0.0 if state in ("done", "failed") else ((total - done_tokens) / speed if speed else None)
+        eta_total = None if eta is None or eta_total is None else eta_total + eta
+        age = time.time() - status["updated"] if status.get("updated") else None
+        rows.append([entry["run_id"], state, f"{status.get('step', 0)}", human(last.get("loss")),
+                     duration(eta) if state not in ("done", "failed") else "",
+                     f"{duration(age)} ago" if age is not None else ""])
+    text = table(["run", "status", "step", "last loss", "ETA", "updated"], rows)
+    tally = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "running", "failed", "interrupted", "pending"))
+    return f"{text}\n\n{tally}; remaining (sequential) {duration(eta_total)}"
