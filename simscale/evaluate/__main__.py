@@ -1,0 +1,84 @@
+"""python -m simscale.evaluate --run RUNDIR --tasks blimp_paper22,bigbench_mc [--shots 0] [--out FILE]
+python -m simscale.evaluate counts --vocab PATH [--blimp DIR] [--tasks blimp_paper22]"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from simscale.evaluate import tasks as tasks_lib
+
+
+def _vocabulary(spec) -> frozenset[str]:
+    from simscale.data.vocab import load_vocabulary
+
+    return load_vocabulary(spec).words
+
+
+def counts(argv) -> None:
+    """Print each task's example count, standard and simplified with the given vocabulary."""
+    from simscale.evaluate.evaluator import MIN_EXAMPLES, variants
+
+    p = argparse.ArgumentParser(prog="python -m simscale.evaluate counts")
+    p.add_argument("--vocab", required=True, help="vocabulary: a word list or CSV path, aochildes or wordfreq:N")
+    p.add_argument("--tasks", default="blimp_paper22")
+    p.add_argument("--blimp", default=None, help="BLiMP folder (default $SIMSCALE_DATA/blimp)")
+    args = p.parse_args(argv)
+    vocab = _vocabulary(args.vocab)
+    total = [0, 0]
+    print(f"{'task':55s} {'standard':>8s} {'simplified':>10s}")
+    for spec in args.tasks.split(","):
+        for task in tasks_lib.resolve(spec.strip(), args.blimp):
+            n = {k: len(v) for k, v in variants(task, vocab).items()}
+            flag = "  (< %d: flagged)" % MIN_EXAMPLES if n["simplified"] < MIN_EXAMPLES else ""
+            print(f"{task.name:55s} {n['standard']:8d} {n['simplified']:10d}{flag}")
+            total = [total[0] + n["standard"], total[1] + n["simplified"]]
+    print(f"{'total':55s} {total[0]:8d} {total[1]:10d}")
+
+
+def evaluate(argv) -> None:
+    from simscale.evaluate.run import evaluate_run
+
+    p = argparse.ArgumentParser(prog="python -m simscale.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--tasks", default="blimp_paper22,bigbench_mc")
+    p.add_argument("--shots", type=int, default=0)
+    p.add_argument("--out", default=None, help="records file (default RUNDIR/eval.json)")
+    p.add_argument("--vocab", default=None, help="vocabulary for the simplified variants "
+                   "(default: the run's vocab.txt)")
+    p.add_argument("--blimp", default=None, help="BLiMP folder (default $SIMSCALE_DATA/blimp)")
+    args = p.parse_args(argv)
+    if args.shots < 0:
+        p.error("--shots must be >= 0")
+    vocab = _vocabulary(args.vocab) if args.vocab else None
+    records = evaluate_run(args.run, args.tasks, args.shots, args.out, vocab=vocab, blimp=args.blimp)
+    for r in records:
+        if r["shots"] == args.shots:
+            print(_row(r))
+
+
+def _row(r: dict) -> str:
+    value = "n/a" if r["value"] is None else f"{r['value']:.3f}"
+    stderr = "" if r["stderr"] is None else f" ± {r['stderr']:.3f}"
+    flag = "  flagged" if r["flagged"] else ""
+    return (f"{r['task']:45s} {r['variant']:10s} {r['metric']:8s} {value}{stderr}"
+            f"  n={r['n']}  chance={r['chance'] if r['chance'] is None else round(r['chance'], 3)}{flag}")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        if argv[:1] == ["counts"]:
+            counts(argv[1:])
+        else:
+            evaluate(argv)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Scores tasks with a model and turns the log-likelihoods into result records.
+
+A record is `{task, variant, metric, value, stderr, n, chance, suite, shots,
+flagged}`: `variant` is `standard` or `simplified` (examples whose words are all
+in the run's vocabulary, see simplify.py); `flagged` marks a variant with fewer
+than MIN_EXAMPLES examples, which is reported but left out of the averages over
+a suite's tasks (and over each BLiMP field), whose records list it in `excluded`.
+"""
+from __future__ import annotations
+
+import math
+from typing import AbstractSet, Sequence
+
+import numpy as np
+
+from simscale.evaluate.scoring import Scorer, TextEncoder
+from simscale.evaluate.simplify import in_vocabulary
+from simscale.evaluate.tasks import Example, Task
+
+MIN_EXAMPLES = 50
+FEWSHOT_SEED = 1234
+
+
+def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n)), as lm-eval reports."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < 2:
+        return (float(x.mean()) if len(x) else math.nan), math.nan
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def choice_metrics(lls: Sequence[float], example: Example) -> dict[str, float]:
+    """lm-eval's multiple-choice metrics: acc = argmax of the log-likelihoods is gold; acc_norm =
+    the same after dividing by each choice's length in characters (without the delimiter)."""
+    lls = np.asarray(lls, dtype=np.float64)
+    lengths = np.array([float(len(c)) for c in example.choices])
+    return {"acc": float(int(np.argmax(lls)) in example.gold),
+            "acc_norm": float(int(np.argmax(lls / lengths)) in example.gold)}
+
+
+def with_shots(examples: Sequence[Example], shots: int, delimiter: str) -> list[Example]:
+    """k-shot examples: a fixed, seeded fifth of the examples (at least k) is the pool the
+    demonstrations come from and is not evaluated; each evaluated example draws its own k."""
+    if shots == 0:
+        return list(examples)
+    order = np.random.default_rng(FEWSHOT_SEED).permutation(len(examples))
+    n_pool = max(shots, len(examples) // 5)
+    if n_pool >= len(examples):
+        return []  # too few examples: reported with n = 0 and flagged
+    pool = [examples[i] for i in order[:n_pool]]
+    out = []
+    for i in sorted(order[n_pool:]):
+        picks = np.random.default_rng([FEWSHOT_SEED, int(i)]).choice(n_pool, shots, replace=False)
+        demos = [pool[p].context + delimiter + pool[p].choices[pool[p].gold[0]] for p in picks]
+        ex = examples[i]
+        out.append(Example("\n\n".join(demos + [ex.context]), ex.choices, ex.gold))
+    return out
+
+
+def variants(task: Task, vocab: AbstractSet[str] | None) -> dict[str, list[Example]]:
+    """standard: every example; simplified (when a vocabulary is given): those in the vocabulary."""
+    out = {"standard": list(task.examples)}
+    if vocab is not None:
+        out["simplified"] = [ex for ex in task.examples if in_vocabulary((ex.context,) + ex.choices, vocab)]
+    return out
+
+
+def score_task(scorer: Scorer, encoder: TextEncoder, task: Task, vocab=None, shots: int = 0,
+               suite: str = "") -> list[dict]:
+    """Records of one task, for each variant and metric; shared requests are scored once."""
+    sets = {v: with_shots(exs, shots, task.delimiter) for v, exs in variants(task, vocab).items()}
+    requests = sorted({(ex.context, task.delimiter + c) for exs in sets.values() for ex in exs
+                       for c in ex.choices})
+    lls = dict(zip(requests, (ll for ll, _ in scorer.score(
+        [encoder.encode_pair(*r) for r in requests], desc=task.name))))
+    records = []
+    for variant, exs in sets.items():
+        per_example = [choice_metrics([lls[ex.context, task.delimiter + c] for c in ex.choices], ex)
+                       for ex in exs]
+        chance = float(np.mean([ex.chance for ex in exs])) if exs else math.nan
+        for metric in task.metrics:
+            value, stderr = mean_stderr([m[metric] for m in per_example])
+            records.append(dict(task=task.name, variant=variant, metric=metric, value=value,
+                                stderr=stderr, n=len(exs), chance=chance, suite=suite, shots=shots,
+                                flagged=len(exs) < MIN_EXAMPLES, group=task.group))
+    return records
+
+
+def aggregate(records: Sequence[dict], name: str) -> list[dict]:
+    """Macro averages over tasks (unflagged ones) per variant and metric: the suite as `name`,
+    and each group (BLiMP field) as `name/group`."""
+    out = []
+    keys = sorted({(r["variant"], r["metric"]) for r in records})
+    groups = sorted({r["group"] for r in records if r["group"]})
+    for label, members in [(name, records)] + [
+            (f"{name}/{g}", [r for r in records if r["group"] == g]) for g in groups]:
+        for variant, metric in keys:
+            rows = [r for r in members if (r["variant"], r["metric"]) == (variant, metric)]
+            used = [r for r in rows if not r["flagged"]]
+            k = len(used)
+            out.append(dict(
+                task=label, variant=variant, metric=metric,
+                value=float(np.mean([r["value"] for r in used])) if k else math.nan,
+                stderr=math.sqrt(sum(r["stderr"] ** 2 for r in used)) / k if k else math.nan,
+                n=sum(r["n"] for r in used), chance=float(np.mean([r["chance"] for r in used])) if k else math.nan,
+                suite=rows[0]["suite"], shots=rows[0]["shots"], flagged=k == 0, group="",
+                excluded=[r["task"] for r in rows if r["flagged"]]))
+    return out
+
+
+def evaluate_suite(scorer: Scorer, encoder: TextEncoder, suite: str, tasks: Sequence[Task],
+                   vocab=None, shots: int = 0) -> list[dict]:
+    records = [r for t in tasks for r in score_task(scorer, encoder, t, vocab, shots, suite)]
+    return records + (aggregate(records, suite) if len(tasks) > 1 else [])

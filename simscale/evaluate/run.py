@@ -1,0 +1,86 @@
+"""Evaluate a finished run: load its parameters and tokenizer, score task suites, cache eval.json.
+
+    records = evaluate_run(run_dir, ["blimp_paper22", "bigbench_mc"], shots=0)
+
+A suite already present in the output file for the same number of shots is not
+evaluated again; the file is rewritten atomically after every suite, so an
+interrupted evaluation keeps what it finished.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pathlib
+from typing import Sequence
+
+from simscale.data.vocab import load_vocabulary
+from simscale.evaluate import tasks as tasks_lib
+from simscale.evaluate.evaluator import evaluate_suite
+from simscale.evaluate.scoring import Scorer, TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+def read_records(path) -> list[dict]:
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): move it away to re-evaluate") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path} should hold a list of result records")
+    return records
+
+
+def write_records(path, records: Sequence[dict]) -> None:
+    """Atomic write; NaN (no examples, one example's stderr) is written as null."""
+    path = pathlib.Path(path)
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+             for r in records]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(clean, indent=1))
+    os.replace(tmp, path)
+
+
+def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
+                 vocab: frozenset[str] | None = None, blimp=None, batch_tokens: int = 8192) -> list[dict]:
+    """Evaluate `tasks` (names, see simscale.evaluate.tasks) for the run in `run_dir`.
+
+    The simplified variants use `vocab`, else the run's vocab.txt; without either only the
+    standard variants are reported. Returns every record in the output file
+    (default RUN_DIR/eval.json).
+    """
+    run_dir = pathlib.Path(run_dir)
+    specs = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    if not specs:
+        raise ValueError("no tasks to evaluate: name some, e.g. blimp_paper22,bigbench_mc")
+    out = pathlib.Path(out) if out else run_dir / "eval.json"
+    records = read_records(out)
+    done = {(r.get("suite"), r.get("shots")) for r in records}
+    todo = [s for s in specs if (s, shots) not in done]
+    if not todo:
+        log.info("%s: %s already evaluated", out, ", ".join(specs))
+        return records
+    suites = {s: tasks_lib.resolve(s, blimp) for s in todo}  # fail on bad names before loading
+    tokenizer_path = run_dir / "tokenizer.json"
+    if not tokenizer_path.exists():
+        raise FileNotFoundError(f"{tokenizer_path} not found: text tasks need a run trained on "
+                                "real data (a synthetic-data run has no tokenizer)")
+    encoder = TextEncoder.from_file(tokenizer_path)
+    if vocab is None and (run_dir / "vocab.txt").exists():
+        vocab = load_vocabulary(run_dir / "vocab.txt").words
+    if vocab is None:
+        log.warning("%s has no vocab.txt: reporting standard variants only", run_dir)
+    from simscale.train.checkpoint import load_params
+
+    params, cfg = load_params(run_dir)
+    scorer = Scorer(params, cfg.model, batch_tokens=batch_tokens)
+    for spec, suite_tasks in suites.items():
+        records += evaluate_suite(scorer, encoder, spec, suite_tasks, vocab, shots)
+        write_records(out, records)
+        log.info("%s: %s done (%.0f tokens/s)", out, spec, scorer.tokens_per_s)
+    return records

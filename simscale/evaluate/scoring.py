@@ -1,0 +1,137 @@
+"""Batched, jit-compiled log-likelihood scoring of continuations, as lm-evaluation-harness does it.
+
+    encoder = TextEncoder.from_file(run_dir / "tokenizer.json")
+    scorer = Scorer(params, cfg.model)
+    [(logprob, is_greedy), ...] = scorer.score([encoder.encode_pair(ctx, cont), ...])
+
+A request is a pair of token lists (context, continuation). The model sees
+context + continuation truncated on the left to its context window
+(`model.max_len`), and the result is the summed log-probability of the
+continuation tokens and whether each of them is the argmax prediction.
+Requests are bucketed by length into a few padded shapes (powers of two up to
+the window, each batch holding about `batch_tokens` tokens), so only a handful
+of shapes ever compile.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from simscale.model import apply
+
+log = logging.getLogger(__name__)
+
+Request = tuple[Sequence[int], Sequence[int]]
+
+
+class TextEncoder:
+    """A run's tokenizer with lm-eval's context/continuation split; every context starts with <s>."""
+
+    def __init__(self, tokenizer, bos_token: str = "<s>"):
+        self.tokenizer = tokenizer
+        self.bos_id = tokenizer.token_to_id(bos_token)
+        if self.bos_id is None:
+            raise ValueError(f"the tokenizer has no {bos_token!r} token to start contexts with")
+
+    @classmethod
+    def from_file(cls, path) -> "TextEncoder":
+        from tokenizers import Tokenizer
+
+        try:
+            return cls(Tokenizer.from_file(str(path)))
+        except Exception as e:  # tokenizers raises a bare Exception for missing/bad files
+            raise FileNotFoundError(f"cannot read tokenizer {path}: {e}") from None
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's split: trailing context whitespace moves to the continuation; the
+        continuation's tokens are those of encode(context + continuation) after encode(context)."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        context_ids = self.encode(context)
+        continuation_ids = self.encode(context + continuation)[len(context_ids):]
+        if not continuation_ids:
+            raise ValueError(f"continuation {continuation!r} encodes to no tokens after {context!r}")
+        return [self.bos_id] + context_ids, continuation_ids
+
+
+def bucket_lengths(max_len: int, min_len: int = 16) -> list[int]:
+    """Padded lengths that requests are grouped into: powers of two, then max_len."""
+    lengths, n = [], min(min_len, max_len)
+    while n < max_len:
+        lengths.append(n)
+        n *= 2
+    return lengths + [max_len]
+
+
+def _score_batch(params, tokens_BT, targets_BT, mask_BT, cfg):
+    logits_BTV = apply(params, tokens_BT, cfg)
+    logp_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+    logp_BT = logp_BT - jax.nn.logsumexp(logits_BTV, axis=-1)
+    greedy_BT = jnp.argmax(logits_BTV, axis=-1) == targets_BT
+    return jnp.sum(jnp.where(mask_BT, logp_BT, 0.0), axis=-1), jnp.all(greedy_BT | ~mask_BT, axis=-1)
+
+
+class Scorer:
+    """Scores requests with one model; `tokens_per_s` reports the last call's throughput."""
+
+    def __init__(self, params, model_cfg, batch_tokens: int = 8192, min_len: int = 16):
+        self.params, self.max_len = params, model_cfg.max_len
+        self.lengths = bucket_lengths(model_cfg.max_len, min_len)
+        self.batch_tokens = batch_tokens
+        self._fn = jax.jit(lambda p, x, y, m: _score_batch(p, x, y, m, model_cfg))
+        self.tokens_per_s = 0.0
+
+    def window(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[list[int], int]:
+        """(model input, continuation length): the last max_len + 1 tokens, minus the final one."""
+        if len(continuation) > self.max_len:
+            raise ValueError(
+                f"a continuation of {len(continuation)} tokens exceeds the model's context "
+                f"model.max_len={self.max_len}")
+        if not context:
+            raise ValueError("a request needs at least one context token (e.g. <s>)")
+        whole = (list(context) + list(continuation))[-(self.max_len + 1):]
+        return whole, len(continuation)
+
+    def score(self, requests: Sequence[Request], desc: str = "scoring") -> list[tuple[float, bool]]:
+        """(summed continuation log-probability, is greedy) for each request, in order."""
+        windows = [self.window(c, x) for c, x in requests]
+        by_bucket: dict[int, list[int]] = {}
+        for i, (whole, _) in enumerate(windows):
+            T = next(n for n in self.lengths if n >= len(whole) - 1)
+            by_bucket.setdefault(T, []).append(i)
+        jobs = []  # (indices, outputs on device)
+        start, n_tokens = time.perf_counter(), 0
+        batches = [(T, idx[k:k + max(1, self.batch_tokens // T)])
+                   for T, idx in sorted(by_bucket.items())
+                   for k in range(0, len(idx), max(1, self.batch_tokens // T))]
+        for T, idx in tqdm(batches, desc=desc, disable=not sys.stderr.isatty() or len(batches) < 4):
+            B = max(1, self.batch_tokens // T)
+            x, y, m = np.zeros((B, T), np.int32), np.zeros((B, T), np.int32), np.zeros((B, T), bool)
+            for row, i in enumerate(idx):
+                whole, n_cont = windows[i]
+                n = len(whole) - 1
+                x[row, :n], y[row, :n] = whole[:-1], whole[1:]
+                m[row, n - n_cont:n] = True
+                n_tokens += n
+            jobs.append((idx, self._fn(self.params, x, y, m)))  # dispatched asynchronously
+        results: list = [None] * len(requests)
+        for idx, (logp, greedy) in jobs:
+            logp, greedy = np.asarray(logp), np.asarray(greedy)
+            for row, i in enumerate(idx):
+                results[i] = (float(logp[row]), bool(greedy[row]))
+        seconds = time.perf_counter() - start
+        self.tokens_per_s = n_tokens / max(seconds, 1e-9)
+        log.info("%s: %d requests, %d tokens in %.1f s (%.0f tokens/s)",
+                 desc, len(requests), n_tokens, seconds, self.tokens_per_s)
+        return results

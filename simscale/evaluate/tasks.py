@@ -1,0 +1,164 @@
+"""Evaluation tasks as multiple-choice examples: BLiMP, BIG-bench, and users' jsonl files.
+
+Every task is a list of `Example(context, choices, gold)`; a choice is scored as
+the continuation `delimiter + choice` of the context (lm-eval's
+`target_delimiter`, a space). Minimal pairs are two-choice examples with an
+empty context and the good sentence first (lm-eval's BLiMP).
+
+Task names (comma-separated on the command line):
+  blimp                 all 67 BLiMP paradigms       blimp/<paradigm>  one paradigm
+  blimp_paper22         the paper's 22 paradigms
+  bigbench_mc           BIG-bench multiple-choice tasks (BIGBENCH_MC)
+  bigbench/<task>       one BIG-bench task (a multiple-choice task.json)
+  jsonl:<path>          a user task: one {"context", "choices", "gold"} object a line
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+
+BLIMP_PAPER22 = (
+    "anaphor_gender_agreement", "anaphor_number_agreement",
+    "ellipsis_n_bar_1", "ellipsis_n_bar_2",
+    "irregular_past_participle_adjectives", "irregular_past_participle_verbs",
+    "existential_there_quantifiers_1", "existential_there_quantifiers_2",
+    "existential_there_object_raising", "existential_there_subject_raising",
+    "superlative_quantifiers_1", "superlative_quantifiers_2",
+    "expletive_it_object_raising", "tough_vs_raising_1",
+    "distractor_agreement_relative_clause",
+    "irregular_plural_subject_verb_agreement_1", "irregular_plural_subject_verb_agreement_2",
+    "regular_plural_subject_verb_agreement_1", "regular_plural_subject_verb_agreement_2",
+    "adjunct_island", "complex_NP_island", "principle_A_reconstruction",
+)
+
+# Multiple-choice BIG-bench tasks in the spirit of the paper's COPA, SST-2, PIQA, ...
+BIGBENCH_MC = (
+    "cause_and_effect", "strategyqa", "social_iqa", "goal_step_wikihow",
+    "implicatures", "hyperbaton",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    context: str
+    choices: tuple[str, ...]
+    gold: tuple[int, ...]  # indices of the correct choices
+
+    @property
+    def chance(self) -> float:
+        return len(self.gold) / len(self.choices)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    examples: tuple[Example, ...]
+    metrics: tuple[str, ...] = ("acc", "acc_norm")
+    group: str = ""  # BLiMP field (syntax, morphology, ...): results are also averaged per group
+    delimiter: str = " "
+
+
+def blimp_dir(path=None) -> pathlib.Path:
+    """The folder of BLiMP's 67 jsonl files: `path`, else $SIMSCALE_DATA/blimp."""
+    if path is None:
+        root = os.environ.get("SIMSCALE_DATA")
+        if not root:
+            raise FileNotFoundError("BLiMP folder unknown: pass its path or set SIMSCALE_DATA")
+        path = pathlib.Path(root) / "blimp"
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"BLiMP folder {path} does not exist")
+    return path
+
+
+def blimp_paradigm(name: str, directory=None) -> Task:
+    """One BLiMP paradigm as two-choice examples (good sentence first)."""
+    path = blimp_dir(directory) / f"{name}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"BLiMP paradigm {name!r}: no file {path}")
+    rows = _read_jsonl(path)
+    examples = tuple(Example("", (r["sentence_good"], r["sentence_bad"]), (0,)) for r in rows)
+    return Task(f"blimp/{name}", examples, metrics=("acc",), group=rows[0]["field"])
+
+
+def blimp_paradigms(directory=None) -> list[str]:
+    return sorted(p.stem for p in blimp_dir(directory).glob("*.jsonl"))
+
+
+def bigbench_task(name: str, task_json: dict) -> Task:
+    """A BIG-bench multiple-choice task.json as examples: context = input between the task's
+    example prefixes (BIG-bench defaults "Q: " and "\\nA:"); gold = the choices of top score."""
+    examples = []
+    in_prefix = task_json.get("example_input_prefix", "\nQ: ").lstrip()
+    out_prefix = task_json.get("example_output_prefix", "\nA: ").rstrip()
+    prefix = task_json.get("task_prefix", "")
+    for ex in task_json.get("examples", []):
+        scores = ex.get("target_scores")
+        if not scores:
+            continue
+        choices = tuple(scores)
+        top = max(scores.values())
+        examples.append(Example(prefix + in_prefix + ex["input"] + out_prefix, choices,
+                                tuple(i for i, c in enumerate(choices) if scores[c] == top)))
+    if not examples:
+        raise ValueError(f"BIG-bench task {name!r} has no multiple-choice examples (target_scores)")
+    return Task(f"bigbench/{name}", tuple(examples))
+
+
+def jsonl_task(path) -> Task:
+    """A user task: lines {"context": str, "choices": [str, ...], "gold": int or [int, ...]}."""
+    path = pathlib.Path(path)
+    examples = []
+    for i, row in enumerate(_read_jsonl(path), 1):
+        try:
+            gold = row["gold"] if isinstance(row["gold"], list) else [row["gold"]]
+            choices = tuple(str(c) for c in row["choices"])
+            ex = Example(str(row["context"]), choices, tuple(int(g) for g in gold))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path} line {i}: need context, choices, gold ({e!r})") from None
+        if len(choices) < 2 or not all(0 <= g < len(choices) for g in ex.gold):
+            raise ValueError(f"{path} line {i}: need >= 2 choices and gold indices among them")
+        examples.append(ex)
+    return Task(f"jsonl/{path.stem}", tuple(examples))
+
+
+def resolve(spec: str, blimp=None) -> list[Task]:
+    """The tasks one name stands for (see the module docstring)."""
+    if spec == "blimp":
+        return [blimp_paradigm(p, blimp) for p in blimp_paradigms(blimp)]
+    if spec == "blimp_paper22":
+        return [blimp_paradigm(p, blimp) for p in BLIMP_PAPER22]
+    if spec.startswith("blimp/"):
+        return [blimp_paradigm(spec.split("/", 1)[1], blimp)]
+    if spec == "bigbench_mc":
+        return [_bigbench(name) for name in BIGBENCH_MC]
+    if spec.startswith("bigbench/"):
+        return [_bigbench(spec.split("/", 1)[1])]
+    if spec.startswith("jsonl:"):
+        return [jsonl_task(spec.split(":", 1)[1])]
+    raise ValueError(f"unknown task {spec!r}: use blimp, blimp_paper22, blimp/<paradigm>, "
+                     "bigbench_mc, bigbench/<task> or jsonl:<path>")
+
+
+def _bigbench(name: str) -> Task:
+    from simscale.data import bigbench
+
+    return bigbench_task(name, bigbench.read_task(name))
+
+
+def _read_jsonl(path: pathlib.Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"task file {path} does not exist")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path} line {i} is not JSON: {e}") from None
+    if not rows:
+        raise ValueError(f"task file {path} holds no examples")
+    return rows

@@ -1,0 +1,272 @@
+"""Zero-shot evaluation: scoring engine, metrics, task filter, tasks, run-directory caching."""
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from simscale.config import model_config, run_config
+from simscale.evaluate import evaluator, run, tasks
+from simscale.evaluate.__main__ import main
+from simscale.evaluate.scoring import Scorer, TextEncoder
+from simscale.evaluate.simplify import content_words, in_vocabulary
+from simscale.evaluate.tasks import Example, Task
+from simscale.model import apply, init
+
+SPECIALS = ["[UNK]", "[PAD]", "[MASK]", "<s>", "</s>"]
+NOUNS = {"dog": "dogs", "cat": "cats", "bird": "birds", "boy": "boys", "girl": "girls",
+         "horse": "horses", "frog": "frogs", "duck": "ducks"}
+VERBS = {"runs": "run", "sleeps": "sleep", "eats": "eat", "jumps": "jump", "sings": "sing",
+         "walks": "walk"}
+ADJECTIVES = ["big", "small", "red", "happy", "old", "little", ""]
+
+
+def sentence(noun, verb, adj, plural, agree=True):
+    n = NOUNS[noun] if plural else noun
+    v = VERBS[verb] if plural == agree else verb
+    return " ".join(w for w in ["the", adj, n, v, "."] if w)
+
+
+def grammatical(rng, n):
+    return [sentence(rng.choice(list(NOUNS)), rng.choice(list(VERBS)), rng.choice(ADJECTIVES),
+                     bool(rng.integers(2))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    """A byte-level BPE like the project's, trained on the test sentences (plus some MC words)."""
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = grammatical(np.random.default_rng(1), 2000) + ["A: Q: yes no maybe why how what"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return TextEncoder(tok)
+
+
+def tiny_cfg(vocab_size, max_len=32):
+    cfg = model_config()
+    cfg.update(dict(vocab_size=vocab_size, hidden=32, layers=2, heads=4, max_len=max_len))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(encoder):
+    """(params, cfg) of a tiny model trained on grammatical sentences, each `<s> sentence`."""
+    cfg = tiny_cfg(encoder.tokenizer.get_vocab_size())
+    stream = [t for s in grammatical(np.random.default_rng(2), 6000)
+              for t in encoder.encode_pair("", " " + s)[0] + encoder.encode_pair("", " " + s)[1]]
+    rows = np.array(stream[: len(stream) // 33 * 33], np.int32).reshape(-1, 33)
+    opt = optax.adam(3e-3)
+    params = init(jax.random.PRNGKey(0), cfg)
+
+    @jax.jit
+    def step(params, state, batch):
+        def loss(p):
+            logp = jax.nn.log_softmax(apply(p, batch[:, :-1], cfg))
+            return -jnp.mean(jnp.take_along_axis(logp, batch[:, 1:, None], -1))
+        grads = jax.grad(loss)(params)
+        updates, state = opt.update(grads, state)
+        return optax.apply_updates(params, updates), state
+
+    state = opt.init(params)
+    for i in range(300):
+        params, state = step(params, state, rows[(i * 32) % (len(rows) - 32):][:32])
+    return params, cfg
+
+
+def test_scores_equal_direct_full_sequence_computation():
+    cfg = tiny_cfg(97, max_len=16)
+    params = init(jax.random.PRNGKey(1), cfg)
+    rng = np.random.default_rng(0)
+    # a few distinct lengths (each costs a compile), including one longer than the window
+    requests = [(list(rng.integers(0, 97, n_context)), list(rng.integers(0, 97, n_continuation)))
+                for n_context in (1, 9, 20) for n_continuation in (1, 3) for _ in range(3)]
+    requests.append(([5], [int(jnp.argmax(apply(params, jnp.array([[5]]), cfg)[0, 0]))]))
+    scores = Scorer(params, cfg, batch_tokens=64, min_len=4).score(requests)
+    forward = jax.jit(lambda x: jax.nn.log_softmax(apply(params, x, cfg)))
+    for (context, continuation), (logprob, greedy) in zip(requests, scores):
+        whole = (context + continuation)[-(cfg.max_len + 1):]  # left truncation to the window
+        logp = np.asarray(forward(jnp.array([whole[:-1]])))[0]
+        start = len(whole) - 1 - len(continuation)
+        picked = [logp[start + j, whole[start + j + 1]] for j in range(len(continuation))]
+        assert logprob == pytest.approx(float(sum(picked)), abs=1e-4)
+        assert greedy == all(int(np.argmax(logp[start + j])) == whole[start + j + 1]
+                             for j in range(len(continuation)))
+    assert scores[-1][1]  # the model's own greedy token is greedy
+
+
+def test_left_truncation_keeps_the_last_window():
+    cfg = tiny_cfg(97, max_len=8)
+    scorer = Scorer(init(jax.random.PRNGKey(2), cfg), cfg, min_len=8)
+    long = list(range(1, 30))
+    assert scorer.window(long, [40, 41]) == (long[-7:] + [40, 41], 2)
+    a, b = scorer.score([(long, [40, 41]), (long[-7:], [40, 41])])
+    assert a == b  # everything before the window is ignored
+    with pytest.raises(ValueError, match="max_len"):
+        scorer.window([1], list(range(9)))
+
+
+def test_encode_pair_moves_trailing_space_to_continuation(encoder):
+    context, continuation = encoder.encode_pair("the dog ", "runs")
+    assert context == [encoder.bos_id] + encoder.encode("the dog")
+    assert encoder.encode("the dog runs") == context[1:] + continuation
+    assert encoder.encode_pair("", " the dog") == ([encoder.bos_id], encoder.encode(" the dog"))
+
+
+def test_acc_and_acc_norm_follow_lm_eval_definitions():
+    # lm-eval: acc = argmax(lls) == gold; acc_norm = argmax(lls / len(choice)) == gold (characters,
+    # delimiter excluded). Here lls/len = -2.5, -1.0, -0.75: acc picks 0, acc_norm picks 2.
+    ex = Example("Q", ("ab", "abcdef", "abcdefghijkl"), (2,))
+    assert evaluator.choice_metrics([-5.0, -6.0, -9.0], ex) == {"acc": 0.0, "acc_norm": 1.0}
+    ex = Example("Q", ("ab", "abcdef", "abcdefghijkl"), (0, 1))  # several correct choices
+    assert evaluator.choice_metrics([-5.0, -6.0, -9.0], ex) == {"acc": 1.0, "acc_norm": 0.0}
+    value, stderr = evaluator.mean_stderr([1, 0, 1, 1])
+    assert (value, stderr) == (0.75, pytest.approx(0.5 / 2))  # sample std (ddof=1) / sqrt(n)
+
+
+def test_simplified_filter_keeps_and_drops_crafted_examples():
+    vocab = frozenset("the dog is big didnt go i its a ball".split())
+    assert content_words("The dog of Mary's isn't 3 big.") == ["the", "dog", "of", "isnt", "big"]
+    assert content_words("The dog does n't go , it 's big") == ["the", "dog", "does", "go", "it", "big"]
+    assert in_vocabulary(["The dog is big!", "It's a ball."], vocab | {"it"})  # first word lower-cased
+    assert in_vocabulary(["The dog Rex didn't go 42 times"], vocab | {"times"})  # name, digits skipped
+    assert in_vocabulary(["i did n't go"], vocab | {"did"})  # pre-tokenised contraction fragment
+    assert not in_vocabulary(["The cat is big"], vocab)
+    assert not in_vocabulary(["the dog", "the dog is enormous"], vocab)  # every text must pass
+    assert not in_vocabulary(["Dogs go"], vocab)  # the first word is not a name
+    task = Task("t", (Example("", ("the dog", "dog the"), (0,)), Example("", ("the cat", "cat"), (0,))))
+    assert evaluator.variants(task, vocab)["simplified"] == [task.examples[0]]
+
+
+def test_trained_model_prefers_grammatical_minimal_pairs(encoder, trained):
+    params, cfg = trained
+    rng = np.random.default_rng(3)
+    pairs = []
+    for _ in range(100):
+        args = rng.choice(list(NOUNS)), rng.choice(list(VERBS)), rng.choice(ADJECTIVES), bool(rng.integers(2))
+        pairs.append(Example("", (sentence(*args), sentence(*args, agree=False)), (0,)))
+    task = Task("pairs", tuple(pairs), metrics=("acc",))
+    [record] = evaluator.score_task(Scorer(params, cfg), encoder, task)
+    assert record["value"] > 0.9 and record["n"] == 100 and record["chance"] == 0.5
+
+
+def test_random_model_is_at_chance_on_a_large_multiple_choice_set(encoder):
+    cfg = tiny_cfg(encoder.tokenizer.get_vocab_size())
+    rng = np.random.default_rng(4)
+    words = ["yes", "no", "dog", "cat", "runs", "big", "maybe", "the", "bird", "old"]
+    examples = tuple(Example(f"Q: {' '.join(rng.choice(words, 5))}\nA:",
+                             tuple(" ".join(rng.choice(words, rng.integers(1, 4))) for _ in range(4)),
+                             (int(rng.integers(4)),)) for _ in range(1500))
+    scorer = Scorer(init(jax.random.PRNGKey(5), cfg), cfg, batch_tokens=4096)
+    records = evaluator.score_task(scorer, encoder, Task("mc", examples))
+    assert {r["metric"] for r in records} == {"acc", "acc_norm"}
+    for r in records:
+        assert r["chance"] == 0.25 and abs(r["value"] - 0.25) < 3 * r["stderr"], r
+    assert scorer.tokens_per_s > 0
+
+
+def test_bigbench_task_json_becomes_multiple_choice():
+    task_json = {"name": "toy", "example_input_prefix": "\nQuestion: ", "examples": [
+        {"input": "Is a dog an animal?", "target_scores": {"yes": 1, "no": 0}},
+        {"input": "Pick the small ones.", "target_scores": {"ant": 1, "mouse": 1, "whale": 0}},
+        {"input": "free text", "target": "no choices here"},
+    ]}
+    task = tasks.bigbench_task("toy", task_json)
+    assert task.name == "bigbench/toy" and len(task.examples) == 2
+    assert task.examples[0] == Example("Question: Is a dog an animal?\nA:", ("yes", "no"), (0,))
+    assert task.examples[1].gold == (0, 1) and task.examples[1].chance == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="no multiple-choice"):
+        tasks.bigbench_task("gen", {"examples": [{"input": "x", "target": "y"}]})
+
+
+def test_jsonl_task_and_its_errors(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"context": "Q: sky?\\nA:", "choices": ["blue", "green"], "gold": 0}\n'
+                    '{"context": "x", "choices": ["a", "b", "c"], "gold": [1, 2]}\n')
+    [task] = tasks.resolve(f"jsonl:{path}")
+    assert task.name == "jsonl/mine" and task.examples[1] == Example("x", ("a", "b", "c"), (1, 2))
+    path.write_text('{"context": "x", "choices": ["a"], "gold": 0}\n')
+    with pytest.raises(ValueError, match="line 1"):
+        tasks.jsonl_task(path)
+    with pytest.raises(ValueError, match="unknown task"):
+        tasks.resolve("glue")
+
+
+def test_fewshot_draws_deterministic_demonstrations_from_a_held_out_pool():
+    examples = [Example(f"q{i}", (f"a{i}", "z"), (0,)) for i in range(20)]
+    shot = evaluator.with_shots(examples, 2, " ")
+    assert len(shot) == 16 and shot == evaluator.with_shots(examples, 2, " ")
+    pool_contexts = {e.context for e in examples} - {s.context.split("\n\n")[-1] for s in shot}
+    for ex in shot:
+        *demos, own = ex.context.split("\n\n")
+        assert len(demos) == 2 and all(d.split(" ")[0] in pool_contexts for d in demos)
+        assert all(d == f"{d.split(' ')[0]} a{d.split(' ')[0][1:]}" for d in demos)  # gold answers
+    assert evaluator.with_shots(examples[:2], 2, " ") == []
+
+
+def test_aggregate_leaves_flagged_tasks_out():
+    rec = lambda task, group, value, n: dict(task=task, variant="simplified", metric="acc", value=value,
+                                             stderr=0.1, n=n, chance=0.5, suite="s", shots=0,
+                                             flagged=n < evaluator.MIN_EXAMPLES, group=group)
+    rows = [rec("a", "syntax", 0.8, 100), rec("b", "syntax", 0.6, 100), rec("c", "morphology", 0.0, 10)]
+    by_task = {r["task"]: r for r in evaluator.aggregate(rows, "s")}
+    assert by_task["s"]["value"] == pytest.approx(0.7) and by_task["s"]["excluded"] == ["c"]
+    assert by_task["s"]["stderr"] == pytest.approx(math.sqrt(0.02) / 2) and by_task["s"]["n"] == 200
+    assert by_task["s/syntax"]["value"] == pytest.approx(0.7)
+    assert by_task["s/morphology"]["flagged"] and math.isnan(by_task["s/morphology"]["value"])
+
+
+def test_evaluate_run_writes_and_caches_eval_json(tmp_path, encoder, trained, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    encoder.tokenizer.save(str(run_dir / "tokenizer.json"))
+    (run_dir / "vocab.txt").write_text("the\ndog\ncat\nruns\nrun\nbig\n")
+    (tmp_path / "pairs.jsonl").write_text("".join(
+        json.dumps({"context": "", "choices": [sentence(n, v, a, False), sentence(n, v, a, False, False)],
+                    "gold": 0}) + "\n"
+        for n in ("dog", "cat", "bird") for v in ("runs", "eats") for a in ("big", "old")))
+    cfg = run_config()
+    cfg.model, loads = trained[1], []
+    monkeypatch.setattr("simscale.train.checkpoint.load_params", lambda d: loads.append(d) or (trained[0], cfg))
+    spec = f"jsonl:{tmp_path / 'pairs.jsonl'}"
+    records = run.evaluate_run(run_dir, spec)
+    assert loads == [run_dir]
+    by_key = {(r["variant"], r["metric"]): r for r in records}
+    assert by_key["standard", "acc"]["n"] == 12 and by_key["simplified", "acc"]["n"] == 2
+    assert by_key["simplified", "acc"]["flagged"] and all(r["suite"] == spec for r in records)
+    assert json.loads((run_dir / "eval.json").read_text()) == records
+    assert run.evaluate_run(run_dir, spec) == records and len(loads) == 1  # cached
+    assert main(["--run", str(run_dir), "--tasks", spec]) == 0 and len(loads) == 1
+    run.evaluate_run(run_dir, spec, shots=1)  # another shot count is another evaluation
+    assert len(loads) == 2 and {r["shots"] for r in run.read_records(run_dir / "eval.json")} == {0, 1}
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["--run", str(tmp_path), "--tasks", "blimp/none", "--blimp", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: BLiMP paradigm 'none'") and err.count("\n") == 1
+    assert main(["--run", str(tmp_path), "--tasks", "blimp_paper22", "--blimp", str(tmp_path / "x")]) == 1
+    assert "BLiMP folder" in capsys.readouterr().err
+
+
+def test_blimp_paper22_counts_after_simplification(shared_data, capsys):
+    assert main(["counts", "--vocab", str(shared_data / "vocab" / "AOChildes_word_frequency.csv"),
+                 "--blimp", str(shared_data / "blimp")]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert len([k for k in lines if k.startswith("blimp/")]) == 22
+    assert lines["blimp/adjunct_island"] == ["1000", "626"]
+    assert lines["blimp/expletive_it_object_raising"] == ["1000", "101"]
+    assert lines["total"] == ["22000", "8690"]
+
+
+def test_blimp_loader_reads_all_67_paradigms(shared_data):
+    names = tasks.blimp_paradigms(shared_data / "blimp")
+    assert len(names) == 67 and set(tasks.BLIMP_PAPER22) <= set(names)
+    task = tasks.blimp_paradigm("anaphor_gender_agreement", shared_data / "blimp")
+    assert len(task.examples) == 1000 and task.group == "morphology" and task.metrics == ("acc",)
