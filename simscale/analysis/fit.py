@@ -31,8 +31,8 @@ def huber_objective(law: Law, theta_BP, logx_nK, logl_n, weights, delta=HUBER_DE
     return (h_Bn * weights).sum(-1), pullback(dh_Bn)
 
 
-def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=1e-12, c1=1e-4, max_halvings=40):
-    """Minimise B independent problems at once with L-BFGS and Armijo backtracking.
+def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=1e-10, c1=1e-4, max_backtracks=40):
+    """Minimise B independent problems at once with L-BFGS and Armijo backtracking (quadratic interpolation).
 
     fun(x_bP, rows) -> (f_b, g_bP) for the problems `rows` (indices into the batch).
     Returns (x_BP, f_B, iterations used). Converged problems leave the active set.
@@ -75,14 +75,18 @@ def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=1e-12, c1=1e-4, 
         f_new = np.full(idx.size, np.inf)
         g_new = np.zeros_like(gi)
         todo = np.arange(idx.size)
-        for _ in range(max_halvings):
+        for _ in range(max_backtracks):
             fx, gx = fun(x[idx[todo]] + step[todo, None] * d[todo], idx[todo])
             ok = np.isfinite(fx) & (fx <= f[idx[todo]] + c1 * step[todo] * gd[todo])
             f_new[todo[ok]], g_new[todo[ok]] = fx[ok], gx[ok]
+            # Next trial: minimum of the quadratic through f(0), f'(0), f(step), kept in [0.1, 0.5] x step.
+            t, fail = step[todo[~ok]], fx[~ok]
+            curv = fail - f[idx[todo[~ok]]] - gd[todo[~ok]] * t
+            trial = np.where(np.isfinite(curv) & (curv > 0), -gd[todo[~ok]] * t**2 / (2 * np.where(curv > 0, curv, 1)), 0.1 * t)
             todo = todo[~ok]
             if todo.size == 0:
                 break
-            step[todo] *= 0.5
+            step[todo] = np.clip(trial, 0.1 * t, 0.5 * t)
         moved = np.isfinite(f_new)
         stuck = idx[~moved]  # no decrease along d even for tiny steps: done
         active[stuck] = False
@@ -214,4 +218,27 @@ def fit_law(
     return Fit(
         law.name, tuple(inputs), theta, params, ci, level, float(f_S[best]), n, float(r2), rmse_log,
         len(starts), bootstrap, time.perf_counter() - t0, boot,
+    )
+
+
+def extrapolation(law: Law | str, x_nK, loss_n, inputs=("N", "D"), holdout: int = 1, **fit_kw) -> dict:
+    """Fit without the `holdout` largest distinct values of the first input and predict them.
+
+    Returns the held-out points' relative errors |pred - loss| / loss (mean and max) and the
+    mean signed log error (positive: the law over-predicts the loss).
+    """
+    x_nK = np.asarray(x_nK, dtype=np.float64).reshape(len(loss_n), -1)
+    loss_n = np.asarray(loss_n, dtype=np.float64)
+    sizes = np.unique(x_nK[:, 0])
+    if len(sizes) <= holdout + 1:
+        raise ValueError(f"extrapolation check needs more than {holdout + 1} distinct {inputs[0]}, got {len(sizes)}")
+    test = x_nK[:, 0] >= sizes[-holdout]
+    fit = fit_law(law, x_nK[~test], loss_n[~test], inputs, **fit_kw)
+    pred, true = fit.predict(x_nK[test]), loss_n[test]
+    ok = np.isfinite(true)
+    rel = np.abs(pred[ok] - true[ok]) / true[ok]
+    return dict(
+        held_out=f"{inputs[0]} >= {sizes[-holdout]:.4g}", n_train=fit.n_points, n_test=int(ok.sum()),
+        mean_abs_rel_error=float(rel.mean()), max_abs_rel_error=float(rel.max()),
+        mean_log_error=float(np.mean(np.log(pred[ok] / true[ok]))), params=fit.params,
     )

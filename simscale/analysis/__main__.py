@@ -1,0 +1,71 @@
+"""python -m simscale.analysis fit|report: fit laws to a CSV, or report on sweep workdirs."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from simscale.analysis.collect import read_points
+from simscale.analysis.fit import fit_law
+
+# --law -> (law form, CSV input columns)
+CSV_LAWS = {"approach3": ("approach3", ("N", "D")), "n": (None, ("N",)), "d": (None, ("D",)), "c": (None, ("C",))}
+
+
+def _fit(args) -> int:
+    form, inputs = CSV_LAWS[args.law]
+    form = form or args.form
+    cols = read_points(args.csv, inputs + ("loss",))
+    x = np.stack([cols[c] for c in inputs], -1)
+    fit = fit_law(form, x, cols["loss"], inputs, bootstrap=args.bootstrap, seed=args.seed, level=args.level)
+    if args.json:
+        print(json.dumps(fit.to_json(), indent=1))
+        return 0
+    print(f"{fit.law} law in {', '.join(inputs)}: {fit.n_points} points, {fit.n_starts} starts, "
+          f"R^2 {fit.r2:.4f}, RMSE(log L) {fit.rmse_log:.4f}, {fit.fit_time_s:.2f} s")
+    for k, v in fit.params.items():
+        ci = fit.ci.get(k)
+        print(f"  {k:>6} = {v:.5g}" + (f"   [{ci[0]:.5g}, {ci[1]:.5g}] ({fit.level:.0%}, {fit.bootstrap} resamples)" if ci else ""))
+    return 0
+
+
+def _report(args) -> int:
+    from simscale.analysis.report import report
+
+    results = report(args.workdir, args.out, args.flops, args.bootstrap, args.seed)
+    if results["n_finished"] == 0:
+        print("error: no finished runs with a finite eval loss in " + ", ".join(args.workdir)
+              + ": nothing to fit (figures that need no fits were still drawn)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m simscale.analysis", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit", help="fit a law to a CSV of points")
+    f.add_argument("--csv", required=True, help="columns N, D, loss (approach3), N|D|C and loss (n|d|c)")
+    f.add_argument("--law", choices=sorted(CSV_LAWS), default="approach3")
+    f.add_argument("--form", choices=("power", "kaplan"), default="power",
+                   help="one-variable form: power E + A X^-alpha or kaplan (X_c/X)^alpha")
+    f.add_argument("--json", action="store_true", help="print the fit as JSON (keys E, A, B, alpha, beta, ...)")
+    f.add_argument("--level", type=float, default=0.95, help="confidence level of the bootstrap intervals")
+    r = sub.add_parser("report", help="figures, fits.json and summary.md for sweep workdirs")
+    r.add_argument("--workdir", required=True, nargs="+", help="one or more sweep workdirs")
+    r.add_argument("--out", default="figures")
+    r.add_argument("--flops", default=None, help="FLOPs convention for C (default: each run's own)")
+    for p in (f, r):
+        p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
+        p.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        return _fit(args) if args.cmd == "fit" else _report(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Collect sweep workdirs (W/runs/<run_id>/) into one table of runs.
+
+Reads each run's result.json, status.json, metrics.jsonl and eval.json
+(docs/contracts.md). Missing, failed, malformed or NaN runs are kept out of
+the fits with a warning each; they never stop the collection.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Run:
+    """One run: its size, budget, final loss, learning curve and zero-shot scores."""
+
+    run_id: str
+    workdir: str
+    status: str
+    variant: str | None = None  # data variant: simplified | unrestricted
+    hidden: int | None = None
+    layers: int | None = None
+    N: float = math.nan  # total parameters
+    N_nonemb: float = math.nan
+    D: float = math.nan  # training tokens
+    flops: dict = dataclasses.field(default_factory=dict)  # convention -> total training FLOPs
+    flops_convention: str | None = None
+    loss: float = math.nan  # final eval loss
+    loss_stderr: float = math.nan
+    wall_time_s: float = math.nan
+    tokens_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # train-loss curve
+    train_loss_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    eval_tokens_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # eval-loss curve
+    eval_loss_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    evals: list = dataclasses.field(default_factory=list)  # eval.json records
+
+    @property
+    def shape(self) -> str:
+        return f"h{self.hidden}xL{self.layers}"
+
+    @property
+    def ok(self) -> bool:
+        """Finished with a finite loss and known size and budget: usable for fits."""
+        return self.status == "done" and all(math.isfinite(v) and v > 0 for v in (self.loss, self.N, self.D))
+
+    def C(self, convention: str | None = None) -> float:
+        """Total training FLOPs under `convention` (default: the run's own); nan if unknown."""
+        value = self.flops.get(convention or self.flops_convention)
+        return float(value) if value is not None else math.nan
+
+
+def _read_json(path: pathlib.Path, warnings: list):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        warnings.append(f"{path}: unreadable JSON ({e}); ignored")
+        return None
+
+
+def _read_metrics(path: pathlib.Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by an interrupted write
+    return rows
+
+
+def _curve(rows, key):
+    pts = [(r["tokens"], r[key]) for r in rows if r.get(key) is not None and r.get("tokens") is not None]
+    pts = [(float(t), float(v)) for t, v in pts if math.isfinite(float(v))]
+    arr = np.array(sorted(pts), dtype=np.float64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def _f(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
+    """One run directory as a Run; problems become warnings and a non-'done' status."""
+    result = _read_json(run_dir / "result.json", warnings) or {}
+    status_file = _read_json(run_dir / "status.json", warnings) or {}
+    status = result.get("status") or status_file.get("status") or "missing"
+    flops = result.get("flops") or {}
+    flops = {k: _f(v) for k, v in flops.items()} if isinstance(flops, dict) else {}
+    rows = _read_metrics(run_dir / "metrics.jsonl")
+    tokens_t, train_t = _curve(rows, "loss")
+    eval_tokens_t, eval_t = _curve(rows, "eval_loss")
+    evals = _read_json(run_dir / "eval.json", warnings) or []
+    run = Run(
+        run_id=run_dir.name, workdir=str(run_dir.parent.parent), status=status,
+        variant=result.get("variant"), hidden=result.get("hidden"), layers=result.get("layers"),
+        N=_f(result.get("params_total")), N_nonemb=_f(result.get("params_nonembedding")),
+        D=_f(result.get("tokens")), flops=flops, flops_convention=result.get("flops_convention"),
+        loss=_f(result.get("eval_loss")), loss_stderr=_f(result.get("eval_loss_stderr")),
+        wall_time_s=_f(result.get("wall_time_s")), tokens_t=tokens_t, train_loss_t=train_t,
+        eval_tokens_t=eval_tokens_t, eval_loss_t=eval_t, evals=evals if isinstance(evals, list) else [],
+    )
+    if not result:
+        warnings.append(f"{run_dir}: no result.json (status {status}); left out of the fits")
+    elif status != "done":
+        warnings.append(f"{run_dir}: status {status}; left out of the fits")
+    elif not run.ok:
+        warnings.append(f"{run_dir}: non-finite or missing eval_loss/params_total/tokens; left out of the fits")
+    return run
+
+
+def collect(workdirs) -> tuple[list[Run], list[str]]:
+    """All runs of one or more workdirs, and the warnings met reading them."""
+    runs, warnings = [], []
+    for w in [workdirs] if isinstance(workdirs, (str, pathlib.Path)) else workdirs:
+        runs_dir = pathlib.Path(w) / "runs"
+        if not runs_dir.is_dir():
+            raise FileNotFoundError(f"no runs/ folder in workdir {w}: pass the --workdir a sweep wrote")
+        for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+            runs.append(read_run(run_dir, warnings))
+    return runs, warnings
+
+
+def finished(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if r.ok]
+
+
+POINT_COLUMNS = ("run_id", "variant", "hidden", "layers", "N", "N_nonemb", "D", "C", "loss")
+
+
+def write_points(runs: list[Run], path, convention: str | None = None) -> None:
+    """Finished runs as a CSV that `python -m simscale.analysis fit --csv` reads."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(POINT_COLUMNS)
+        for r in finished(runs):
+            w.writerow([r.run_id, r.variant, r.hidden, r.layers, r.N, r.N_nonemb, r.D, r.C(convention), r.loss])
+
+
+def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Numeric `columns` of a CSV (header names matched case-insensitively)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file not found: {path}")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = {h.strip().lower(): h for h in reader.fieldnames or []}
+        missing = [c for c in columns if c.lower() not in header]
+        if missing:
+            raise ValueError(f"{path} lacks column(s) {missing}; it has {reader.fieldnames}")
+        rows = list(reader)
+    return {c: np.array([_f(r[header[c.lower()]]) for r in rows], dtype=np.float64) for c in columns}

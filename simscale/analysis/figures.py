@@ -1,0 +1,256 @@
+"""The report's figures (matplotlib Agg; each saved as PNG and PDF).
+
+Every `fig_*` function takes the runs, the `analyse` results and the output
+folder, and returns the paths it wrote or raises ValueError naming what the
+figure lacks; `draw_all` draws what it can and lists what it could not.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from simscale.analysis import optimal  # noqa: E402
+from simscale.analysis.collect import Run, finished  # noqa: E402
+
+COLORS = {"simplified": "tab:blue", "unrestricted": "tab:orange"}
+LOSS = "Eval loss (nats / token)"
+PARAMS = "Parameters N (total)"
+TOKENS = "Training tokens D"
+
+
+def _compute_label(convention) -> str:
+    return f"Training compute C (FLOPs, {convention or 'run convention'})"
+
+
+def _save(fig, out: pathlib.Path, name: str) -> list[str]:
+    fig.tight_layout()
+    paths = [str(out / f"{name}.{ext}") for ext in ("png", "pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def _panels(n: int, width: float = 5.0):
+    fig, axes = plt.subplots(1, n, figsize=(width * n, 4.2), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _variants(runs: list[Run]) -> list[str]:
+    return sorted({str(r.variant) for r in runs})
+
+
+def _a3(results: dict, variant: str) -> dict | None:
+    fit = results["variants"].get(variant, {}).get("approach3", {})
+    return fit if "error" not in fit and fit else None
+
+
+def _size_norm(runs: list[Run]):
+    n = [r.N for r in runs if np.isfinite(r.N)]
+    return LogNorm(min(n), max(n) * 1.0001) if n else None
+
+
+def _colorbar(fig, axes, norm):
+    sm = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
+    fig.colorbar(sm, ax=axes, label=PARAMS)
+
+
+def fig_loss_vs_compute(runs, results, out, convention=None):
+    done = finished(runs)
+    if not done:
+        raise ValueError("no finished runs")
+    fig, (ax,) = _panels(1, 6.5)
+    for v in _variants(done):
+        rs = [r for r in done if str(r.variant) == v]
+        color = COLORS.get(v, "gray")
+        for r in rs:
+            ax.plot(r.eval_tokens_t * r.C(convention) / r.D, r.eval_loss_t, color=color, alpha=0.25, lw=0.8)
+        ax.scatter([r.C(convention) for r in rs], [r.loss for r in rs], color=color, label=f"{v}: final", zorder=3)
+        fit = _a3(results, v)
+        if fit and "error" not in fit["allocation"]:
+            c = np.geomspace(min(r.C(convention) for r in rs) / 3, max(r.C(convention) for r in rs) * 10, 100)
+            ax.plot(c, optimal.frontier_loss(fit, c, fit["allocation"]["k"]), color=color, ls="--",
+                    label=f"{v}: approach-3 frontier")
+    ax.set(xscale="log", yscale="log", xlabel=_compute_label(convention), ylabel=LOSS,
+           title="Loss vs compute (thin: learning curves)")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "loss_vs_compute")
+
+
+def _budgets(rs: list[Run]) -> np.ndarray:
+    """Token budgets to compare sizes at: distinct final budgets, else levels along the curves."""
+    finals = np.unique(np.round([r.D for r in rs], -3))
+    if len(finals) >= 2:
+        return finals[-4:]
+    hi = min(r.D for r in rs)
+    lo = max([r.eval_tokens_t[0] for r in rs if len(r.eval_tokens_t)] + [hi / 8])
+    return np.geomspace(lo, hi, 4)
+
+
+def fig_loss_vs_params(runs, results, out, convention=None):
+    done = finished(runs)
+    if len({r.N for r in done}) < 2:
+        raise ValueError("fewer than 2 finished model sizes")
+    vs = _variants(done)
+    fig, axes = _panels(len(vs))
+    for ax, v in zip(axes, vs):
+        rs = [r for r in done if str(r.variant) == v]
+        budgets = _budgets(rs)
+        colors = plt.cm.plasma(np.linspace(0.1, 0.85, len(budgets)))
+        for d, color in zip(budgets, colors):
+            pts = [(r.N, np.interp(np.log(d), np.log(r.eval_tokens_t), r.eval_loss_t)) for r in rs
+                   if len(r.eval_tokens_t) and r.eval_tokens_t[0] * 0.99 <= d <= r.eval_tokens_t[-1] * 1.01]
+            if not pts:
+                continue
+            pts.sort()
+            ax.plot(*zip(*pts), "o", color=color, label=f"D = {d:.3g}")
+            fit = _a3(results, v)
+            if fit:
+                n = np.geomspace(pts[0][0] / 2, pts[-1][0] * 4, 60)
+                ax.plot(n, fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls="--")
+        ax.set(xscale="log", yscale="log", xlabel=PARAMS, ylabel=LOSS, title=f"{v} data (dashed: approach 3)")
+        ax.legend(fontsize=8)
+    return _save(fig, out, "loss_vs_params")
+
+
+def fig_loss_vs_tokens(runs, results, out, convention=None):
+    done = [r for r in finished(runs) if len(r.eval_tokens_t)]
+    if not done:
+        raise ValueError("no finished runs with eval-loss curves")
+    vs, norm = _variants(done), _size_norm(done)
+    fig, axes = _panels(len(vs))
+    for ax, v in zip(axes, vs):
+        fit = _a3(results, v)
+        for r in sorted((r for r in done if str(r.variant) == v), key=lambda r: r.N):
+            color = plt.cm.viridis(norm(r.N))
+            ax.plot(r.eval_tokens_t, r.eval_loss_t, "o-", ms=3, color=color, label=r.shape)
+            if fit:
+                d = np.geomspace(r.eval_tokens_t[0], r.eval_tokens_t[-1] * 4, 50)
+                ax.plot(d, fit["E"] + fit["A"] / r.N ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls=":")
+        ax.set(xscale="log", yscale="log", xlabel=TOKENS, ylabel=LOSS, title=f"{v} data, per shape (dotted: approach 3)")
+        ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out, "loss_vs_tokens")
+
+
+def fig_isoflop(runs, results, out, convention=None):
+    items = [(v, r["approach2"]) for v, r in results["variants"].items() if r["approach2"].get("profiles")]
+    if not items:
+        raise ValueError("no isoFLOP profiles (need 3 model sizes at a shared compute budget)")
+    fig, axes = _panels(len(items))
+    for ax, (v, a2) in zip(axes, items):
+        cs = [p["C"] for p in a2["profiles"]]
+        norm = LogNorm(min(cs), max(cs) * 1.0001)
+        minima = {m["C"]: m for m in a2.get("minima", [])}
+        for p in a2["profiles"]:
+            color = plt.cm.magma(0.15 + 0.7 * norm(p["C"]))
+            ax.plot(p["N"], p["loss"], "o", color=color, label=f"C = {p['C']:.2g}")
+            m = minima.get(p["C"])
+            if m:
+                n = np.geomspace(min(p["N"]), max(p["N"]), 60)
+                ax.plot(n, np.polyval(m["coeffs"], np.log(n)), color=color)
+                ax.plot(m["N_opt"], m["loss_min"], "*", ms=14, color=color, mec="k")
+        ax.set(xscale="log", xlabel=PARAMS, ylabel=LOSS, title=f"isoFLOP profiles, {v} data ({a2['source']})")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "isoflop")
+
+
+def fig_compute_optimal(runs, results, out, convention=None):
+    fig, axes = _panels(2)
+    drew = False
+    for v, r in results["variants"].items():
+        color = COLORS.get(v, "gray")
+        a2, fit = r["approach2"], _a3(results, v)
+        cs = [m["C"] for m in a2.get("minima", [])]
+        c = np.geomspace(min(cs) / 3, max(cs) * 3, 50) if cs else None
+        for ax, key, name in ((axes[0], "N_opt", "a"), (axes[1], "D_opt", "b")):
+            if cs:
+                ax.plot(cs, [m[key] for m in a2["minima"]], "o", color=color, label=f"{v}: isoFLOP minima")
+                if name in a2:
+                    ax.plot(c, a2[f"{name}_coef"] * c ** a2[name], color=color, label=f"{v}: approach 2, C^{a2[name]:.2f}")
+                drew = True
+            if fit and "error" not in fit["allocation"]:
+                cc = c if c is not None else np.geomspace(*_c_range(runs, convention), 50)
+                n_opt, d_opt = optimal.optimal_nd(fit, cc, fit["allocation"]["k"])
+                ax.plot(cc, n_opt if key == "N_opt" else d_opt, color=color, ls="--",
+                        label=f"{v}: approach 3, C^{fit['allocation'][name]:.2f}")
+                drew = True
+    if not drew:
+        plt.close(fig)
+        raise ValueError("neither approach 2 nor approach 3 could be fitted")
+    axes[0].set(ylabel="Compute-optimal parameters N_opt")
+    axes[1].set(ylabel="Compute-optimal tokens D_opt")
+    for ax in axes:
+        ax.set(xscale="log", yscale="log", xlabel=_compute_label(convention))
+        ax.legend(fontsize=7)
+    return _save(fig, out, "compute_optimal")
+
+
+def _c_range(runs, convention):
+    c = [r.C(convention) for r in finished(runs) if np.isfinite(r.C(convention))]
+    return (min(c) / 3, max(c) * 10) if c else (1e15, 1e20)
+
+
+def fig_zero_shot(runs, results, out, convention=None):
+    zs = results["zero_shot"]
+    if not zs:
+        raise ValueError("no zero-shot scores (eval.json) in finished runs")
+    fig, axes = _panels(len(zs))
+    for ax, (task_variant, z) in zip(axes, zs.items()):
+        for v, pts in z["scores"].items():
+            if pts:
+                ax.plot(*zip(*pts), "o-", color=COLORS.get(v, "gray"), label=f"{v} data")
+        if z["chance"] is not None:
+            ax.axhline(z["chance"], color="k", ls=":", label="chance")
+        m = z.get("size_multiplier")
+        extra = f" (simplified ≈ {m['geomean']:.1f}x larger)" if m and m["n"] else ""
+        ax.set(xscale="log", xlabel=PARAMS, ylabel="Mean zero-shot accuracy", title=f"{task_variant} tasks{extra}")
+        ax.legend(fontsize=8)
+    return _save(fig, out, "zero_shot")
+
+
+def fig_learning_curves(runs, results, out, convention=None):
+    rs = [r for r in runs if len(r.tokens_t) or len(r.eval_tokens_t)]
+    if not rs:
+        raise ValueError("no metrics.jsonl learning curves")
+    vs, norm = _variants(rs), _size_norm(rs)
+    fig, axes = _panels(len(vs))
+    for ax, v in zip(axes, vs):
+        for r in sorted((r for r in rs if str(r.variant) == v), key=lambda r: (np.nan_to_num(r.N), r.run_id)):
+            color = plt.cm.viridis(norm(r.N)) if norm and np.isfinite(r.N) else "gray"
+            ax.plot(r.tokens_t, r.train_loss_t, color=color, lw=0.9, alpha=0.7)
+            ax.plot(r.eval_tokens_t, r.eval_loss_t, "o", ms=3, color=color)
+        ax.set(xscale="log", yscale="log", xlabel=TOKENS, ylabel="Loss (nats / token)",
+               title=f"{v} data (lines: train, dots: eval)")
+    if norm:
+        _colorbar(fig, axes, norm)
+    return _save(fig, out, "learning_curves")
+
+
+FIGURES = {
+    "loss_vs_compute": fig_loss_vs_compute,
+    "loss_vs_params": fig_loss_vs_params,
+    "loss_vs_tokens": fig_loss_vs_tokens,
+    "isoflop": fig_isoflop,
+    "compute_optimal": fig_compute_optimal,
+    "zero_shot": fig_zero_shot,
+    "learning_curves": fig_learning_curves,
+}
+
+
+def draw_all(runs, results, out, convention=None) -> tuple[list[str], dict[str, str]]:
+    """Draw every figure the data allows: (paths written, {figure: why not drawn})."""
+    out = pathlib.Path(out)
+    drawn, skipped = [], {}
+    for name, fn in FIGURES.items():
+        try:
+            drawn += fn(runs, results, out, convention)
+        except ValueError as e:
+            plt.close("all")
+            skipped[name] = str(e)
+    return drawn, skipped
