@@ -171,7 +171,7 @@ def test_random_model_is_at_chance_on_a_large_multiple_choice_set(encoder):
     assert scorer.tokens_per_s > 0
 
 
-def test_bigbench_task_json_becomes_multiple_choice():
+def test_bigbench_task_json_becomes_multiple_choice(monkeypatch):
     task_json = {"name": "toy", "example_input_prefix": "\nQuestion: ", "examples": [
         {"input": "Is a dog an animal?", "target_scores": {"yes": 1, "no": 0}},
         {"input": "Pick the small ones.", "target_scores": {"ant": 1, "mouse": 1, "whale": 0}},
@@ -179,10 +179,20 @@ def test_bigbench_task_json_becomes_multiple_choice():
     ]}
     task = tasks.bigbench_task("toy", task_json)
     assert task.name == "bigbench/toy" and len(task.examples) == 2
-    assert task.examples[0] == Example("Question: Is a dog an animal?\nA:", ("yes", "no"), (0,))
+    first = task.examples[0]
+    assert (first.context, first.choices, first.gold) == ("Question: Is a dog an animal?\nA:", ("yes", "no"), (0,))
+    assert first.texts == ("Is a dog an animal?", "yes", "no")  # the filter skips templates
     assert task.examples[1].gold == (0, 1) and task.examples[1].chance == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="no multiple-choice"):
         tasks.bigbench_task("gen", {"examples": [{"input": "x", "target": "y"}]})
+    # a task with subtasks (like cause_and_effect) stands for all of them, grouped under its name
+    files = {"toy": {"name": "toy"}, "toy/a": task_json, "toy/b": task_json}
+    monkeypatch.setattr("simscale.data.bigbench.read_task", lambda name: files[name])
+    monkeypatch.setattr("simscale.data.bigbench.list_tasks", lambda: sorted(files))
+    subtasks = tasks.resolve("bigbench/toy")
+    assert [(t.name, t.group) for t in subtasks] == [("bigbench/toy/a", "toy"), ("bigbench/toy/b", "toy")]
+    with pytest.raises(ValueError, match="pre-training"):
+        tasks.resolve("bigbench/topical_chat")
 
 
 def test_jsonl_task_and_its_errors(tmp_path):

@@ -8,6 +8,7 @@ a suite's tasks (and over each BLiMP field), whose records list it in `excluded`
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import AbstractSet, Sequence
 
@@ -53,7 +54,7 @@ def with_shots(examples: Sequence[Example], shots: int, delimiter: str) -> list[
         picks = np.random.default_rng([FEWSHOT_SEED, int(i)]).choice(n_pool, shots, replace=False)
         demos = [pool[p].context + delimiter + pool[p].choices[pool[p].gold[0]] for p in picks]
         ex = examples[i]
-        out.append(Example("\n\n".join(demos + [ex.context]), ex.choices, ex.gold))
+        out.append(dataclasses.replace(ex, context="\n\n".join(demos + [ex.context])))
     return out
 
 
@@ -61,7 +62,7 @@ def variants(task: Task, vocab: AbstractSet[str] | None) -> dict[str, list[Examp
     """standard: every example; simplified (when a vocabulary is given): those in the vocabulary."""
     out = {"standard": list(task.examples)}
     if vocab is not None:
-        out["simplified"] = [ex for ex in task.examples if in_vocabulary((ex.context,) + ex.choices, vocab)]
+        out["simplified"] = [ex for ex in task.examples if in_vocabulary(ex.texts, vocab)]
     return out
 
 

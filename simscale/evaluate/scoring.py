@@ -103,6 +103,10 @@ class Scorer:
         whole = (list(context) + list(continuation))[-(self.max_len + 1):]
         return whole, len(continuation)
 
+    def rows(self, T: int) -> int:
+        """Batch size for padded length T: about batch_tokens tokens a batch."""
+        return max(1, self.batch_tokens // T)
+
     def score(self, requests: Sequence[Request], desc: str = "scoring") -> list[tuple[float, bool]]:
         """(summed continuation log-probability, is greedy) for each request, in order."""
         windows = [self.window(c, x) for c, x in requests]
@@ -110,14 +114,11 @@ class Scorer:
         for i, (whole, _) in enumerate(windows):
             T = next(n for n in self.lengths if n >= len(whole) - 1)
             by_bucket.setdefault(T, []).append(i)
-        jobs = []  # (indices, outputs on device)
-        start, n_tokens = time.perf_counter(), 0
-        batches = [(T, idx[k:k + max(1, self.batch_tokens // T)])
-                   for T, idx in sorted(by_bucket.items())
-                   for k in range(0, len(idx), max(1, self.batch_tokens // T))]
+        batches = [(T, idx[k:k + self.rows(T)])
+                   for T, idx in sorted(by_bucket.items()) for k in range(0, len(idx), self.rows(T))]
+        start, n_tokens, jobs = time.perf_counter(), 0, []
         for T, idx in tqdm(batches, desc=desc, disable=not sys.stderr.isatty() or len(batches) < 4):
-            B = max(1, self.batch_tokens // T)
-            x, y, m = np.zeros((B, T), np.int32), np.zeros((B, T), np.int32), np.zeros((B, T), bool)
+            x, y, m = (np.zeros((self.rows(T), T), dt) for dt in (np.int32, np.int32, bool))
             for row, i in enumerate(idx):
                 whole, n_cont = windows[i]
                 n = len(whole) - 1

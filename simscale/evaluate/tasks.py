@@ -19,6 +19,8 @@ import json
 import os
 import pathlib
 
+import numpy as np
+
 BLIMP_PAPER22 = (
     "anaphor_gender_agreement", "anaphor_number_agreement",
     "ellipsis_n_bar_1", "ellipsis_n_bar_2",
@@ -34,10 +36,12 @@ BLIMP_PAPER22 = (
 )
 
 # Multiple-choice BIG-bench tasks in the spirit of the paper's COPA, SST-2, PIQA, ...
+# (a task with subtasks stands for all of them).
 BIGBENCH_MC = (
     "cause_and_effect", "strategyqa", "social_iqa", "goal_step_wikihow",
     "implicatures", "hyperbaton",
 )
+BIGBENCH_MAX_EXAMPLES = 2000  # larger tasks (hyperbaton: 50,000) are subsampled with a fixed seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +49,16 @@ class Example:
     context: str
     choices: tuple[str, ...]
     gold: tuple[int, ...]  # indices of the correct choices
+    own_text: tuple[str, ...] = ()  # the example's words without templates; () = context + choices
 
     @property
     def chance(self) -> float:
         return len(self.gold) / len(self.choices)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """What the simplified-variant filter checks."""
+        return self.own_text or (self.context,) + self.choices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,24 +97,29 @@ def blimp_paradigms(directory=None) -> list[str]:
     return sorted(p.stem for p in blimp_dir(directory).glob("*.jsonl"))
 
 
-def bigbench_task(name: str, task_json: dict) -> Task:
-    """A BIG-bench multiple-choice task.json as examples: context = input between the task's
-    example prefixes (BIG-bench defaults "Q: " and "\\nA:"); gold = the choices of top score."""
+def bigbench_task(name: str, task_json: dict, group: str = "") -> Task:
+    """A BIG-bench multiple-choice task.json as examples: context = task prefix + example input
+    prefix + input + example output prefix (BIG-bench's defaults "\\nQ: ", "\\nA: "), without
+    the choices listed; gold = the choices of top score. The simplified filter checks the input
+    and the choices, not the templates."""
     examples = []
-    in_prefix = task_json.get("example_input_prefix", "\nQ: ").lstrip()
-    out_prefix = task_json.get("example_output_prefix", "\nA: ").rstrip()
-    prefix = task_json.get("task_prefix", "")
+    before = task_json.get("task_prefix", "") + task_json.get("example_input_prefix", "\nQ: ")
+    after = task_json.get("example_output_prefix", "\nA: ")
     for ex in task_json.get("examples", []):
         scores = ex.get("target_scores")
         if not scores:
             continue
         choices = tuple(scores)
         top = max(scores.values())
-        examples.append(Example(prefix + in_prefix + ex["input"] + out_prefix, choices,
-                                tuple(i for i, c in enumerate(choices) if scores[c] == top)))
+        examples.append(Example((before + ex["input"] + after).strip(), choices,
+                                tuple(i for i, c in enumerate(choices) if scores[c] == top),
+                                own_text=(ex["input"],) + choices))
     if not examples:
         raise ValueError(f"BIG-bench task {name!r} has no multiple-choice examples (target_scores)")
-    return Task(f"bigbench/{name}", tuple(examples))
+    if len(examples) > BIGBENCH_MAX_EXAMPLES:
+        keep = np.random.default_rng(0).choice(len(examples), BIGBENCH_MAX_EXAMPLES, replace=False)
+        examples = [examples[i] for i in sorted(keep)]
+    return Task(f"bigbench/{name}", tuple(examples), group=group)
 
 
 def jsonl_task(path) -> Task:
@@ -133,19 +148,30 @@ def resolve(spec: str, blimp=None) -> list[Task]:
     if spec.startswith("blimp/"):
         return [blimp_paradigm(spec.split("/", 1)[1], blimp)]
     if spec == "bigbench_mc":
-        return [_bigbench(name) for name in BIGBENCH_MC]
+        return [t for name in BIGBENCH_MC for t in _bigbench(name)]
     if spec.startswith("bigbench/"):
-        return [_bigbench(spec.split("/", 1)[1])]
+        return _bigbench(spec.split("/", 1)[1])
     if spec.startswith("jsonl:"):
         return [jsonl_task(spec.split(":", 1)[1])]
     raise ValueError(f"unknown task {spec!r}: use blimp, blimp_paper22, blimp/<paradigm>, "
                      "bigbench_mc, bigbench/<task> or jsonl:<path>")
 
 
-def _bigbench(name: str) -> Task:
+def _bigbench(name: str) -> list[Task]:
+    """A BIG-bench task, or its subtasks (grouped under its name) when it has some."""
     from simscale.data import bigbench
 
-    return bigbench_task(name, bigbench.read_task(name))
+    if name.split("/")[0] in bigbench.PRETRAINING_TASKS:
+        raise ValueError(f"BIG-bench task {name!r} is pre-training text, not an evaluation task")
+    try:
+        task_json = bigbench.read_task(name)
+        subtasks = [] if task_json.get("examples") else [
+            t for t in bigbench.list_tasks() if t.startswith(name + "/")]
+        if subtasks:
+            return [bigbench_task(t, bigbench.read_task(t), group=name) for t in subtasks]
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    return [bigbench_task(name, task_json)]
 
 
 def _read_jsonl(path: pathlib.Path) -> list[dict]:
