@@ -121,7 +121,7 @@ def build(cfg, total_steps: int, mesh) -> Program:
             grads, loss = jax.tree.map(lambda g: g / accum, grads), jnp.mean(losses)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state}
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr_fn(state["step"])}
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr_fn(state["step"])}
 
     def eval_fn(params, tokens_BT1):
         per_seq = lambda toks: jnp.mean(token_losses(params, toks, mc), axis=-1)  # noqa: E731
@@ -131,12 +131,11 @@ def build(cfg, total_steps: int, mesh) -> Program:
         return losses_AB.swapaxes(0, 1).reshape(-1)  # back to the input's row order
 
     t0 = time.perf_counter()
-    with mesh:
-        init_c = jax.jit(init_fn, out_shardings=state_sh).lower(jax.random.key(0)).compile()
-        train_c = jax.jit(train_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
-                          donate_argnums=0).lower(abstract, batch).compile()
-        eval_c = jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=rep
-                         ).lower(abstract["params"], batch).compile()
+    init_c = jax.jit(init_fn, out_shardings=state_sh).lower(jax.random.key(0)).compile()
+    train_c = jax.jit(train_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
+                      donate_argnums=0).lower(abstract, batch).compile()
+    eval_c = jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=rep
+                     ).lower(abstract["params"], batch).compile()
     return Program(init=lambda seed: init_c(jax.random.key(seed)), train=train_c, eval=eval_c,
                    abstract_state=abstract, batch_sharding=batch_sh, global_batch_shape=shape,
                    compile_time_s=time.perf_counter() - t0)
