@@ -1,0 +1,78 @@
+"""The lm-evaluation-harness adapter, offline: a harness task defined on a local jsonl file."""
+import json
+
+import jax
+import pytest
+
+from simscale.config import model_config
+from simscale.evaluate import evaluator, tasks
+from simscale.evaluate.scoring import Scorer
+from simscale.model import init
+
+lm_eval = pytest.importorskip("lm_eval", reason="lm-eval (optional extra) is not installed")
+from simscale.evaluate.harness import SimscaleLM  # noqa: E402
+from test_evaluate import encoder  # noqa: E402,F401  (the test tokenizer fixture)
+
+TASK_YAML = """task: simscale_toy
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{gold}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+@pytest.fixture(scope="module")
+def model(encoder):  # noqa: F811
+    cfg = model_config()
+    cfg.update(dict(vocab_size=encoder.tokenizer.get_vocab_size(), hidden=32, layers=2, heads=4, max_len=16))
+    return SimscaleLM(scorer=Scorer(init(jax.random.PRNGKey(7), cfg), cfg, batch_tokens=512), encoder=encoder)
+
+
+def test_harness_task_on_local_jsonl_matches_simscale(tmp_path, model, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    rows = [{"context": f"Q: is the {a} dog {b}?\nA:", "choices": ["yes", "no", "the big dog runs"],
+             "gold": i % 3} for i, (a, b) in enumerate([(a, b) for a in ("big", "old", "red", "happy")
+                                                       for b in ("small", "little", "old")])]
+    data = tmp_path / "toy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "toy.yaml").write_text(TASK_YAML.format(path=data))
+    from lm_eval.tasks import TaskManager
+
+    out = lm_eval.simple_evaluate(model=model, tasks=["simscale_toy"],
+                                  task_manager=TaskManager(include_path=str(tmp_path)),
+                                  bootstrap_iters=10, log_samples=False)
+    harness = out["results"]["simscale_toy"]
+    ours = {r["metric"]: r for r in evaluator.score_task(model.scorer, model.encoder, tasks.jsonl_task(data))}
+    for metric in ("acc", "acc_norm"):
+        assert harness[f"{metric},none"] == pytest.approx(ours[metric]["value"])
+        assert harness[f"{metric}_stderr,none"] == pytest.approx(ours[metric]["stderr"])
+
+
+class _Request:
+    def __init__(self, *args):
+        self.args = args
+
+
+def test_rolling_loglikelihood_and_generation(model, encoder):  # noqa: F811
+    short, long = " the dog runs .", " the big dog runs ." * 6
+    ids = encoder.encode(short)
+    assert model.loglikelihood_rolling([_Request(short)]) == pytest.approx(
+        [model.scorer.score([([encoder.bos_id], ids)])[0][0]])  # one window: <s> then the string
+    assert len(encoder.encode(long)) > 2 * model.scorer.max_len
+    [total] = model.loglikelihood_rolling([_Request(long)])
+    assert total < model.loglikelihood_rolling([_Request(long[:40])])[0] < 0
+    with pytest.raises(NotImplementedError, match="log-likelihoods only"):
+        model.generate_until([_Request("x", {})])
