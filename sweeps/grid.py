@@ -20,16 +20,17 @@ def sweep_config() -> ConfigDict:
     return ConfigDict(
         dict(
             # Known axes: width depth variant seed lr heads batch_size tokens
-            # tokens_per_param flops. Axes are multiplied (product) in this order,
-            # except groups named in `zip`, whose axes advance together.
+            # tokens_per_param flops, each a tuple (tuples can be overridden on the
+            # command line: --config.sweep.axes.width='(32, 64)'). Axes are multiplied
+            # (product) in this order, except groups named in `zip`, which advance together.
             axes=ConfigDict(
                 dict(
-                    width=[32, 64, 128, 256, 512, 1024],
-                    depth=[2, 4, 8],
-                    variant=["simplified", "unrestricted"],
+                    width=(32, 64, 128, 256, 512, 1024),
+                    depth=(2, 4, 8),
+                    variant=("simplified", "unrestricted"),
                 )
             ),
-            zip=[],  # e.g. ["width,lr"]: equal-length axes zipped into one
+            zip=(),  # e.g. ("width,lr",): equal-length axes zipped into one
             heads_rule="",  # "": model.heads | "head_dim=64": heads = width // 64
             lr_rule="",  # "": train.lr | "inverse_width=64": lr * 64 / width
             # Tokens of one epoch when the data is not prepared yet (dry runs):
@@ -57,7 +58,7 @@ def cpu() -> ConfigDict:
     )
     cfg.data.source = "bigbench"
     cfg.sweep = sweep_config()
-    cfg.sweep.axes = ConfigDict(dict(width=[32, 64, 128], depth=[2], variant=["simplified", "unrestricted"]))
+    cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128), depth=(2,), variant=("simplified", "unrestricted")))
     cfg.sweep.heads_rule = "head_dim=16"
     cfg.sweep.calibration_steps = 2
     return cfg
@@ -72,7 +73,7 @@ def smoke() -> ConfigDict:
     )
     cfg.data.source = "synthetic"
     cfg.sweep = sweep_config()
-    cfg.sweep.axes = ConfigDict(dict(width=[16, 32], depth=[1], variant=["simplified", "unrestricted"]))
+    cfg.sweep.axes = ConfigDict(dict(width=(16, 32), depth=(1,), variant=("simplified", "unrestricted")))
     cfg.sweep.calibration_steps = 2
     return cfg
 
@@ -82,7 +83,7 @@ def isoflop() -> ConfigDict:
     cfg = paper()
     cfg.train.warmup_steps = 100
     cfg.sweep.axes = ConfigDict(
-        dict(flops=[1e15, 3e15, 1e16], width=[64, 128, 256], depth=[2, 4], variant=["simplified"])
+        dict(flops=(1e15, 3e15, 1e16), width=(64, 128, 256), depth=(2, 4), variant=("simplified",))
     )
     return cfg
 

@@ -20,7 +20,8 @@ from simscale.config import ConfigError, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "sweep config, e.g. sweeps/grid.py:preset=cpu", lock_config=False)
+config_flags.DEFINE_config_file("config", None, "sweep config, e.g. sweeps/grid.py:preset=cpu", lock_config=False,
+                                accept_new_attributes=True)
 flags.DEFINE_string("workdir", None, "sweep folder: W/sweep.json and W/runs/<run_id>/")
 flags.DEFINE_enum("executor", "inline", executors.EXECUTORS, "where runs train")
 flags.DEFINE_integer("workers", 0, "process executor: worker processes (0: one per GPU group, or 2 on CPU)")

@@ -50,7 +50,6 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
             return dict(run_id=run_id, outcome="failed", error=status.get("error", "failed earlier"))
         else:
             cfg = from_dict(cfg_dict)
-            store.write_json(rdir / "config.json", cfg_dict)
             store.append_attempt(rdir, "start", step=status.get("step", 0))
             log.info("training %s%s", run_id, f" (resuming at step {status['step']})" if status.get("step") else "")
             try:

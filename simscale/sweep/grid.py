@@ -3,9 +3,10 @@
 The `sweep` section (sweeps/grid.py, docs/sweeps.md) lists axes. Axes are
 multiplied in AXES order, except those joined in a `zip` group ("width,lr"),
 which advance together. Each point is applied to the base run config, then the
-width rules and the token budget; the run id is a readable prefix of the point
-plus a hash of the resolved run config, so reordering or extending a grid
-keeps the ids of the runs it already had.
+width rules and the token budget. The run id is a readable prefix (width,
+depth, variant, seed, tokens) plus a hash of the resolved run config, both
+from the config alone, so reordering or extending a grid keeps the ids of the
+runs it already had.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from ml_collections import ConfigDict
 
 from simscale.config import ConfigError, config_hash, to_dict
 from simscale.model import counting
+from simscale.sweep.report import human
 
-# Known axes, in expansion order, with the run-id prefix each contributes.
+# Known axes, in expansion order.
 AXES = ("flops", "width", "depth", "variant", "seed", "lr", "heads", "batch_size", "tokens", "tokens_per_param")
 VARIANTS = ("simplified", "unrestricted")
 
@@ -46,7 +48,7 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
     runs, errors = [], []
     for point in points:
         run_cfg = _resolve(base, point, sweep)
-        run_id = _run_id(run_cfg, point)
+        run_id = _run_id(run_cfg)
         errors += [f"{run_id}: {e}" for e in validate(run_cfg, n_devices)]
         runs.append(Run(run_id, run_cfg, point))
     ids = [r.run_id for r in runs]
@@ -134,18 +136,13 @@ def _budget_tokens(cfg: ConfigDict, point: dict) -> float | None:
     return float(point["flops"]) / counting.flops_6n(cfg.model, cfg.train.seq_len)  # D = C / 6N
 
 
-def _fmt(value) -> str:
-    return f"{value:g}".replace("+", "") if isinstance(value, float) else str(value)
-
-
-_PREFIX = {"flops": "c", "seed": "s", "lr": "lr", "heads": "h", "batch_size": "b", "tokens": "t",
-           "tokens_per_param": "tpp"}
-
-
-def _run_id(cfg: ConfigDict, point: dict) -> str:
-    """`w64-d2-simplified[-<other axes>]-<hash of the run config without eval>`."""
+def _run_id(cfg: ConfigDict) -> str:
+    """`w64-d2-simplified[-s<seed>][-t<tokens>]-<hash>`: all from the config (not the grid), so stable."""
     parts = [f"w{cfg.model.hidden}", f"d{cfg.model.layers}", cfg.data.variant]
-    parts += [f"{_PREFIX[k]}{_fmt(point[k])}" for k in AXES if k in _PREFIX and k in point]
+    if cfg.seed:
+        parts.append(f"s{cfg.seed}")
+    if cfg.train.tokens:
+        parts.append(f"t{human(cfg.train.tokens)}")
     hashed = {k: v for k, v in to_dict(cfg).items() if k != "eval"}  # evaluation does not change training
     return "-".join(parts + [config_hash(hashed, 8)])
 

@@ -1,0 +1,168 @@
+"""Sweep grid expansion, validation, locks and the run loop (with an injected train function)."""
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from simscale.config import ConfigError
+from simscale.model import counting
+from simscale.sweep import executors, grid, store
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def preset(name):
+    spec = importlib.util.spec_from_file_location("sweeps_grid", ROOT / "sweeps" / "grid.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(f"preset={name}")
+
+
+def ids(runs):
+    return [r.run_id for r in runs]
+
+
+def test_paper_dry_run_json_has_36_runs_with_the_papers_parameter_counts(tmp_path):
+    out = subprocess.run([PY, "-m", "simscale.sweep", "--config", "sweeps/grid.py", "--workdir", str(tmp_path),
+                          "--dry_run", "--json", "--estimate", "none"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    records = {(r["width"], r["depth"], r["variant"]): r for r in json.loads(out)}
+    assert len(records) == 36
+    assert {w for w, _, _ in records} == {32, 64, 128, 256, 512, 1024}
+    assert {d for _, d, _ in records} == {2, 4, 8}
+    assert records[32, 2, "simplified"]["params_total"] == 992_928
+    assert records[1024, 8, "unrestricted"]["params_total"] == 164_955_136
+    assert records[32, 2, "simplified"]["params_nonembedding"] == 992_928 - 2 * 15000 * 32
+    r = records[64, 4, "simplified"]
+    assert r["run_id"].startswith("w64-d4-simplified-")
+    assert r["flops"] == pytest.approx(r["tokens"] * counting.flops_per_token(_model(64, 4), 128))
+    assert not (tmp_path / "runs").exists()  # a dry run trains nothing
+
+
+def _model(width, depth):
+    m = preset("paper").model
+    m.hidden, m.layers = width, depth
+    return m
+
+
+def test_ids_are_stable_when_the_grid_is_reordered_or_extended():
+    a = preset("smoke")
+    b = preset("smoke")
+    b.sweep.axes.width = [64, 32, 16]  # reordered and extended
+    b.sweep.axes.variant = ["unrestricted", "simplified"]
+    runs_a, runs_b = grid.expand(a), grid.expand(b)
+    assert len(runs_b) == 6 and set(ids(runs_a)) < set(ids(runs_b))
+    assert ids(runs_a)[0].startswith("w16-d1-simplified-")
+    c = preset("smoke")
+    c.train.lr = 1e-3  # a different config is a different run
+    assert not set(ids(grid.expand(c))) & set(ids(runs_a))
+
+
+def test_zip_product_budgets_and_width_rules():
+    cfg = preset("smoke")
+    cfg.sweep.axes.update(width=[16, 32, 64], lr=[4e-3, 2e-3, 1e-3], tokens_per_param=[20])
+    cfg.sweep.zip = ["width,lr"]
+    runs = grid.expand(cfg)
+    assert len(runs) == 3 * 2  # zipped (width, lr) x variant
+    assert {(r.cfg.model.hidden, r.cfg.train.lr) for r in runs} == {(16, 4e-3), (32, 2e-3), (64, 1e-3)}
+    per_step = cfg.train.batch_size * cfg.train.seq_len
+    for r in runs:
+        assert r.cfg.train.tokens == r.cfg.train.steps * per_step
+        assert abs(r.cfg.train.tokens - 20 * counting.params_total(r.cfg.model)) <= per_step / 2
+
+    iso = preset("isoflop")
+    for r in grid.expand(iso):
+        c = r.point["flops"]
+        assert abs(r.cfg.train.tokens * counting.flops_6n(r.cfg.model, 128) - c) / c < 0.01
+
+    rules = preset("smoke")
+    rules.sweep.axes.width = [32, 64]
+    rules.sweep.heads_rule, rules.sweep.lr_rule = "head_dim=16", "inverse_width=32"
+    got = {r.cfg.model.hidden: (r.cfg.model.heads, r.cfg.train.lr) for r in grid.expand(rules)}
+    assert got == {32: (2, 3e-3), 64: (4, 1.5e-3)}
+
+
+def test_every_invalid_run_is_reported_before_anything_runs():
+    cfg = preset("smoke")
+    cfg.sweep.axes.width = [16, 17, 19]  # 17 and 19 are not divisible by 2 heads
+    with pytest.raises(ConfigError) as e:
+        grid.expand(cfg)
+    msg = str(e.value)
+    assert "4 invalid run(s)" in msg and msg.count("is not divisible by model.heads=2") == 4
+    assert "w17-d1-simplified" in msg and "w19-d1-unrestricted" in msg and "w16-" not in msg
+
+    with pytest.raises(ConfigError, match="train.batch_size=8 is not divisible by the 3 data-parallel"):
+        grid.expand(preset("smoke"), n_devices=3)
+    bad = preset("smoke")
+    bad.sweep.axes.colour = ["red"]
+    with pytest.raises(ConfigError, match=r"unknown sweep axis \['colour'\]"):
+        grid.expand(bad)
+    with pytest.raises(ConfigError, match="unknown sweep preset 'huge'"):
+        preset("huge")
+    runs = grid.expand(preset("smoke"))
+    assert ids(grid.select(runs, only="w16", skip="unrestricted")) == [ids(runs)[0]]
+
+
+def fake_train(cfg, rdir):
+    """Writes what simscale.train.train writes; width 32 fails like a diverging run."""
+    rdir = pathlib.Path(rdir)
+    marker = rdir / "calls"
+    marker.write_text(marker.read_text() + "x" if marker.exists() else "x")
+    if cfg.model.hidden == 32 and not os.environ.get("FAKE_TRAIN_HEALED"):
+        raise FloatingPointError("non-finite loss at step 3")
+    store.write_json(rdir / "result.json", dict(status="done", final_loss=1.0 / cfg.model.hidden))
+    store.write_json(rdir / "status.json", dict(status="done", step=cfg.train.steps, updated=time.time()))
+
+
+def test_failures_are_recorded_others_go_on_and_retry_failed_retries(tmp_path, monkeypatch):
+    runs = grid.expand(preset("smoke"))
+    out = executors.execute(runs, tmp_path, train_fn=fake_train)
+    by_width = {r.cfg.model.hidden: o["outcome"] for r, o in zip(runs, out)}
+    assert by_width == {16: "done", 32: "failed"}
+    failed = store.read_json(store.run_dir(tmp_path, runs[2].run_id) / "status.json")
+    assert failed["status"] == "failed" and "non-finite loss" in failed["error"]
+    assert "FloatingPointError" in failed["traceback"]
+
+    again = executors.execute(runs, tmp_path, train_fn=fake_train)  # done skipped, failed not retried
+    assert [o["outcome"] for o in again] == ["skipped", "skipped", "failed", "failed"]
+    monkeypatch.setenv("FAKE_TRAIN_HEALED", "1")
+    retried = executors.execute(runs, tmp_path, retry_failed=True, train_fn=fake_train)
+    assert [o["outcome"] for o in retried] == ["skipped", "skipped", "done", "done"]
+    calls = [(store.run_dir(tmp_path, r.run_id) / "calls").read_text() for r in runs]
+    assert calls == ["x", "x", "xx", "xx"]
+    events = [a["event"] for a in store.attempts(store.run_dir(tmp_path, runs[2].run_id))]
+    assert events == ["start", "failed", "start", "done"]
+
+
+HOLD = """
+import sys, time
+from simscale.sweep import store
+lock = store.RunLock(sys.argv[1])
+assert lock.acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_held_lock_blocks_and_a_dead_holders_lock_is_reclaimed(tmp_path):
+    holder = subprocess.Popen([PY, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not store.RunLock(tmp_path).acquire()
+        assert store.holder(tmp_path)["pid"] == holder.pid
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert store.holder(tmp_path) is None  # its pid is dead
+    lock = store.RunLock(tmp_path)
+    assert lock.acquire()
+    assert store.holder(tmp_path)["pid"] == os.getpid()
+    lock.release()
+    assert store.holder(tmp_path) is None
