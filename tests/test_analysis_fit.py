@@ -137,8 +137,12 @@ def test_isoflop_parabolas_find_the_optimum():
 def test_isoflop_needs_three_sizes_and_budgets():
     with pytest.raises(ValueError, match="3 distinct model sizes"):
         optimal.parabola_min([1e6, 1e7], [3.0, 2.9])
-    with pytest.raises(ValueError, match="3 or more compute budgets"):
-        optimal.isoflop([dict(C=1e18, N=[1e6, 1e7], loss=[3.0, 2.9])])
+    out = optimal.isoflop([dict(C=1e18, N=[1e6, 1e7], loss=[3.0, 2.9]),
+                           dict(C=1e19, N=[1e6, 1e7, 1e8], loss=[3.0, 2.9, 2.85])])
+    assert out["error"].startswith("approach 2 needs parabola minima at 3 or more compute budgets, got 0")
+    assert "C=1e+18: an isoFLOP parabola needs at least 3 distinct model sizes" in out["error"]
+    assert "C=1e+19: parabola minimum outside the sampled model sizes" in out["error"]
+    assert "a" not in out
 
 
 def test_size_multiplier_on_synthetic_accuracy_curves():

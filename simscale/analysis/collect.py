@@ -90,7 +90,10 @@ def _f(value) -> float:
 
 
 def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
-    """One run directory as a Run; problems become warnings and a non-'done' status."""
+    """One run directory as a Run; problems become warnings and a non-'done' status.
+
+    Data variant and shape come from result.json, else from config.json (unfinished runs).
+    """
     result = _read_json(run_dir / "result.json", warnings) or {}
     status_file = _read_json(run_dir / "status.json", warnings) or {}
     status = result.get("status") or status_file.get("status") or "missing"
@@ -100,9 +103,12 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
     tokens_t, train_t = _curve(rows, "loss")
     eval_tokens_t, eval_t = _curve(rows, "eval_loss")
     evals = _read_json(run_dir / "eval.json", warnings) or []
+    config = _read_json(run_dir / "config.json", warnings) or {}
+    model, data = config.get("model") or {}, config.get("data") or {}
     run = Run(
         run_id=run_dir.name, workdir=str(run_dir.parent.parent), status=status,
-        variant=result.get("variant"), hidden=result.get("hidden"), layers=result.get("layers"),
+        variant=result.get("variant") or data.get("variant"),
+        hidden=result.get("hidden") or model.get("hidden"), layers=result.get("layers") or model.get("layers"),
         N=_f(result.get("params_total")), N_nonemb=_f(result.get("params_nonembedding")),
         D=_f(result.get("tokens")), flops=flops, flops_convention=result.get("flops_convention"),
         loss=_f(result.get("eval_loss")), loss_stderr=_f(result.get("eval_loss_stderr")),

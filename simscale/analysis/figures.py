@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from simscale.analysis import optimal  # noqa: E402
 from simscale.analysis.collect import Run, finished  # noqa: E402
@@ -28,8 +29,22 @@ def _compute_label(convention) -> str:
     return f"Training compute C (FLOPs, {convention or 'run convention'})"
 
 
+def _tidy(axis) -> None:
+    """Log-axis labels: decades only over wide ranges, plain numbers over narrow ones."""
+    lo, hi = sorted(axis.get_view_interval())
+    if axis.get_scale() != "log" or lo <= 0:
+        return
+    if hi / lo >= 10:
+        axis.set_minor_formatter(NullFormatter())
+    else:
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+
+
 def _save(fig, out: pathlib.Path, name: str) -> list[str]:
-    fig.tight_layout()
+    for ax in fig.axes:
+        _tidy(ax.xaxis)
+        _tidy(ax.yaxis)
     paths = [str(out / f"{name}.{ext}") for ext in ("png", "pdf")]
     for p in paths:
         fig.savefig(p, dpi=150)
@@ -38,7 +53,7 @@ def _save(fig, out: pathlib.Path, name: str) -> list[str]:
 
 
 def _panels(n: int, width: float = 5.0):
-    fig, axes = plt.subplots(1, n, figsize=(width * n, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, 4.2), squeeze=False, layout="constrained")
     return fig, list(axes[0])
 
 
@@ -146,16 +161,18 @@ def fig_isoflop(runs, results, out, convention=None):
     for ax, (v, a2) in zip(axes, items):
         cs = [p["C"] for p in a2["profiles"]]
         norm = LogNorm(min(cs), max(cs) * 1.0001)
-        minima = {m["C"]: m for m in a2.get("minima", [])}
+        parabolas = {m["C"]: m for m in a2["parabolas"]}
         for p in a2["profiles"]:
             color = plt.cm.magma(0.15 + 0.7 * norm(p["C"]))
             ax.plot(p["N"], p["loss"], "o", color=color, label=f"C = {p['C']:.2g}")
-            m = minima.get(p["C"])
+            m = parabolas.get(p["C"])
             if m:
                 n = np.geomspace(min(p["N"]), max(p["N"]), 60)
                 ax.plot(n, np.polyval(m["coeffs"], np.log(n)), color=color)
-                ax.plot(m["N_opt"], m["loss_min"], "*", ms=14, color=color, mec="k")
-        ax.set(xscale="log", xlabel=PARAMS, ylabel=LOSS, title=f"isoFLOP profiles, {v} data ({a2['source']})")
+                if m["interior"]:
+                    ax.plot(m["N_opt"], m["loss_min"], "*", ms=14, color=color, mec="k")
+        ax.set(xscale="log", xlabel=PARAMS, ylabel=LOSS,
+               title=f"isoFLOPs, {v} data (from {a2['source']})")
         ax.legend(fontsize=7)
     return _save(fig, out, "isoflop")
 
@@ -208,7 +225,7 @@ def fig_zero_shot(runs, results, out, convention=None):
         if z["chance"] is not None:
             ax.axhline(z["chance"], color="k", ls=":", label="chance")
         m = z.get("size_multiplier")
-        extra = f" (simplified ≈ {m['geomean']:.1f}x larger)" if m and m["n"] else ""
+        extra = f": unrestricted needs {m['geomean']:.1f}x N" if m and m["n"] else ""
         ax.set(xscale="log", xlabel=PARAMS, ylabel="Mean zero-shot accuracy", title=f"{task_variant} tasks{extra}")
         ax.legend(fontsize=8)
     return _save(fig, out, "zero_shot")

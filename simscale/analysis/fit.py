@@ -26,7 +26,8 @@ def huber_objective(law: Law, theta_BP, logx_nK, logl_n, weights, delta=HUBER_DE
     pred_Bn, pullback = law.log_predict(theta_BP, logx_nK)
     r_Bn = pred_Bn - logl_n
     absr = np.abs(r_Bn)
-    h_Bn = np.where(absr <= delta, 0.5 * r_Bn**2, delta * (absr - 0.5 * delta))
+    c_Bn = np.minimum(absr, delta)
+    h_Bn = c_Bn * (absr - 0.5 * c_Bn)  # 0.5 r^2 inside [-delta, delta], linear outside
     dh_Bn = np.clip(r_Bn, -delta, delta) * weights
     return (h_Bn * weights).sum(-1), pullback(dh_Bn)
 

@@ -61,20 +61,26 @@ def isoflop(profiles: list[dict], k: float = 6.0, level: float = 0.95) -> dict:
 
     profiles: [{C, N (array), loss (array)}]. D_opt = C / (k N_opt). Intervals on the
     exponents are t-intervals of the log-log regression slope (a + b = 1 by construction).
-    Profiles whose parabola fails are listed under `skipped` with the reason.
+    `parabolas` holds every fitted profile; only minima inside the sampled sizes enter the
+    regression, the rest are listed under `skipped` with the reason. With fewer than three
+    such minima the result carries `error` instead of exponents.
     """
-    minima, skipped = [], []
+    parabolas, skipped = [], []
     for prof in profiles:
         try:
             m = parabola_min(prof["N"], prof["loss"])
         except ValueError as e:
             skipped.append(dict(C=float(prof["C"]), reason=str(e)))
             continue
-        minima.append(dict(C=float(prof["C"]), D_opt=float(prof["C"] / (k * m["N_opt"])), **m))
-    out = dict(minima=minima, skipped=skipped, k=k)
+        parabolas.append(dict(C=float(prof["C"]), D_opt=float(prof["C"] / (k * m["N_opt"])), **m))
+        if not m["interior"]:
+            skipped.append(dict(C=float(prof["C"]), reason="parabola minimum outside the sampled model sizes"))
+    minima = [p for p in parabolas if p["interior"]]
+    out = dict(parabolas=parabolas, minima=minima, skipped=skipped, k=k)
     if len(minima) < 3:
-        raise ValueError(f"approach 2 needs parabola minima at 3 or more compute budgets, got {len(minima)}"
-                         + "".join(f"; C={s['C']:.3g}: {s['reason']}" for s in skipped))
+        out["error"] = (f"approach 2 needs parabola minima at 3 or more compute budgets, got {len(minima)}"
+                        + "".join(f"; C={s['C']:.3g}: {s['reason']}" for s in skipped))
+        return out
     logc = np.log([m["C"] for m in minima])
     for key, name in (("N_opt", "a"), ("D_opt", "b")):
         res = stats.linregress(logc, np.log([m[key] for m in minima]))

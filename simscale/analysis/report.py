@@ -35,7 +35,8 @@ def _approach3(runs, convention, bootstrap, seed) -> dict:
     out = dict(fit.to_json(), source=source)
     k = points.flops_per_param_token(runs, convention)
     out["allocation"] = _attempt(lambda: dict(optimal.allocation(fit.params), k=k))
-    out["extrapolation"] = _attempt(extrapolation, "approach3", x, p["loss"], ("N", "D"))
+    # Refit without the largest size, started from the full-data optimum (not the whole grid again).
+    out["extrapolation"] = _attempt(extrapolation, "approach3", x, p["loss"], ("N", "D"), starts=fit.theta)
     return out
 
 
@@ -57,7 +58,7 @@ def _one_variable(runs, convention, bootstrap, seed) -> dict:
 
 def _approach2(runs, convention) -> dict:
     profiles, source = points.isoflop_profiles(runs, convention)
-    out = _attempt(optimal.isoflop, profiles, k=points.flops_per_param_token(runs, convention))
+    out = optimal.isoflop(profiles, k=points.flops_per_param_token(runs, convention))
     return dict(out, source=source, profiles=[{k: np.asarray(v).tolist() for k, v in p.items()} for p in profiles])
 
 

@@ -1,0 +1,175 @@
+"""Collecting sweep workdirs, the report (figures, fits.json, summary.md) and the CLIs, on synthetic runs."""
+import json
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+from simscale.analysis.__main__ import main
+from simscale.analysis.collect import collect, finished, read_points
+from simscale.analysis.report import report
+
+LAW = dict(E=2.0, A=400.0, B=410.0, alpha=0.34, beta=0.28)
+SHAPES = [(32, 2), (64, 2), (128, 2), (128, 4), (256, 4), (512, 4)]
+TOKENS = 2e8
+
+
+def law_loss(n, d, shift=0.0):
+    return LAW["E"] + shift + LAW["A"] / n ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
+
+
+def accuracy(n):
+    return 0.5 + 0.04 * np.log(n / 1e5)
+
+
+def write_run(runs_dir, run_id, hidden, layers, variant, status="done", loss_override=None, evals=True):
+    """A run directory as simscale.train/evaluate write it (docs/contracts.md)."""
+    d = runs_dir / run_id
+    d.mkdir(parents=True)
+    n = 12 * layers * hidden**2 + 2 * 2000 * hidden  # a plausible total parameter count
+    shift = 0.3 if variant == "unrestricted" else 0.0
+    rng = np.random.default_rng(zlib.crc32(run_id.encode()))
+    tokens = np.linspace(TOKENS / 10, TOKENS, 10)
+    with open(d / "metrics.jsonl", "w") as fh:
+        for i, t in enumerate(tokens):
+            row = dict(step=(i + 1) * 100, tokens=t, loss=law_loss(n, t, shift) * 1.02, lr=1e-3)
+            row.update(eval_loss=law_loss(n, t, shift) * math.exp(rng.normal(0, 0.003)), eval_loss_stderr=0.01)
+            fh.write(json.dumps(row) + "\n")
+        fh.write('{"step": 1001, "tok')  # a line cut short by an interrupted write
+    (d / "status.json").write_text(json.dumps(dict(status=status, step=1000)))
+    if status != "done":
+        return
+    loss = law_loss(n, TOKENS, shift) if loss_override is None else loss_override
+    (d / "result.json").write_text(json.dumps(dict(
+        status="done", params_total=n, params_nonembedding=12 * layers * hidden**2, tokens=TOKENS, steps=1000,
+        flops={"chinchilla": 6.3 * n * TOKENS, "6n": 6 * n * TOKENS}, flops_convention="chinchilla",
+        eval_loss=loss, eval_loss_stderr=0.01, eval_bpb=1.0, final_loss=loss, wall_time_s=10.0,
+        variant=variant, hidden=hidden, layers=layers)))
+    if evals:
+        size = n * (6 if variant == "simplified" else 1)  # simplified data: worth a 6x larger model
+        recs = [dict(task=t, variant=tv, metric="acc", value=float(accuracy(size) + off), stderr=0.01, n=100, chance=0.5)
+                for t, off in (("copa", 0.0), ("blimp_anaphor", 0.05)) for tv in ("standard", "simplified")]
+        (d / "eval.json").write_text(json.dumps(recs))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    w = tmp_path_factory.mktemp("sweep")
+    runs = w / "runs"
+    for variant in ("simplified", "unrestricted"):
+        for h, l in SHAPES:
+            write_run(runs, f"{variant}-h{h}-l{l}", h, l, variant)
+    write_run(runs, "failed-run", 64, 4, "simplified", status="failed")
+    write_run(runs, "nan-run", 64, 8, "simplified", loss_override=float("nan"))
+    (runs / "empty-dir").mkdir()
+    (w / "sweep.json").write_text("{}")
+    return w
+
+
+@pytest.fixture(scope="module")
+def reported(workdir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    assert main(["report", "--workdir", str(workdir), "--out", str(out), "--bootstrap", "10"]) == 0
+    return out, json.loads((out / "fits.json").read_text())
+
+
+def test_collect_keeps_bad_runs_out_with_warnings(workdir):
+    runs, warnings = collect([workdir])
+    assert len(runs) == 15
+    assert len(finished(runs)) == 12
+    text = "\n".join(warnings)
+    assert "failed-run: no result.json (status failed)" in text
+    assert "nan-run: non-finite" in text
+    assert "empty-dir: no result.json (status missing)" in text
+    run = next(r for r in runs if r.run_id == "simplified-h64-l2")
+    assert len(run.eval_tokens_t) == 10 and run.C() == pytest.approx(6.3 * run.N * TOKENS)
+    assert run.C("6n") == pytest.approx(6 * run.N * TOKENS)
+
+
+def test_collect_combines_workdirs_and_names_a_missing_one(workdir, tmp_path):
+    runs, _ = collect([workdir, workdir])
+    assert len(runs) == 30
+    with pytest.raises(FileNotFoundError, match="no runs/ folder in workdir"):
+        collect([tmp_path / "nowhere"])
+
+
+def test_report_writes_figures_fits_and_summary(reported):
+    out, fits = reported
+    for name in ("loss_vs_compute", "loss_vs_params", "loss_vs_tokens", "isoflop", "compute_optimal",
+                 "zero_shot", "learning_curves"):
+        assert (out / f"{name}.png").stat().st_size > 10_000, name
+        assert (out / f"{name}.pdf").exists()
+    assert fits["figures_skipped"] == {}
+    a3 = fits["variants"]["simplified"]["approach3"]
+    assert a3["source"] == "curves" and a3["n_points"] == 6 * 8
+    assert a3["alpha"] == pytest.approx(LAW["alpha"], abs=0.05)
+    assert a3["beta"] == pytest.approx(LAW["beta"], abs=0.05)
+    assert set(a3["ci"]) == {"E", "A", "B", "alpha", "beta"}
+    assert a3["allocation"]["k"] == pytest.approx(6.3)
+    assert a3["extrapolation"]["mean_abs_rel_error"] < 0.02
+    assert fits["variants"]["unrestricted"]["approach3"]["r2"] > 0.99
+    a2 = fits["variants"]["simplified"]["approach2"]  # one-epoch curves: most minima lie past the largest model
+    assert a2["source"] == "curves" and len(a2["parabolas"]) == len(a2["profiles"]) >= 3
+    assert len(a2["minima"]) < 3 and "outside the sampled model sizes" in a2["error"]
+    one = fits["variants"]["simplified"]["one_variable"]
+    assert {"N_power", "N_kaplan", "D_power", "D_kaplan", "C_power", "C_kaplan"} <= set(one)
+    zs = fits["zero_shot"]["standard"]
+    assert zs["chance"] == 0.5
+    assert zs["size_multiplier"]["geomean"] == pytest.approx(6.0, rel=1e-6)
+    summary = (out / "summary.md").read_text()
+    assert "| alpha |" in summary and "6.00x the parameters" in summary and "failed-run" in summary
+    points = read_points(out / "points.csv", ("N", "D", "C", "loss"))
+    assert len(points["N"]) == 12
+
+
+def test_figures_are_drawn_without_finished_runs(tmp_path):
+    w = tmp_path / "w"
+    write_run(w / "runs", "a", 32, 2, "simplified", status="failed")
+    write_run(w / "runs", "b", 64, 2, "simplified", loss_override=float("nan"))
+    out = tmp_path / "out"
+    assert main(["report", "--workdir", str(w), "--out", str(out), "--bootstrap", "0"]) == 1
+    fits = json.loads((out / "fits.json").read_text())
+    assert fits["n_finished"] == 0 and fits["variants"] == {}
+    assert (out / "learning_curves.png").exists()
+    assert fits["figures_skipped"]["loss_vs_compute"] == "no finished runs"
+    assert "No finished runs" in (out / "summary.md").read_text()
+
+
+def test_report_with_too_few_runs_records_why(tmp_path):
+    w = tmp_path / "w"
+    for h in (32, 64):
+        write_run(w / "runs", f"r{h}", h, 2, "simplified", evals=False)
+    results = report([w], tmp_path / "out", bootstrap=0, log=lambda s: None)
+    v = results["variants"]["simplified"]
+    assert "too few points" not in v["approach3"].get("error", "")  # curves give 16 points
+    assert "3 or more compute budgets, got 0" in v["approach2"]["error"]
+    assert "too few points for the power law in N" in v["one_variable"]["N_power"]["error"]
+    assert "zero_shot" in results["figures_skipped"]
+    assert (tmp_path / "out" / "loss_vs_tokens.png").exists()
+
+
+def test_fit_cli_json_and_text(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n = np.exp(rng.uniform(np.log(1e6), np.log(1e9), 60))
+    d = np.exp(rng.uniform(np.log(1e8), np.log(1e11), 60))
+    csv = tmp_path / "points.csv"
+    csv.write_text("N,D,loss\n" + "".join(f"{a},{b},{law_loss(a, b)}\n" for a, b in zip(n, d)))
+    assert main(["fit", "--csv", str(csv), "--law", "approach3", "--bootstrap", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for k in ("E", "A", "B", "alpha", "beta"):
+        assert out[k] == pytest.approx(LAW[k], rel=0.02), k
+    assert out["n_starts"] == 4500 and len(out["ci"]["alpha"]) == 2
+    assert main(["fit", "--csv", str(csv), "--law", "n", "--form", "kaplan", "--bootstrap", "0"]) == 0
+    assert "alpha" in capsys.readouterr().out
+
+
+def test_fit_cli_errors_are_one_line(tmp_path, capsys):
+    csv = tmp_path / "p.csv"
+    csv.write_text("N,loss\n1e6,3.0\n")
+    assert main(["fit", "--csv", str(csv), "--law", "approach3"]) == 2
+    assert "lacks column(s) ['D']" in capsys.readouterr().err
+    assert main(["fit", "--csv", str(csv), "--law", "n"]) == 2
+    assert "too few points for the power law in N" in capsys.readouterr().err
+    assert main(["fit", "--csv", str(tmp_path / "missing.csv")]) == 2
+    assert "CSV file not found" in capsys.readouterr().err
