@@ -17,10 +17,13 @@ import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
 from simscale.config import from_dict, to_dict
 from simscale.sweep import store
-from simscale.sweep.grid import Run
+
+if TYPE_CHECKING:  # workers import this module before their devices are pinned: keep it light
+    from simscale.sweep.grid import Run
 
 log = logging.getLogger("simscale.sweep")
 EXECUTORS = ("inline", "process", "ray")
@@ -69,8 +72,8 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
 
 
 def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
-    """Zero-shot evaluation of a finished run when eval.tasks is set and simscale.evaluate provides it."""
-    if not cfg.eval.tasks or (rdir / "eval.json").exists():
+    """Zero-shot evaluation of a finished run when eval.tasks is set (tasks already in eval.json are skipped)."""
+    if not cfg.eval.tasks:
         return None
     try:
         from simscale.evaluate import evaluate_run
