@@ -155,7 +155,7 @@ def _process(jobs, workers=0, devices_per_worker=1, **_):
     with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin, initargs=(queue,)) as pool:
         futures = [pool.submit(run_one, *job) for job in jobs]
         for job, future in zip(jobs, futures):
-            yield future.result()
+            yield _collect(job, future.result)
 
 
 def _ray(jobs, ray_address="", devices_per_worker=1, **_):
@@ -175,5 +175,14 @@ def _ray(jobs, ray_address="", devices_per_worker=1, **_):
         options["resources"] = {"TPU": devices_per_worker}
     task = ray.remote(**options)(run_one)
     refs = [task.remote(*job) for job in jobs]
-    for ref in refs:
-        yield ray.get(ref)
+    for job, ref in zip(jobs, refs):
+        yield _collect(job, lambda: ray.get(ref))
+
+
+def _collect(job, get) -> dict:
+    """A worker's outcome; a worker that died (killed, out of memory) fails its run, which resumes next time."""
+    try:
+        return get()
+    except Exception as e:
+        log.error("run %s: its worker died: %s", job[1], e)
+        return dict(run_id=job[1], outcome="failed", error=f"worker died: {type(e).__name__}: {e}")
