@@ -75,22 +75,30 @@ def bucket_lengths(max_len: int, min_len: int = 16) -> list[int]:
 
 
 def _score_batch(params, tokens_BT, targets_BT, mask_BT, cfg):
+    """Summed masked log-probabilities of the targets, and whether each target is the argmax
+    (tested as target logit >= max logit: an argmax over the vocabulary is slow on XLA CPU)."""
     logits_BTV = apply(params, tokens_BT, cfg)
-    logp_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-    logp_BT = logp_BT - jax.nn.logsumexp(logits_BTV, axis=-1)
-    greedy_BT = jnp.argmax(logits_BTV, axis=-1) == targets_BT
-    return jnp.sum(jnp.where(mask_BT, logp_BT, 0.0), axis=-1), jnp.all(greedy_BT | ~mask_BT, axis=-1)
+    max_BT = jnp.max(logits_BTV, axis=-1)
+    target_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+    lse_BT = max_BT + jnp.log(jnp.sum(jnp.exp(logits_BTV - max_BT[..., None]), axis=-1))
+    logp_B = jnp.sum(jnp.where(mask_BT, target_BT - lse_BT, 0.0), axis=-1)
+    return logp_B, jnp.all((target_BT >= max_BT) | ~mask_BT, axis=-1)
 
 
 class Scorer:
-    """Scores requests with one model; `tokens_per_s` reports the last call's throughput."""
+    """Scores requests with one model; `tokens_per_s` is the throughput over all calls so far
+    (input tokens without padding, compiles included)."""
 
     def __init__(self, params, model_cfg, batch_tokens: int = 8192, min_len: int = 16):
         self.params, self.max_len = params, model_cfg.max_len
         self.lengths = bucket_lengths(model_cfg.max_len, min_len)
         self.batch_tokens = batch_tokens
         self._fn = jax.jit(lambda p, x, y, m: _score_batch(p, x, y, m, model_cfg))
-        self.tokens_per_s = 0.0
+        self.tokens, self.seconds = 0, 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
 
     def window(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[list[int], int]:
         """(model input, continuation length): the last max_len + 1 tokens, minus the final one."""
@@ -132,7 +140,7 @@ class Scorer:
             for row, i in enumerate(idx):
                 results[i] = (float(logp[row]), bool(greedy[row]))
         seconds = time.perf_counter() - start
-        self.tokens_per_s = n_tokens / max(seconds, 1e-9)
+        self.tokens, self.seconds = self.tokens + n_tokens, self.seconds + seconds
         log.info("%s: %d requests, %d tokens in %.1f s (%.0f tokens/s)",
-                 desc, len(requests), n_tokens, seconds, self.tokens_per_s)
+                 desc, len(requests), n_tokens, seconds, n_tokens / max(seconds, 1e-9))
         return results
