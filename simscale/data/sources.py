@@ -1,0 +1,163 @@
+"""Streaming document readers: local files, BIG-bench, TFDS and Hugging Face datasets.
+
+`documents(cfg.data, counts)` yields one str per document, never holding the
+corpus in memory, and stops at `max_documents` / `max_bytes`. Invalid UTF-8 is
+replaced (U+FFFD) and counted in `counts['replaced_bytes']`.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import pathlib
+from typing import Iterator
+
+from simscale.config import ConfigError
+
+SOURCES = ("bigbench", "files", "tfds", "hf")
+
+
+def documents(data_cfg, counts: dict | None = None) -> Iterator[str]:
+    """The configured source's documents, in a fixed order, within the configured limits."""
+    counts = {} if counts is None else counts
+    counts.setdefault("replaced_bytes", 0)
+    readers = {"bigbench": _bigbench, "files": _files, "tfds": _tfds, "hf": _hf}
+    if data_cfg.source not in readers:
+        raise ConfigError(f"data.source={data_cfg.source!r}: choose one of synthetic, {', '.join(SOURCES)}")
+    max_docs, max_bytes, size = data_cfg.max_documents, data_cfg.max_bytes, 0
+    for i, text in enumerate(readers[data_cfg.source](data_cfg, counts)):
+        if max_docs and i >= max_docs:
+            return
+        yield text
+        size += len(text.encode("utf-8", "surrogatepass"))
+        if max_bytes and size >= max_bytes:
+            return
+
+
+def describe(data_cfg) -> dict:
+    """The fields that identify this source's documents (part of the cache key)."""
+    keys = {"bigbench": ["bigbench_tasks"], "files": ["files", "format", "text_field"],
+            "tfds": ["tfds_name", "tfds_split", "text_field"],
+            "hf": ["hf_name", "hf_config", "hf_split", "text_field"]}.get(data_cfg.source, [])
+    d = {k: data_cfg[k] for k in ["source", "max_documents", "max_bytes", *keys]}
+    if data_cfg.source == "files":  # the files' identity: names, sizes, times
+        d["stat"] = [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in file_paths(data_cfg)]
+    return d
+
+
+def decode(raw: bytes, counts: dict) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        counts["replaced_bytes"] += text.count("\ufffd") - raw.count("\ufffd".encode())
+        return text
+
+
+def file_paths(data_cfg) -> list[str]:
+    specs = [s.strip() for s in str(data_cfg.files).split(",") if s.strip()]
+    if not specs:
+        raise ConfigError("data.files is empty: give corpus paths or globs (comma-separated) for source=files")
+    paths = []
+    for spec in specs:
+        found = sorted(glob.glob(os.path.expanduser(spec))) if glob.has_magic(spec) else [spec]
+        if not found:
+            raise FileNotFoundError(f"data.files: {spec!r} matches no file; check the path or glob")
+        for p in found:
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"corpus file {p} does not exist; fix data.files")
+            if not os.access(p, os.R_OK):
+                raise PermissionError(f"corpus file {p} is not readable; fix its permissions or data.files")
+        paths += found
+    return paths
+
+
+def file_format(path: str, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        if fmt not in ("text", "jsonl", "parquet"):
+            raise ConfigError(f"data.format={fmt!r}: choose auto, text, jsonl or parquet")
+        return fmt
+    suffix = pathlib.Path(path).suffix.lower()
+    return {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix, "text")
+
+
+def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
+    """Documents of one file: text (one a line, blank lines skipped), jsonl or parquet."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.ParquetFile(path)
+            for batch in table.iter_batches(columns=[field], batch_size=1024):
+                yield from (t for t in batch.column(0).to_pylist() if t)
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"corpus file {path}: cannot read column {field!r} as parquet ({e}); "
+                             "fix data.text_field or the file") from None
+        return
+    with open(path, "rb") as f:
+        for n, raw in enumerate(io.BufferedReader(f), 1):
+            line = decode(raw, counts).rstrip("\r\n")
+            if not line.strip():
+                continue
+            if fmt == "text":
+                yield line
+                continue
+            try:
+                text = json.loads(line)[field]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"corpus file {path} line {n}: not a JSON object with a {field!r} string; "
+                                 "fix the line, data.text_field or data.format") from None
+            if not isinstance(text, str):
+                raise ValueError(f"corpus file {path} line {n}: {field!r} is not a string")
+            if text:
+                yield text
+
+
+def _files(data_cfg, counts) -> Iterator[str]:
+    for path in file_paths(data_cfg):
+        yield from read_file(path, file_format(path, data_cfg.format), data_cfg.text_field, counts)
+
+
+def _bigbench(data_cfg, counts) -> Iterator[str]:
+    """Each example's input (and string target) of the chosen BIG-bench tasks is a document."""
+    from simscale.data import bigbench
+
+    cache = pathlib.Path(data_cfg.cache_dir) / "bigbench" if data_cfg.cache_dir else None
+    archive = bigbench.archive_path(cache)
+    for name in [t.strip() for t in data_cfg.bigbench_tasks.split(",") if t.strip()]:
+        for ex in bigbench.read_task(name, archive)["examples"]:
+            target = ex.get("target")
+            text = ex.get("input", "") + ("\n" + target if isinstance(target, str) else "")
+            if text.strip():
+                yield text
+
+
+def _tfds(data_cfg, counts) -> Iterator[str]:
+    import tensorflow_datasets as tfds
+
+    if not data_cfg.tfds_name:
+        raise ConfigError("data.tfds_name is empty: name a prepared TFDS dataset for source=tfds")
+    try:
+        src = tfds.data_source(data_cfg.tfds_name, split=data_cfg.tfds_split,
+                               data_dir=data_cfg.tfds_data_dir or None, download=False)
+    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+        raise FileNotFoundError(f"TFDS dataset {data_cfg.tfds_name!r} split {data_cfg.tfds_split!r} cannot be "
+                                f"opened ({e}); prepare it first or fix data.tfds_name/tfds_data_dir") from None
+    for i in range(len(src)):
+        value = src[i][data_cfg.text_field]
+        yield decode(value, counts) if isinstance(value, bytes) else str(value)
+
+
+def _hf(data_cfg, counts) -> Iterator[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("data.source=hf needs the `datasets` package: pip install datasets") from None
+    if not data_cfg.hf_name:
+        raise ConfigError("data.hf_name is empty: name a Hugging Face dataset for source=hf")
+    ds = datasets.load_dataset(data_cfg.hf_name, data_cfg.hf_config or None, split=data_cfg.hf_split,
+                               streaming=True)
+    for ex in ds:
+        if ex.get(data_cfg.text_field):
+            yield ex[data_cfg.text_field]
