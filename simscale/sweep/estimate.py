@@ -1,7 +1,8 @@
 """Sizes and wall-time estimates of runs, from measured throughput only.
 
 Throughput (tokens/s) of a shape comes from the workdir's past runs
-(metrics.jsonl, first log record excluded as it holds the compilation), else
+(tokens / wall time of finished runs, else the median tokens_per_s of
+metrics.jsonl without its first record, which holds the compilation), else
 from W/calibration.json, else from a short calibration: `train()` on synthetic
 tokens of the same shape for a few steps in a temporary directory.
 """
@@ -55,12 +56,18 @@ def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
     found = dict(store.read_json(workdir / "calibration.json", {}))
     for rdir in sorted((workdir / "runs").glob("*")):
         cfg = store.read_json(rdir / "config.json")
-        speed = _median_speed(rdir / "metrics.jsonl")
+        speed = _wall_speed(rdir) or _median_speed(rdir / "metrics.jsonl")
         if cfg and speed:
             from simscale.config import from_dict
 
             found[shape_key(from_dict(cfg))] = speed
     return found
+
+
+def _wall_speed(rdir: pathlib.Path) -> float | None:
+    """tokens / wall time of a finished run: compilation, evaluation and checkpoints included."""
+    result = store.read_json(rdir / "result.json", {})
+    return result["tokens"] / result["wall_time_s"] if result.get("wall_time_s") and result.get("tokens") else None
 
 
 def _median_speed(path: pathlib.Path) -> float | None:

@@ -71,6 +71,16 @@ def summary_table(workdir: pathlib.Path, run_ids: list[str]) -> str:
     return table(["run", "params", "tokens", "FLOPs", "eval loss", "status", "error"], rows)
 
 
+def _progress_speed(rdir: pathlib.Path, status: dict, cfg) -> float | None:
+    """Wall-clock tokens/s of the current attempt: steps since its start over the time since."""
+    starts = [a for a in store.attempts(rdir) if a["event"] == "start"]
+    if not starts or not status.get("updated") or status.get("step", 0) <= starts[-1].get("step", 0):
+        return None
+    elapsed = status["updated"] - starts[-1]["time"]
+    steps = status["step"] - starts[-1].get("step", 0)
+    return steps * cfg.train.batch_size * cfg.train.seq_len / elapsed if elapsed > 0 else None
+
+
 def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, float]) -> str:
     """done/running/failed/pending per run, last loss and ETA (remaining tokens / measured tokens/s)."""
     from simscale.config import from_dict
@@ -86,7 +96,7 @@ def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, floa
         status = store.read_json(rdir / "status.json", {})
         total = entry["tokens"]
         done_tokens = last.get("tokens", 0) if state != "done" else total
-        speed = speeds.get(shape_key(cfg))
+        speed = _progress_speed(rdir, status, cfg) or speeds.get(shape_key(cfg))
         eta = 0.0 if state in ("done", "failed") else ((total - done_tokens) / speed if speed else None)
         eta_total = None if eta is None or eta_total is None else eta_total + eta
         age = time.time() - status["updated"] if status.get("updated") else None
