@@ -3,24 +3,10 @@ import numpy as np
 import pytest
 
 from simscale.analysis import optimal, zeroshot
+from simscale.analysis.bench import CHINCHILLA, isoflop_design
+from simscale.analysis.bench import noisy_loss as noisy
 from simscale.analysis.fit import extrapolation, fit_law, huber_objective, lbfgs
-from simscale.analysis.laws import APPROACH3, KAPLAN, POWER, raw_from_natural
-
-CHINCHILLA = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
-
-
-def isoflop_design(budgets=np.logspace(18, 22, 7), per_budget=24, spread=30.0):
-    """Chinchilla-like design: for each budget C, model sizes around the optimum with D = C / 6N."""
-    pts = []
-    for c in budgets:
-        n_opt = optimal.optimal_nd(CHINCHILLA, c)[0]
-        pts += [(n, c / (6 * n)) for n in np.geomspace(n_opt / spread, n_opt * spread, per_budget)]
-    return np.array(pts)
-
-
-def noisy(law, truth, x, sigma, seed):
-    return law.predict(raw_from_natural(law, **truth), x) * np.exp(np.random.default_rng(seed).normal(0, sigma, len(x)))
-
+from simscale.analysis.laws import APPROACH3, KAPLAN, POWER
 
 @pytest.fixture(scope="module")
 def chinchilla_fit():

@@ -140,13 +140,21 @@ def test_report_with_too_few_runs_records_why(tmp_path):
     w = tmp_path / "w"
     for h in (32, 64):
         write_run(w / "runs", f"r{h}", h, 2, "simplified", evals=False)
-    results = report([w], tmp_path / "out", bootstrap=0, log=lambda s: None)
+    results = report([w], tmp_path / "out", "6n", bootstrap=0, params="nonembedding", log=lambda s: None)
+    assert results["params"] == "nonembedding" and results["convention"] == "6n"
+    k_nonemb = np.median([6 * (24 * h * h + 4000 * h) / (24 * h * h) for h in (32, 64)])  # C = 6 N_total D
+    assert results["variants"]["simplified"]["approach3"]["allocation"]["k"] == pytest.approx(k_nonemb)
     v = results["variants"]["simplified"]
     assert "too few points" not in v["approach3"].get("error", "")  # curves give 16 points
     assert "3 or more compute budgets, got 0" in v["approach2"]["error"]
     assert "too few points for the power law in N" in v["one_variable"]["N_power"]["error"]
     assert "zero_shot" in results["figures_skipped"]
     assert (tmp_path / "out" / "loss_vs_tokens.png").exists()
+
+
+def test_report_names_an_unknown_flops_convention(workdir, tmp_path, capsys):
+    assert main(["report", "--workdir", str(workdir), "--out", str(tmp_path), "--flops", "palm"]) == 2
+    assert "FLOPs convention 'palm' is in no run's result.json; the runs have ['6n', 'chinchilla']" in capsys.readouterr().err
 
 
 def test_fit_cli_json_and_text(tmp_path, capsys):

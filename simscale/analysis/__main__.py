@@ -1,4 +1,4 @@
-"""python -m simscale.analysis fit|report: fit laws to a CSV, or report on sweep workdirs."""
+"""python -m simscale.analysis fit|report|bench: fit laws to a CSV, report on sweep workdirs, time the fits."""
 from __future__ import annotations
 
 import argparse
@@ -34,11 +34,18 @@ def _fit(args) -> int:
 def _report(args) -> int:
     from simscale.analysis.report import report
 
-    results = report(args.workdir, args.out, args.flops, args.bootstrap, args.seed)
+    results = report(args.workdir, args.out, args.flops, args.bootstrap, args.seed, args.params)
     if results["n_finished"] == 0:
         print("error: no finished runs with a finite eval loss in " + ", ".join(args.workdir)
               + ": nothing to fit (figures that need no fits were still drawn)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _bench(args) -> int:
+    from simscale.analysis.bench import bench
+
+    bench(args.points, args.bootstrap, seed=args.seed)
     return 0
 
 
@@ -55,13 +62,16 @@ def main(argv=None) -> int:
     r = sub.add_parser("report", help="figures, fits.json and summary.md for sweep workdirs")
     r.add_argument("--workdir", required=True, nargs="+", help="one or more sweep workdirs")
     r.add_argument("--out", default="figures")
-    r.add_argument("--flops", default=None, help="FLOPs convention for C (default: each run's own)")
-    for p in (f, r):
+    r.add_argument("--flops", default=None, help="FLOPs convention for C, e.g. chinchilla or 6n (default: each run's own)")
+    r.add_argument("--params", choices=("total", "nonembedding"), default="total", help="parameter count used as N")
+    b = sub.add_parser("bench", help="time the 4,500-start approach-3 grid and the bootstrap on synthetic points")
+    b.add_argument("--points", type=int, default=300)
+    for p in (f, r, b):
         p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
         p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     try:
-        return _fit(args) if args.cmd == "fit" else _report(args)
+        return dict(fit=_fit, report=_report, bench=_bench)[args.cmd](args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,8 +21,11 @@ from simscale.analysis.collect import Run, finished  # noqa: E402
 
 COLORS = {"simplified": "tab:blue", "unrestricted": "tab:orange"}
 LOSS = "Eval loss (nats / token)"
-PARAMS = "Parameters N (total)"
 TOKENS = "Training tokens D"
+
+
+def _params_label(results) -> str:
+    return f"Parameters N ({results.get('params', 'total')})"
 
 
 def _compute_label(convention) -> str:
@@ -71,9 +74,8 @@ def _size_norm(runs: list[Run]):
     return LogNorm(min(n), max(n) * 1.0001) if n else None
 
 
-def _colorbar(fig, axes, norm):
-    sm = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
-    fig.colorbar(sm, ax=axes, label=PARAMS)
+def _colorbar(fig, axes, norm, label):
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, label=label)
 
 
 def fig_loss_vs_compute(runs, results, out, convention=None):
@@ -129,7 +131,7 @@ def fig_loss_vs_params(runs, results, out, convention=None):
             if fit:
                 n = np.geomspace(pts[0][0] / 2, pts[-1][0] * 4, 60)
                 ax.plot(n, fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls="--")
-        ax.set(xscale="log", yscale="log", xlabel=PARAMS, ylabel=LOSS, title=f"{v} data (dashed: approach 3)")
+        ax.set(xscale="log", yscale="log", xlabel=_params_label(results), ylabel=LOSS, title=f"{v} data (dashed: approach 3)")
         ax.legend(fontsize=8)
     return _save(fig, out, "loss_vs_params")
 
@@ -171,7 +173,7 @@ def fig_isoflop(runs, results, out, convention=None):
                 ax.plot(n, np.polyval(m["coeffs"], np.log(n)), color=color)
                 if m["interior"]:
                     ax.plot(m["N_opt"], m["loss_min"], "*", ms=14, color=color, mec="k")
-        ax.set(xscale="log", xlabel=PARAMS, ylabel=LOSS,
+        ax.set(xscale="log", xlabel=_params_label(results), ylabel=LOSS,
                title=f"isoFLOPs, {v} data (from {a2['source']})")
         ax.legend(fontsize=7)
     return _save(fig, out, "isoflop")
@@ -226,7 +228,7 @@ def fig_zero_shot(runs, results, out, convention=None):
             ax.axhline(z["chance"], color="k", ls=":", label="chance")
         m = z.get("size_multiplier")
         extra = f": unrestricted needs {m['geomean']:.1f}x N" if m and m["n"] else ""
-        ax.set(xscale="log", xlabel=PARAMS, ylabel="Mean zero-shot accuracy", title=f"{task_variant} tasks{extra}")
+        ax.set(xscale="log", xlabel=_params_label(results), ylabel="Mean zero-shot accuracy", title=f"{task_variant} tasks{extra}")
         ax.legend(fontsize=8)
     return _save(fig, out, "zero_shot")
 
@@ -245,7 +247,7 @@ def fig_learning_curves(runs, results, out, convention=None):
         ax.set(xscale="log", yscale="log", xlabel=TOKENS, ylabel="Loss (nats / token)",
                title=f"{v} data (lines: train, dots: eval)")
     if norm:
-        _colorbar(fig, axes, norm)
+        _colorbar(fig, axes, norm, _params_label(results))
     return _save(fig, out, "learning_curves")
 
 

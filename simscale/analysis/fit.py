@@ -18,24 +18,34 @@ from simscale.analysis.laws import Law, LAWS
 HUBER_DELTA = 1e-3  # Hoffmann et al. (2022)
 
 
+CHUNK_ELEMENTS = 1 << 16  # rows x points per pass: temporaries stay in cache (about 5x faster than one pass)
+
+
 def huber_objective(law: Law, theta_BP, logx_nK, logl_n, weights, delta=HUBER_DELTA):
     """Weighted Huber loss of log-residuals per row and its gradient (B,), (B, P).
 
     weights: (n,) shared by all rows or (B, n) one row of weights per problem.
     """
-    pred_Bn, pullback = law.log_predict(theta_BP, logx_nK)
-    r_Bn = pred_Bn - logl_n
-    absr = np.abs(r_Bn)
-    c_Bn = np.minimum(absr, delta)
-    h_Bn = c_Bn * (absr - 0.5 * c_Bn)  # 0.5 r^2 inside [-delta, delta], linear outside
-    dh_Bn = np.clip(r_Bn, -delta, delta) * weights
-    return (h_Bn * weights).sum(-1), pullback(dh_Bn)
+    f_B, g_BP = np.empty(len(theta_BP)), np.empty(theta_BP.shape)
+    chunk = max(1, CHUNK_ELEMENTS // max(len(logl_n), 1))
+    for i in range(0, len(theta_BP), chunk):
+        rows = slice(i, i + chunk)
+        w = weights if np.ndim(weights) == 1 else weights[rows]
+        pred_bn, pullback = law.log_predict(theta_BP[rows], logx_nK)
+        r_bn = pred_bn - logl_n
+        absr = np.abs(r_bn)
+        c_bn = np.minimum(absr, delta)
+        f_B[rows] = (c_bn * (absr - 0.5 * c_bn) * w).sum(-1)  # 0.5 r^2 inside [-delta, delta], linear outside
+        g_BP[rows] = pullback(np.clip(r_bn, -delta, delta) * w)
+    return f_B, g_BP
 
 
-def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=1e-10, c1=1e-4, max_backtracks=40):
+def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=2.2e-9, c1=1e-4, max_backtracks=40):
     """Minimise B independent problems at once with L-BFGS and Armijo backtracking (quadratic interpolation).
 
     fun(x_bP, rows) -> (f_b, g_bP) for the problems `rows` (indices into the batch).
+    A problem stops when its relative decrease falls below ftol (scipy L-BFGS-B's default),
+    its gradient below gtol, no step decreases it, or after max_iter iterations.
     Returns (x_BP, f_B, iterations used). Converged problems leave the active set.
     """
     x = np.array(x0_BP, dtype=np.float64)

@@ -5,6 +5,7 @@ stopping the report; figures that can be drawn still are.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -119,8 +120,8 @@ def _fmt(v, ci=None) -> str:
 def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str], figure_skips: dict) -> str:
     """A readable summary: fitted laws with intervals, allocation, goodness of fit, multipliers."""
     lines = ["# Scaling-law report", "",
-             f"{results['n_finished']} finished runs of {results['n_runs']} (FLOPs convention: "
-             f"{results['convention'] or 'each run’s own'}).", ""]
+             f"{results['n_finished']} finished runs of {results['n_runs']} (N: {results['params']} parameters; "
+             f"FLOPs convention: {results['convention'] or 'each run’s own'}).", ""]
     if results["n_finished"] == 0:
         lines += ["**No finished runs with a finite eval loss: no fits.**", ""]
     for variant, v in results["variants"].items():
@@ -167,13 +168,26 @@ def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str]
     return "\n".join(lines) + "\n"
 
 
-def report(workdirs, out, convention: str | None = None, bootstrap: int = 1000, seed: int = 0, log=print) -> dict:
-    """Collect, fit, draw; write fits.json, summary.md, points.csv and figures under `out`."""
+def report(workdirs, out, convention: str | None = None, bootstrap: int = 1000, seed: int = 0,
+           params: str = "total", log=print) -> dict:
+    """Collect, fit, draw; write fits.json, summary.md, points.csv and figures under `out`.
+
+    convention: FLOPs convention for C (default: each run's own); params: which parameter
+    count is N in every fit and figure, "total" or "nonembedding".
+    """
+    if params not in ("total", "nonembedding"):
+        raise ValueError(f"params must be 'total' or 'nonembedding', got {params!r}")
     runs, warnings = collect(workdirs)
+    known = {c for r in runs for c in r.flops}
+    if convention and known and convention not in known:
+        raise ValueError(f"FLOPs convention {convention!r} is in no run's result.json; the runs have {sorted(known)}")
+    if params == "nonembedding":
+        runs = [dataclasses.replace(r, N=r.N_nonemb) for r in runs]
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log(f"collected {len(runs)} runs ({len(finished(runs))} finished) from {workdirs}")
     results = analyse(runs, convention, bootstrap, seed)
+    results["params"] = params
     drawn, skipped = figures.draw_all(runs, results, out, convention)
     results["warnings"] = warnings
     results["figures"] = [pathlib.Path(p).name for p in drawn]
