@@ -50,9 +50,9 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
                  vocab: frozenset[str] | None = None, blimp=None, batch_tokens: int = 8192) -> list[dict]:
     """Evaluate `tasks` (names, see simscale.evaluate.tasks) for the run in `run_dir`.
 
-    The simplified variants use `vocab`, else the run's vocab.txt; without either only the
-    standard variants are reported. Returns every record in the output file
-    (default RUN_DIR/eval.json).
+    The simplified variants use `vocab`, else the run's vocab.txt, else the vocabulary its
+    config names (data.vocab), so that an unrestricted run is scored on the same simplified
+    examples. Returns every record in the output file (default RUN_DIR/eval.json).
     """
     run_dir = pathlib.Path(run_dir)
     specs = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
@@ -71,16 +71,22 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
         raise FileNotFoundError(f"{tokenizer_path} not found: text tasks need a run trained on "
                                 "real data (a synthetic-data run has no tokenizer)")
     encoder = TextEncoder.from_file(tokenizer_path)
-    if vocab is None and (run_dir / "vocab.txt").exists():
-        vocab = load_vocabulary(run_dir / "vocab.txt").words
-    if vocab is None:
-        log.warning("%s has no vocab.txt: reporting standard variants only", run_dir)
     from simscale.train.checkpoint import load_params
 
     params, cfg = load_params(run_dir)
+    if vocab is None:
+        vocab = _run_vocabulary(run_dir, cfg)
     scorer = Scorer(params, cfg.model, batch_tokens=batch_tokens)
     for spec, suite_tasks in suites.items():
         records += evaluate_suite(scorer, encoder, spec, suite_tasks, vocab, shots)
         write_records(out, records)
         log.info("%s: %s done (%.0f tokens/s)", out, spec, scorer.tokens_per_s)
     return records
+
+
+def _run_vocabulary(run_dir: pathlib.Path, cfg) -> frozenset[str] | None:
+    spec = run_dir / "vocab.txt" if (run_dir / "vocab.txt").exists() else cfg.data.get("vocab")
+    if not spec:
+        log.warning("%s names no vocabulary: reporting standard variants only", run_dir)
+        return None
+    return load_vocabulary(spec).words
