@@ -145,11 +145,13 @@ def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str]
         lines.append(f"- Approach 2 ({a2['source']} profiles): N_opt ∝ C^{_fmt(a2['a'], a2['a_ci'])}, "
                      f"D_opt ∝ C^{_fmt(a2['b'], a2['b_ci'])}." if "error" not in a2 else f"- Approach 2: {a2['error']}")
         for name, fit in v["one_variable"].items():
+            var, form = name.split("_")
+            name = f"{var}) = E + A {var}^-alpha" if form == "power" else f"{var}) = ({var}_c / {var})^alpha"
             if "error" in fit:
-                lines.append(f"- L({name}): {fit['error']}")
+                lines.append(f"- L({name}: {fit['error']}")
             else:
                 shown = {k: fit[k] for k in ("E", "A", "X_c", "alpha") if k in fit}
-                lines.append(f"- L({name}): " + ", ".join(f"{k} {_fmt(val, fit['ci'].get(k))}" for k, val in shown.items())
+                lines.append(f"- L({name}: " + ", ".join(f"{k} {_fmt(val, fit['ci'].get(k))}" for k, val in shown.items())
                              + f"; R² {fit['r2']:.4f}")
         lines.append("")
     for task_variant, z in results["zero_shot"].items():
