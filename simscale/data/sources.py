@@ -83,14 +83,14 @@ def file_format(path: str, fmt: str = "auto") -> str:
 
 
 def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
-    """Documents of one file: text (one a line, blank lines skipped), jsonl or parquet."""
+    """Documents of one file, empty ones included: text (one a line), jsonl or parquet."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         try:
             table = pq.ParquetFile(path)
             for batch in table.iter_batches(columns=[field], batch_size=1024):
-                yield from (t for t in batch.column(0).to_pylist() if t)
+                yield from (t or "" for t in batch.column(0).to_pylist())
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"corpus file {path}: cannot read column {field!r} as parquet ({e}); "
                              "fix data.text_field or the file") from None
@@ -98,10 +98,10 @@ def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
     with open(path, "rb") as f:
         for n, raw in enumerate(io.BufferedReader(f), 1):
             line = decode(raw, counts).rstrip("\r\n")
-            if not line.strip():
-                continue
             if fmt == "text":
                 yield line
+                continue
+            if not line.strip():
                 continue
             try:
                 text = json.loads(line)[field]
@@ -110,13 +110,13 @@ def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
                                  "fix the line, data.text_field or data.format") from None
             if not isinstance(text, str):
                 raise ValueError(f"corpus file {path} line {n}: {field!r} is not a string")
-            if text:
-                yield text
+            yield text
 
 
 def _files(data_cfg, counts) -> Iterator[str]:
     for path in file_paths(data_cfg):
-        yield from read_file(path, file_format(path, data_cfg.format), data_cfg.text_field, counts)
+        docs = read_file(path, file_format(path, data_cfg.format), data_cfg.text_field, counts)
+        yield from (t for t in docs if t.strip())
 
 
 def _bigbench(data_cfg, counts) -> Iterator[str]:

@@ -1,0 +1,53 @@
+"""Throughput of the span filter (MB/s of UTF-8 input, single process and parallel)."""
+from __future__ import annotations
+
+import itertools
+import os
+import pathlib
+import time
+
+from simscale.data import simplify
+from simscale.data.vocab import cache_dir, load_vocabulary
+
+
+def bench_texts(mb: float) -> tuple[str, list[str]]:
+    """(description, documents): BIG-bench dialogue when its archive is cached, else reference text."""
+    from simscale.data import bigbench
+
+    docs: list[str] = []
+    archive = cache_dir() / "bigbench" / bigbench.ARCHIVE
+    if archive.is_file():
+        for ex in bigbench.read_task("topical_chat", archive)["examples"]:
+            docs.append(ex["input"] + "\n" + ex["target"])
+        name = "BIG-bench topical_chat"
+    else:
+        data = pathlib.Path(os.environ.get("SIMSCALE_DATA", "/nonexistent"))
+        lines = (data / "aochildes" / "child_directed_utterances.txt").read_text().splitlines()
+        docs = ["\n".join(lines[i:i + 20]) for i in range(0, len(lines), 20)]
+        name = "AO-CHILDES utterances (BIG-bench archive not cached)"
+    out, size = [], 0
+    for d in itertools.cycle(docs):
+        out.append(d)
+        size += len(d.encode())
+        if size >= mb * 1e6:
+            return name, out
+
+
+def bench_filter(mb: float = 8.0, workers: int = 0) -> dict:
+    """MB/s of the filter with the AO-CHILDES vocabulary (else wordfreq:20000) on English text."""
+    try:
+        vocab = load_vocabulary("aochildes")
+    except FileNotFoundError:
+        vocab = load_vocabulary("wordfreq:20000")
+    text, docs = bench_texts(mb)
+    size = sum(len(d.encode()) for d in docs) / 1e6
+    result = {"text": text, "vocab": vocab.source, "mb": round(size, 1)}
+    workers = workers or os.cpu_count() or 1
+    for label, n in (("single", 1), ("parallel", workers)):
+        start, stats = time.perf_counter(), simplify.Stats()
+        for _, s in simplify.simplify_documents(docs, vocab.words, workers=n):
+            stats.add(s)
+        result[f"{label}_mb_s"] = round(size / (time.perf_counter() - start), 2)
+    result["workers"] = workers
+    result["kept_fraction"] = round(stats.as_dict()["kept_fraction"], 4)
+    return result

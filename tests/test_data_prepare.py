@@ -1,0 +1,195 @@
+"""prepare(cfg), the TFDS datasets, the tokenizer, the grain pipeline and the CLI, on a small corpus."""
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from simscale.config import run_config
+from simscale.data import datasets, prepare, tokenizer
+from simscale.data.pipeline import batches
+
+WORDS = "the cat sat on a mat and dog ran to big red ball she he saw it was happy sad".split()
+
+
+def _corpus(path, n_docs=400, seed=0):
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_docs):
+        sentences = []
+        for _ in range(rng.randint(3, 8)):
+            ws = [rng.choice(WORDS) for _ in range(rng.randint(5, 12))]
+            if rng.random() < 0.3:
+                ws[rng.randrange(len(ws))] = "zebra"  # out of vocabulary
+            sentences.append(" ".join(ws).capitalize() + rng.choice([".", "!", "?"]))
+        lines.append(" ".join(sentences))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _cfg(tmp, corpus, **data):
+    (tmp / "vocab.txt").write_text("\n".join(WORDS))
+    cfg = run_config()
+    cfg.data.update(dict(source="files", files=str(corpus), vocab=str(tmp / "vocab.txt"),
+                         cache_dir=str(tmp / "cache"), min_span_len=8, workers=1, min_validation_documents=10) | data)
+    cfg.model.vocab_size = 300
+    cfg.train.update(seq_len=16, batch_size=4, eval_batches=3)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prep")
+    cfg = _cfg(tmp, _corpus(tmp / "corpus.txt"))
+    return cfg, prepare(cfg)
+
+
+def test_prepare_writes_a_complete_simplified_dataset(prepared):
+    cfg, p = prepared
+    s = p.stats
+    assert s["documents_in"] == 400 and 0 < s["documents"] <= 400 and 0 < s["kept_fraction"] < 1
+    assert s["validation_documents"] == 10 and p.vocab_size <= 300
+    assert p.train_tokens == s["train_rows"] * 16 and 1 < p.bytes_per_token < 10
+    assert p.vocabulary_path.read_text().split() == sorted(WORDS)
+    text = datasets.source("text", p.dir, "validation")
+    assert len(text) == 10 and text[0]["text"].decode().startswith("<s> ")
+    rows = datasets.source("tokens", p.dir, "train")
+    assert len(rows) == s["train_rows"] and rows[0]["tokens"].shape == (17,)
+    assert not [f for f in os.listdir(p.dir.parent) if ".tmp" in f]
+
+
+def test_tokenizer_round_trips_and_marks_documents(prepared):
+    _, p = prepared
+    tok = tokenizer.load(p.tokenizer_path)
+    for text in ["<s> The cat sat. </s> <s> a\tb  c\n d </s>", "Zebra’s café: 42 ünïcode — ok?"]:
+        assert tokenizer.decode(tok, tok.encode(text).ids) == text
+    rows = datasets.source("tokens", p.dir, "train")
+    ids = np.concatenate([rows[i]["tokens"] for i in range(40)])
+    assert tok.token_to_id("<s>") in ids and tok.token_to_id("</s>") in ids
+    assert " </s> <s> " in tokenizer.decode(tok, ids)
+
+
+def test_second_prepare_does_no_work(prepared):
+    cfg, p = prepared
+    stamp = (p.dir / "prepared.json").stat().st_mtime_ns
+    assert prepare(cfg) == p
+    assert (p.dir / "prepared.json").stat().st_mtime_ns == stamp
+
+
+def test_unrestricted_is_cut_to_the_simplified_token_count(prepared):
+    cfg, p = prepared
+    cfg = cfg.copy_and_resolve_references()
+    cfg.data.variant = "unrestricted"
+    u = prepare(cfg)
+    assert u.dir != p.dir and u.vocabulary_path is None
+    assert u.stats["train_rows"] == p.stats["train_rows"] and u.train_tokens == p.train_tokens
+    assert "kept_fraction" not in u.stats
+
+
+def test_batches_are_deterministic_and_resumable(prepared):
+    cfg, _ = prepared
+    first = list(itertools.islice(batches(cfg, "train", 0), 6))
+    again = list(itertools.islice(batches(cfg, "train", 0), 6))
+    resumed = list(itertools.islice(batches(cfg, "train", 4), 2))
+    assert all(b.shape == (4, 17) and b.dtype == np.int32 for b in first)
+    assert all((a == b).all() for a, b in zip(first, again))
+    assert all((a == b).all() for a, b in zip(first[4:], resumed))
+    assert not (first[0] == first[1]).all()
+    val = list(batches(cfg, "validation"))
+    assert len(val) == 3 and all((a == b).all() for a, b in zip(val, batches(cfg, "validation")))
+
+
+def test_epochs_reshuffle(prepared):
+    cfg, p = prepared
+    n = p.stats["train_rows"]
+    steps_per_epoch = n // cfg.train.batch_size
+    epoch = np.concatenate(list(itertools.islice(batches(cfg, "train", 0), steps_per_epoch)))
+    assert len({r.tobytes() for r in epoch}) == len(epoch)  # no row twice within an epoch
+    nxt = next(batches(cfg, "train", n))  # step n starts 4 epochs later
+    assert nxt.shape == (4, 17)
+
+
+def test_different_seed_different_order(prepared):
+    cfg, _ = prepared
+    other = cfg.copy_and_resolve_references()
+    other.seed = 1
+    assert not (next(batches(cfg, "train")) == next(batches(other, "train"))).all()
+
+
+def test_non_utf8_bytes_are_replaced_and_counted(tmp_path):
+    corpus = _corpus(tmp_path / "c.txt", n_docs=60)
+    corpus.write_bytes(corpus.read_bytes() + b"The cat sat \xff\xfe on the mat.\n")
+    p = prepare(_cfg(tmp_path, corpus, min_validation_documents=2))
+    assert p.stats["replaced_bytes"] == 2
+
+
+@pytest.mark.parametrize("content,match", [(None, "does not exist"), ("", "is empty"),
+                                           ("\n \n", "is empty"), ("zebra yak gnu.\n" * 50, "kept nothing")])
+def test_bad_corpus_gives_one_message_and_no_partial_dataset(tmp_path, content, match):
+    corpus = tmp_path / "bad.txt"
+    if content is not None:
+        corpus.write_text(content)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        prepare(_cfg(tmp_path, corpus))
+    assert not (tmp_path / "cache" / "prepared").exists() or not os.listdir(tmp_path / "cache" / "prepared")
+
+
+def test_broken_cache_entry_names_the_folder(tmp_path):
+    cfg = _cfg(tmp_path, _corpus(tmp_path / "c.txt", n_docs=60), min_validation_documents=2)
+    p = prepare(cfg)
+    (p.dir / "prepared.json").write_text("{ truncated")
+    with pytest.raises(ValueError, match=f"{p.dir}.*delete that folder"):
+        prepare(cfg)
+
+
+def _cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    return subprocess.run([sys.executable, "-m", "simscale.data", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_cli_simplify_writes_kept_text_in_order_and_stats(tmp_path):
+    (tmp_path / "v.txt").write_text("\n".join(WORDS))
+    sentence = "the cat sat on a mat and the dog ran to the big red ball. "
+    docs = [sentence * 4, "zebra " * 10, "", sentence * 3 + "zebra gnu yak"]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    r = _cli("simplify", "--vocab", "v.txt", "--input", "in.jsonl", "--output", "out.jsonl", "--workers", "1",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(line)["text"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert out == [f"<s> {(sentence * 4).strip()} </s>", "", "", f"<s> {(sentence * 3).strip()} </s>"]
+    stats = json.loads((tmp_path / "out.jsonl.stats.json").read_text())
+    assert stats["documents_in"] == 4 and stats["documents_out"] == 2 and stats["spans"] == 2
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    r = _cli("simplify", "--vocab", "wordfreq:100", "--input", "missing.txt", "--output", "o.jsonl", cwd=tmp_path)
+    assert r.returncode == 1 and "missing.txt" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "v.csv").write_text(",word,frequency\n")
+    (tmp_path / "in.txt").write_text("hello\n")
+    r = _cli("simplify", "--vocab", "v.csv", "--input", "in.txt", "--output", "o.jsonl", cwd=tmp_path)
+    assert r.returncode == 1 and "no usable words" in r.stderr and not (tmp_path / "o.jsonl").exists()
+
+
+def test_cli_prepare_and_inspect(tmp_path):
+    _corpus(tmp_path / "corpus.txt", n_docs=80)
+    (tmp_path / "vocab.txt").write_text("\n".join(WORDS))
+    (tmp_path / "cfg.py").write_text(
+        "from simscale.config import run_config\n"
+        "def get_config(arg=None):\n"
+        "    cfg = run_config()\n"
+        "    cfg.data.update(source='files', files='corpus.txt', vocab='vocab.txt', min_span_len=8, workers=1,\n"
+        "                    min_validation_documents=2)\n"
+        "    cfg.model.vocab_size = 300\n"
+        "    cfg.train.seq_len = 16\n"
+        "    return cfg\n")
+    r = _cli("prepare", "--config", "cfg.py", "--data_dir", "data", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "simplified" in r.stdout and "train tokens" in r.stdout
+    r = _cli("inspect", "--config", "cfg.py", "--data_dir", "data", "--n", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "--- train row 0\n<s> " in r.stdout and "Load dataset info" not in r.stderr
