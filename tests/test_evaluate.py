@@ -229,7 +229,9 @@ def test_aggregate_leaves_flagged_tasks_out():
     assert by_task["s"]["value"] == pytest.approx(0.7) and by_task["s"]["excluded"] == ["c"]
     assert by_task["s"]["stderr"] == pytest.approx(math.sqrt(0.02) / 2) and by_task["s"]["n"] == 200
     assert by_task["s/syntax"]["value"] == pytest.approx(0.7)
-    assert by_task["s/morphology"]["flagged"] and math.isnan(by_task["s/morphology"]["value"])
+    assert by_task["s/morphology"]["flagged"] and by_task["s/morphology"]["value"] is None
+    only_syntax = evaluator.aggregate(rows[:2], "s")
+    assert [r["task"] for r in only_syntax] == ["s"]  # a group that is the whole suite adds nothing
 
 
 def test_evaluate_run_writes_and_caches_eval_json(tmp_path, encoder, trained, monkeypatch):

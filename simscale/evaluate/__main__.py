@@ -59,11 +59,9 @@ def evaluate(argv) -> None:
 
 
 def _row(r: dict) -> str:
-    value = "n/a" if r["value"] is None else f"{r['value']:.3f}"
-    stderr = "" if r["stderr"] is None else f" ± {r['stderr']:.3f}"
-    flag = "  flagged" if r["flagged"] else ""
-    return (f"{r['task']:45s} {r['variant']:10s} {r['metric']:8s} {value}{stderr}"
-            f"  n={r['n']}  chance={r['chance'] if r['chance'] is None else round(r['chance'], 3)}{flag}")
+    num = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    return (f"{r['task']:45s} {r['variant']:10s} {r['metric']:8s} {num(r['value'])} ± {num(r['stderr'])}"
+            f"  n={r['n']}  chance={num(r['chance'])}{'  flagged' if r['flagged'] else ''}")
 
 
 def main(argv=None) -> int:

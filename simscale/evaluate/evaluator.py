@@ -81,25 +81,32 @@ def score_task(scorer: Scorer, encoder: TextEncoder, task: Task, vocab=None, sho
         chance = float(np.mean([ex.chance for ex in exs])) if exs else math.nan
         for metric in task.metrics:
             value, stderr = mean_stderr([m[metric] for m in per_example])
-            records.append(dict(task=task.name, variant=variant, metric=metric, value=value,
-                                stderr=stderr, n=len(exs), chance=chance, suite=suite, shots=shots,
-                                flagged=len(exs) < MIN_EXAMPLES, group=task.group))
+            records.append(_record(task=task.name, variant=variant, metric=metric, value=value,
+                                   stderr=stderr, n=len(exs), chance=chance, suite=suite, shots=shots,
+                                   flagged=len(exs) < MIN_EXAMPLES, group=task.group))
     return records
+
+
+def _record(**fields) -> dict:
+    """A result record; values that do not exist (NaN: no examples) become None (JSON null)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in fields.items()}
 
 
 def aggregate(records: Sequence[dict], name: str) -> list[dict]:
     """Macro averages over tasks (unflagged ones) per variant and metric: the suite as `name`,
-    and each group (BLiMP field) as `name/group`."""
+    and each group (BLiMP field, BIG-bench task of subtasks) as `name/group` unless the group
+    is the whole suite."""
     out = []
     keys = sorted({(r["variant"], r["metric"]) for r in records})
-    groups = sorted({r["group"] for r in records if r["group"]})
+    groups = [[r for r in records if r["group"] == g] for g in sorted({r["group"] for r in records})]
     for label, members in [(name, records)] + [
-            (f"{name}/{g}", [r for r in records if r["group"] == g]) for g in groups]:
+            (f"{name}/{rows[0]['group']}", rows) for rows in groups
+            if rows[0]["group"] and len(rows) < len(records)]:
         for variant, metric in keys:
             rows = [r for r in members if (r["variant"], r["metric"]) == (variant, metric)]
             used = [r for r in rows if not r["flagged"]]
             k = len(used)
-            out.append(dict(
+            out.append(_record(
                 task=label, variant=variant, metric=metric,
                 value=float(np.mean([r["value"] for r in used])) if k else math.nan,
                 stderr=math.sqrt(sum(r["stderr"] ** 2 for r in used)) / k if k else math.nan,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import pathlib
 from typing import Sequence
@@ -37,12 +36,10 @@ def read_records(path) -> list[dict]:
 
 
 def write_records(path, records: Sequence[dict]) -> None:
-    """Atomic write; NaN (no examples, one example's stderr) is written as null."""
+    """Atomic write (temporary file, then rename)."""
     path = pathlib.Path(path)
-    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-             for r in records]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean, indent=1))
+    tmp.write_text(json.dumps(list(records), indent=1, allow_nan=False))
     os.replace(tmp, path)
 
 
