@@ -57,14 +57,14 @@ def cpu() -> ConfigDict:
     cfg.model.vocab_size = 2000
     cfg.model.max_len = 64
     cfg.train.update(
-        batch_size=16, seq_len=64, tokens=0, steps=300, lr=3e-3, warmup_steps=30,
-        log_every=10, eval_every=100, eval_batches=8, checkpoint_every=100,
+        batch_size=16, seq_len=64, tokens=0, steps=400, lr=3e-3, warmup_steps=40,
+        log_every=20, eval_every=200, eval_batches=8, checkpoint_every=200,
     )
     cfg.data.source = "bigbench"
     # The paper's AO-CHILDES list when the reference data is at hand, else the top English words.
     cfg.data.vocab = "aochildes" if os.environ.get("SIMSCALE_DATA") else "wordfreq:20000"
     cfg.sweep = sweep_config()
-    cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128), depth=(2,), variant=("simplified", "unrestricted")))
+    cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128), depth=(2, 4), variant=("simplified", "unrestricted")))
     cfg.sweep.heads_rule = "head_dim=16"
     cfg.sweep.calibration_steps = 2
     return cfg

@@ -54,7 +54,8 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
         else:
             cfg = from_dict(cfg_dict)
             store.append_attempt(rdir, "start", step=status.get("step", 0))
-            log.info("training %s%s", run_id, f" (resuming at step {status['step']})" if status.get("step") else "")
+            log.info("training %s%s", run_id, f" (interrupted at step {status['step']}: resuming from its last "
+                                              "checkpoint)" if status.get("step") else "")
             try:
                 (train_fn or default_train)(cfg, rdir)
             except Exception as e:  # the run fails, the sweep goes on
@@ -98,7 +99,10 @@ def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int 
     submit = {"inline": _inline, "process": _process, "ray": _ray}[executor]
     kwargs = dict(workers=workers, devices_per_worker=devices_per_worker, ray_address=ray_address)
     # Runs sharing a shape go one after another, so one process reuses its compiled functions.
-    todo = sorted(runs, key=lambda r: [str(x) for x in r.shape])
+    first = {}
+    for i, r in enumerate(runs):
+        first.setdefault(r.shape, i)
+    todo = sorted(runs, key=lambda r: first[r.shape])
     outcomes: dict[str, dict] = {}
     while todo:
         jobs = [(str(workdir), r.run_id, to_dict(r.cfg), retry_failed, train_fn) for r in todo]
