@@ -33,6 +33,12 @@ def bench_texts(mb: float) -> tuple[str, list[str]]:
             return name, out
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished child processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def bench_filter(mb: float = 8.0, workers: int = 0) -> dict:
     """MB/s of the filter with the AO-CHILDES vocabulary (else wordfreq:20000) on English text."""
     try:
@@ -44,10 +50,12 @@ def bench_filter(mb: float = 8.0, workers: int = 0) -> dict:
     result = {"text": text, "vocab": vocab.source, "mb": round(size, 1)}
     workers = workers or os.cpu_count() or 1
     for label, n in (("single", 1), ("parallel", workers)):
-        start, stats = time.perf_counter(), simplify.Stats()
+        start, cpu, stats = time.perf_counter(), _cpu_seconds(), simplify.Stats()
         for _, s in simplify.simplify_documents(docs, vocab.words, workers=n):
             stats.add(s)
         result[f"{label}_mb_s"] = round(size / (time.perf_counter() - start), 2)
+        # per CPU second (all processes): what the cores do, however busy the machine is
+        result[f"{label}_mb_per_cpu_s"] = round(size / (_cpu_seconds() - cpu), 2)
     result["workers"] = workers
     result["kept_fraction"] = round(stats.as_dict()["kept_fraction"], 4)
     return result

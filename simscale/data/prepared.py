@@ -26,7 +26,7 @@ from simscale.config import ConfigError
 from simscale.data import datasets, simplify, sources, tokenizer
 from simscale.data.vocab import cache_dir as default_cache, load_vocabulary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 VARIANTS = ("simplified", "unrestricted")
 _META = "prepared.json"
 
@@ -53,15 +53,15 @@ def prepare(cfg, log=None) -> PreparedData:
     final = cache_root(cfg) / "prepared" / f"{cfg.data.variant}-{cache_key(cfg)}"
     if final.exists():
         return _load(final)
-    target_rows = None
+    control = None
     if cfg.data.variant == "unrestricted":
         simplified = prepare(_with_variant(cfg, "simplified"), log)
-        target_rows = simplified.stats["train_rows"]
+        control = (simplified.stats["train_rows"], simplified.stats["bytes_in"])
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _build(cfg, tmp, target_rows, log)
+        _build(cfg, tmp, control, log)
         try:
             tmp.rename(final)
         except OSError:  # another process finished first: use theirs
@@ -135,8 +135,10 @@ def _progress(it: Iterable, desc: str, unit: str = "doc") -> Iterator:
     return iter(tqdm(it, desc=desc, unit=unit, disable=None, file=sys.stderr, mininterval=1.0))
 
 
-def _build(cfg, out: pathlib.Path, target_rows: int | None, log) -> None:
+def _build(cfg, out: pathlib.Path, control: tuple[int, int] | None, log) -> None:
+    """Build into `out`; control = (train rows, source bytes) of the simplified variant when unrestricted."""
     d = cfg.data
+    target_rows = control[0] if control else None
     counts = {"replaced_bytes": 0}
     stats = simplify.Stats()
     corpus = out / "corpus.jsonl"  # the documents as tokenized, one JSON string a line
@@ -155,12 +157,17 @@ def _build(cfg, out: pathlib.Path, target_rows: int | None, log) -> None:
                     f.write(json.dumps(text) + "\n")
                     n_docs += 1
         else:
-            log(f"reading {d.source} unfiltered")
-            for text in _progress(docs, "reading"):
+            # Enough text for the simplified variant's rows, taken evenly across the whole source.
+            needed = _UNRESTRICTED_BYTES * target_rows * (cfg.train.seq_len + 1)
+            stride = max(1, control[1] // needed)
+            log(f"reading {d.source} unfiltered (1 in {stride} documents)")
+            for i, text in enumerate(_progress(docs, "reading")):
+                if i % stride:
+                    continue
                 stats.add(simplify.Stats(documents_in=1, documents_out=1, bytes_in=len(text.encode())))
                 f.write(json.dumps(f"{tokenizer.BOS} {text} {tokenizer.EOS}") + "\n")
                 n_docs += 1
-                if target_rows and stats.bytes_in > _UNRESTRICTED_BYTES * target_rows * (cfg.train.seq_len + 1):
+                if stats.bytes_in > needed:
                     break
     stats.replaced_bytes = counts["replaced_bytes"]
     if not stats.documents_in:
