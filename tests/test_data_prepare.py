@@ -193,3 +193,38 @@ def test_cli_prepare_and_inspect(tmp_path):
     r = _cli("inspect", "--config", "cfg.py", "--data_dir", "data", "--n", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "--- train row 0\n<s> " in r.stdout and "Load dataset info" not in r.stderr
+
+
+def test_file_formats_and_limits(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from simscale.data import sources
+
+    pq.write_table(pa.table({"text": ["one doc", "", "two doc"]}), tmp_path / "a.parquet")
+    (tmp_path / "b.jsonl").write_text('{"text": "three"}\n\n{"text": "four", "x": 1}\n')
+    (tmp_path / "c.txt").write_text("five\n\nsix\n")
+    cfg = run_config().data
+    cfg.update(source="files", files=f"{tmp_path}/*.parquet,{tmp_path}/b.jsonl,{tmp_path}/c.txt")
+    assert list(sources.documents(cfg)) == ["one doc", "two doc", "three", "four", "five", "six"]
+    cfg.max_documents = 3
+    assert list(sources.documents(cfg)) == ["one doc", "two doc", "three"]
+    cfg.update(max_documents=0, max_bytes=10)
+    assert list(sources.documents(cfg)) == ["one doc", "two doc"]
+    (tmp_path / "d.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
+    cfg.update(files=str(tmp_path / "d.jsonl"), max_bytes=0)
+    with pytest.raises(ValueError, match="d.jsonl line 2"):
+        list(sources.documents(cfg))
+
+
+def test_tfds_source_reads_a_prepared_text_dataset(prepared):
+    from simscale.data import sources
+
+    cfg, p = prepared
+    data = cfg.data.copy_and_resolve_references()
+    data.update(source="tfds", tfds_name="simscale_text", tfds_split="validation", tfds_data_dir=str(p.dir))
+    docs = list(sources.documents(data))
+    assert len(docs) == p.stats["validation_documents"] and docs[0].startswith("<s> ")
+    data.tfds_name = "no_such_dataset"
+    with pytest.raises(FileNotFoundError, match="no_such_dataset"):
+        list(sources.documents(data))
