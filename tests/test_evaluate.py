@@ -114,8 +114,8 @@ def test_left_truncation_keeps_the_last_window():
 
 def test_encode_pair_moves_trailing_space_to_continuation(encoder):
     context, continuation = encoder.encode_pair("the dog ", "runs")
-    assert context == [encoder.bos_id] + encoder.encode("the dog")
-    assert encoder.encode("the dog runs") == context[1:] + continuation
+    assert context == [encoder.bos_id] + encoder.encode(" the dog")  # read as "<s> the dog"
+    assert encoder.encode(" the dog runs") == context[1:] + continuation
     assert encoder.encode_pair("", " the dog") == ([encoder.bos_id], encoder.encode(" the dog"))
 
 

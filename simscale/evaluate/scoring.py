@@ -32,7 +32,13 @@ Request = tuple[Sequence[int], Sequence[int]]
 
 
 class TextEncoder:
-    """A run's tokenizer with lm-eval's context/continuation split; every context starts with <s>."""
+    """A run's tokenizer with lm-eval's context/continuation split, contexts read as documents.
+
+    Training rows hold documents as `<s> text </s>`, so the first word after <s> carries a
+    leading space (byte-level BPE: "Ġword"). A context is therefore `<s>` followed by the
+    context text with a leading space (like SentencePiece's dummy prefix in LLaMA's
+    tokenizer); an empty context is `<s>` alone and the continuation brings its own space.
+    """
 
     def __init__(self, tokenizer, bos_token: str = "<s>"):
         self.tokenizer = tokenizer
@@ -58,6 +64,8 @@ class TextEncoder:
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces:
             context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        if context and not context[0].isspace():
+            context = " " + context
         context_ids = self.encode(context)
         continuation_ids = self.encode(context + continuation)[len(context_ids):]
         if not continuation_ids:
