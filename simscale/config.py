@@ -48,6 +48,7 @@ def train_config() -> ConfigDict:
             steps=0,  # 0: derived from tokens / (batch_size * seq_len)
             tokens=0,  # token budget; 0: one epoch of the prepared data
             grad_accum=1,
+            loss_chunk=256,  # tokens per chunk of the fused output-head loss; 0: plain logits
             lr=2.8e-3,
             warmup_steps=1000,
             schedule="cosine",  # cosine | wsd | constant

@@ -13,6 +13,7 @@ import pytest
 
 from simscale.config import run_config, to_dict
 from simscale.data import stream
+from simscale.model import llama
 from simscale.train import NonFiniteLoss, load_params, train
 from simscale.train import mesh as mesh_lib
 from simscale.train import optim
@@ -112,6 +113,17 @@ def test_first_non_finite_step_is_reported():
               {"loss": float("inf"), "grad_norm": 1.0}]
     with pytest.raises(NonFiniteLoss, match="^non-finite loss at step 6$"):
         _fetch(window, 7)
+
+
+def test_fused_head_loss_matches_autodiff():
+    cfg = tiny_config()
+    params = llama.init(jax.random.key(0), cfg.model)
+    tokens = jax.numpy.asarray(next(stream.batches(cfg, "train")))
+    plain, fused = (jax.jit(jax.value_and_grad(lambda p, t: step_lib._mean_loss(p, t, cfg.model, chunk)))(
+        params, tokens) for chunk in (0, 32))  # 0: plain logits; 32: 4 chunks of 32 tokens
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(fused[1]), jax.tree.leaves(plain[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_grad_accumulation_matches_one_big_batch():

@@ -11,12 +11,15 @@ optimiser setting) ahead-of-time compiled functions:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -34,8 +37,66 @@ def token_losses(params, tokens_BT1, model_cfg):
     return jax.nn.logsumexp(logits_BTV, axis=-1) - target_logit
 
 
-def _mean_loss(params, tokens_BT1, model_cfg):
-    return jnp.mean(token_losses(params, tokens_BT1, model_cfg))
+def _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks: int):
+    """Summed loss and its gradients, computed chunk by chunk so [N, V] logits never exist whole.
+
+    Chunk c holds rows c, c + n_chunks, ...: with rows sharded over devices, every chunk stays
+    spread over all of them.
+    """
+    N, D = h_ND.shape
+    h_CMD = h_ND.reshape(N // n_chunks, n_chunks, D).swapaxes(0, 1)
+    t_CM = targets_N.reshape(N // n_chunks, n_chunks).swapaxes(0, 1)
+
+    def chunk(dhead_DV, xs):
+        h_MD, t_M = xs
+        logits_MV = jnp.dot(h_MD, head_DV, preferred_element_type=jnp.float32)
+        max_M1 = jnp.max(logits_MV, axis=-1, keepdims=True)
+        e_MV = jnp.exp(logits_MV - max_M1)
+        z_M1 = jnp.sum(e_MV, axis=-1, keepdims=True)
+        target_M = jnp.take_along_axis(logits_MV, t_M[:, None], axis=-1)[:, 0]
+        loss = jnp.sum(jnp.log(z_M1[:, 0]) + max_M1[:, 0] - target_M)
+        d_MV = (e_MV / z_M1 - jax.nn.one_hot(t_M, e_MV.shape[-1], dtype=e_MV.dtype)).astype(h_MD.dtype)
+        dhead_DV = dhead_DV + jnp.dot(h_MD.T, d_MV, preferred_element_type=jnp.float32)
+        return dhead_DV, (loss, jnp.dot(d_MV, head_DV.T, preferred_element_type=jnp.float32))
+
+    dhead, (losses, dh_CMD) = jax.lax.scan(chunk, jnp.zeros(head_DV.shape, jnp.float32), (h_CMD, t_CM))
+    dh_ND = dh_CMD.swapaxes(0, 1).reshape(N, D)
+    return jnp.sum(losses) / N, (dh_ND / N).astype(h_ND.dtype), (dhead / N).astype(head_DV.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fused_head_loss(h_ND, head_DV, targets_N, n_chunks: int):
+    """Mean cross-entropy of logits h @ head against targets, fused with its own gradient.
+
+    The forward pass computes the gradients too (one exp pass per chunk, logits kept in cache),
+    the backward pass only scales them: 2-3x faster than autodiff of logsumexp on CPU.
+    """
+    return _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks)[0]
+
+
+def _fused_fwd(h_ND, head_DV, targets_N, n_chunks):
+    loss, dh, dhead = _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks)
+    return loss, (dh, dhead, targets_N)
+
+
+def _fused_bwd(n_chunks, residuals, g):
+    dh, dhead, targets = residuals
+    return (g * dh).astype(dh.dtype), (g * dhead).astype(dhead.dtype), np.zeros(targets.shape, jax.dtypes.float0)
+
+
+fused_head_loss.defvjp(_fused_fwd, _fused_bwd)
+
+
+def _mean_loss(params, tokens_BT1, model_cfg, loss_chunk: int = 0):
+    """Mean next-token cross-entropy; loss_chunk > 0 uses fused_head_loss with chunks of ~that many tokens."""
+    if loss_chunk <= 0:
+        return jnp.mean(token_losses(params, tokens_BT1, model_cfg))
+    h_BTD = llama.hidden_states(params, tokens_BT1[:, :-1], model_cfg)
+    head_DV = params["embed"].T if model_cfg.tie_embeddings else params["lm_head"]
+    B, T, D = h_BTD.shape
+    n_chunks = max(1, B * T // math.gcd(B * T, loss_chunk))
+    return fused_head_loss(h_BTD.reshape(B * T, D), head_DV.astype(h_BTD.dtype),
+                           tokens_BT1[:, 1:].reshape(-1), n_chunks)
 
 
 def _micro_batches(tokens_BT1, accum: int, mesh):
@@ -108,12 +169,12 @@ def build(cfg, total_steps: int, mesh) -> Program:
 
     def train_fn(state, tokens_BT1):
         params = state["params"]
-        grad_fn = jax.value_and_grad(_mean_loss)
+        grad_fn = jax.value_and_grad(functools.partial(_mean_loss, model_cfg=mc, loss_chunk=tc.loss_chunk))
         if accum == 1:
-            loss, grads = grad_fn(params, tokens_BT1, mc)
+            loss, grads = grad_fn(params, tokens_BT1)
         else:
             def micro_step(grad_sum, toks):
-                loss, grads = grad_fn(params, toks, mc)
+                loss, grads = grad_fn(params, toks)
                 return jax.tree.map(jnp.add, grad_sum, grads), loss
 
             zeros = jax.tree.map(jnp.zeros_like, params)
@@ -142,7 +203,7 @@ def build(cfg, total_steps: int, mesh) -> Program:
 
 
 # Settings that change the compiled program; the rest (cadences, seed, data) do not.
-_TRAIN_KEYS = ("batch_size", "seq_len", "grad_accum", "lr", "warmup_steps", "schedule", "lr_floor",
+_TRAIN_KEYS = ("batch_size", "seq_len", "grad_accum", "loss_chunk", "lr", "warmup_steps", "schedule", "lr_floor",
                "decay_fraction", "b1", "b2", "eps", "weight_decay", "decay", "clip_norm")
 _CACHE: dict[str, Program] = {}
 
