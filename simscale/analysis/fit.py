@@ -105,7 +105,7 @@ def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=2.2e-9, c1=1e-4,
         s = step[:, None] * d
         y = g_new - gi
         sy = np.einsum("bp,bp->b", s, y)
-        keep = sy > 1e-12 * np.linalg.norm(s, axis=-1) * np.linalg.norm(y, axis=-1)
+        keep = (sy > 1e-12 * np.linalg.norm(s, axis=-1) * np.linalg.norm(y, axis=-1)) & (sy > 1e-100)
         upd = idx[keep]
         S[upd], Y[upd], rho[upd] = np.roll(S[upd], 1, 1), np.roll(Y[upd], 1, 1), np.roll(rho[upd], 1, 1)
         S[upd, 0], Y[upd, 0], rho[upd, 0] = s[keep], y[keep], 1.0 / sy[keep]

@@ -41,20 +41,20 @@ def _approach3(runs, convention, bootstrap, seed) -> dict:
     return out
 
 
+def _fit_json(*args, **kw) -> dict:
+    return fit_law(*args, **kw).to_json()
+
+
 def _one_variable(runs, convention, bootstrap, seed) -> dict:
     """L(N) on final runs of the largest budget, L(D) along the largest run, L(C) on the frontier."""
     f, c = points.finals(runs, convention), points.curve_points(runs, convention)
-    top_budget = group_budgets(f["D"], 1.3) == group_budgets(f["D"], 1.3).max() if len(f["D"]) else np.zeros(0, bool)
-    largest = c["N"] == (c["N"].max() if len(c["N"]) else 0)
-    env_c, env_l = points.envelope(c["C"], c["loss"])
-    data = dict(N=(f["N"][top_budget], f["loss"][top_budget]), D=(c["D"][largest], c["loss"][largest]), C=(env_c, env_l))
-    out = {}
-    for var, (x, loss) in data.items():
-        for form in ("power", "kaplan"):
-            out[f"{var}_{form}"] = _attempt(
-                lambda: fit_law(form, x[:, None], loss, (var,), bootstrap=bootstrap, seed=seed).to_json()
-            )
-    return out
+    budget = group_budgets(f["D"])
+    top = budget == budget.max()
+    largest = c["N"] == c["N"].max() if len(c["N"]) else np.zeros(0, bool)
+    data = dict(N=(f["N"][top], f["loss"][top]), D=(c["D"][largest], c["loss"][largest]),
+                C=points.envelope(c["C"], c["loss"]))
+    return {f"{var}_{form}": _attempt(_fit_json, form, x[:, None], loss, (var,), bootstrap=bootstrap, seed=seed)
+            for var, (x, loss) in data.items() for form in ("power", "kaplan")}
 
 
 def _approach2(runs, convention) -> dict:
@@ -63,26 +63,38 @@ def _approach2(runs, convention) -> dict:
     return dict(out, source=source, profiles=[{k: np.asarray(v).tolist() for k, v in p.items()} for p in profiles])
 
 
-def run_scores(runs: list[Run], task_variant: str) -> dict[str, float]:
-    """Mean zero-shot accuracy over the tasks every scored run has, per run id."""
-    per_run = {r.run_id: {e["task"]: e["value"] for e in r.evals if e.get("variant") == task_variant
-                          and isinstance(e.get("value"), (int, float)) and math.isfinite(e["value"])}
-               for r in runs}
-    per_run = {k: v for k, v in per_run.items() if v}
-    if not per_run:
-        return {}
-    common = set.intersection(*(set(v) for v in per_run.values()))
-    return {k: float(np.mean([v[t] for t in common])) for k, v in per_run.items() if common}
+def _task_score(e: dict, task_variant: str, metric: str) -> float | None:
+    """A per-task record's value, or None for other variants/metrics, flagged records and suite averages."""
+    value = e.get("value")
+    if (e.get("variant") != task_variant or e.get("metric", metric) != metric or e.get("flagged")
+            or "excluded" in e or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        return None
+    return float(value)
+
+
+def run_scores(runs: list[Run], task_variant: str, metric: str = "acc") -> dict[str, float]:
+    """Mean zero-shot `metric` over the tasks every scored run has, per run id.
+
+    Suite averages (records with `excluded`) and flagged records (too few examples) are left out.
+    """
+    per_run = {}
+    for r in runs:
+        scores = {e["task"]: v for e in r.evals if (v := _task_score(e, task_variant, metric)) is not None}
+        if scores:
+            per_run[r.run_id] = scores
+    common = set.intersection(*(set(v) for v in per_run.values())) if per_run else set()
+    return {k: float(np.mean([v[t] for t in common])) for k, v in per_run.items()} if common else {}
 
 
 def _zero_shot(runs: list[Run]) -> dict:
     out = {}
     for task_variant in ("standard", "simplified"):
-        scores = run_scores(runs, task_variant)
+        scores = run_scores(runs, task_variant, "acc")
         if not scores:
             continue
         by_var = {v: [(r.N, scores[r.run_id]) for r in runs if r.variant == v and r.run_id in scores] for v in VARIANTS}
-        chance = [e["chance"] for r in runs for e in r.evals if e.get("variant") == task_variant and e.get("chance") is not None]
+        chance = [e["chance"] for r in runs for e in r.evals if _task_score(e, task_variant, "acc") is not None
+                  and isinstance(e.get("chance"), (int, float)) and math.isfinite(e["chance"])]
         entry = dict(chance=float(np.mean(chance)) if chance else None,
                      scores={v: sorted(pts) for v, pts in by_var.items()})
         if by_var["simplified"] and len(by_var["unrestricted"]) >= 2:
