@@ -129,10 +129,19 @@ def _log(msg: str) -> None:
     print(f"[simscale.data {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _progress(it: Iterable, desc: str, unit: str = "doc") -> Iterator:
-    from tqdm import tqdm
+def _progress(it: Iterable, desc: str, every_s: float = 30.0) -> Iterator:
+    """A tqdm bar on a terminal, else a log line every `every_s` seconds."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
 
-    return iter(tqdm(it, desc=desc, unit=unit, disable=None, file=sys.stderr, mininterval=1.0))
+        yield from tqdm(it, desc=desc, unit="doc", file=sys.stderr, mininterval=1.0)
+        return
+    start = last = time.monotonic()
+    for n, x in enumerate(it, 1):
+        yield x
+        if time.monotonic() - last > every_s:
+            last = time.monotonic()
+            _log(f"{desc}: {n} documents, {n / (last - start):.0f}/s")
 
 
 def _build(cfg, out: pathlib.Path, control: tuple[int, int] | None, log) -> None:

@@ -23,7 +23,8 @@ AOCHILDES_URL = ("https://raw.githubusercontent.com/text-machine-lab/mini_gpt/ma
                  + AOCHILDES_FILE)
 # pandas (the paper's loader) reads these cells as missing values, so the paper's
 # `if isinstance(w, str)` dropped them: the AO-CHILDES word `nan` is not in its set.
-_MISSING = frozenset(["", "nan", "NaN", "NA", "N/A", "NULL", "null", "None", "#N/A", "n/a", "<NA>"])
+_MISSING = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])  # pandas' na_values
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
