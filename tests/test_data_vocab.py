@@ -61,8 +61,13 @@ def test_aochildes_offline_message(monkeypatch, tmp_path):
 
 def _fake_archive(path):
     """A tar.gz laid out like bigbench-1.0.0.tar.gz, with two tasks."""
-    tasks = {"topical_chat": {"examples": [{"input": "hi there", "target": "hello"}]},
-             "copa_like/sub": {"examples": [{"input": "q", "target_scores": {"a": 1, "b": 0}}]}}
+    chat = [{"input": 'agent_A: "Hi there."', "target": '"Hello."', "comment": "c1"},
+            {"input": 'agent_B: "Hi there." agent_A: "Hello."', "target": '"How are you?"', "comment": "c1"},
+            {"input": 'agent_A: "Cats?"', "target": '"Dogs."', "comment": "c2"}]
+    tasks = {"topical_chat": {"examples": chat},
+             "copa_like/sub": {"examples": [{"input": "q", "target_scores": {"a": 1, "b": 0}}]},
+             "play_dialog_same_or_different": {"examples": [
+                 {"input": "Go apart. Now, sir!\nIn the preceding dialogue, were ...", "target_scores": {}}]}}
     with tarfile.open(path, "w:gz") as tar:
         for name, task in tasks.items():
             blob = json.dumps(task).encode()
@@ -76,12 +81,18 @@ def _fake_archive(path):
 
 def test_bigbench_reads_tasks_from_the_archive(tmp_path):
     archive = _fake_archive(tmp_path / bigbench.ARCHIVE)
-    assert bigbench.list_tasks(archive) == ["copa_like/sub", "topical_chat"]
-    assert bigbench.read_task("topical_chat", archive)["examples"][0]["target"] == "hello"
+    assert bigbench.list_tasks(archive) == ["copa_like/sub", "play_dialog_same_or_different", "topical_chat"]
+    assert bigbench.read_task("topical_chat", archive)["examples"][0]["target"] == '"Hello."'
     assert bigbench.read_task("copa_like/sub", archive)["examples"][0]["target_scores"]["a"] == 1
     with pytest.raises(KeyError, match="no task"):
         bigbench.read_task("nope", archive)
     assert bigbench.archive_path(tmp_path) == archive  # present: no download
+
+
+def test_bigbench_pretraining_text_drops_repeats_and_framing(tmp_path):
+    archive = _fake_archive(tmp_path / bigbench.ARCHIVE)
+    assert list(bigbench.documents("topical_chat", archive)) == ["Hi there.\nHello.\nHow are you?", "Cats?\nDogs."]
+    assert list(bigbench.documents("play_dialog_same_or_different", archive)) == ["Go apart. Now, sir!"]
 
 
 def test_bigbench_broken_archive_says_delete_it(tmp_path):

@@ -14,9 +14,11 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import sys
 import tarfile
 import urllib.request
+from typing import Iterator
 
 from simscale.data.vocab import cache_dir as _cache_root
 
@@ -54,6 +56,36 @@ def read_task(name: str, archive=None) -> dict:
         if not path.is_file():
             raise KeyError(f"BIG-bench has no task {name!r}; see simscale.data.bigbench.list_tasks()")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def documents(name: str, archive=None) -> Iterator[str]:
+    """Plain text of a task's examples, for pre-training, without the task's framing.
+
+    topical_chat holds each conversation many times, growing a turn per example: only its longest
+    version is kept, one turn a line without the `agent_A: "..."` wrapping. In the *_same_or_different
+    tasks the question after the dialogue is cut off. Other tasks: input and string target.
+    """
+    examples = read_task(name, archive)["examples"]
+    if name == "topical_chat":
+        longest: dict[str, dict] = {}
+        for ex in examples:
+            if len(ex["input"]) >= len(longest.get(ex["comment"], {"input": ""})["input"]):
+                longest[ex["comment"]] = ex
+        for ex in longest.values():
+            turns = _TURN.findall(ex["input"]) + [ex["target"].strip().strip('"')]
+            yield "\n".join(t.strip() for t in turns if t.strip())
+        return
+    for ex in examples:
+        text = ex.get("input", "")
+        if name.endswith("_same_or_different"):
+            text = re.split(r" ----- |\n", text, maxsplit=1)[0]
+        elif isinstance(ex.get("target"), str):
+            text += "\n" + ex["target"]
+        if text.strip():
+            yield text
+
+
+_TURN = re.compile(r'agent_[AB]: "(.*?)"(?= agent_[AB]: |$)', re.S)
 
 
 def _archive(archive) -> pathlib.Path:

@@ -26,7 +26,7 @@ from simscale.config import ConfigError
 from simscale.data import datasets, simplify, sources, tokenizer
 from simscale.data.vocab import cache_dir as default_cache, load_vocabulary
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 VARIANTS = ("simplified", "unrestricted")
 _META = "prepared.json"
 

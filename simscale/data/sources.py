@@ -120,17 +120,13 @@ def _files(data_cfg, counts) -> Iterator[str]:
 
 
 def _bigbench(data_cfg, counts) -> Iterator[str]:
-    """Each example's input (and string target) of the chosen BIG-bench tasks is a document."""
+    """The chosen BIG-bench tasks' examples as plain text (bigbench.documents)."""
     from simscale.data import bigbench
 
     cache = pathlib.Path(data_cfg.cache_dir) / "bigbench" if data_cfg.cache_dir else None
     archive = bigbench.archive_path(cache)
     for name in [t.strip() for t in data_cfg.bigbench_tasks.split(",") if t.strip()]:
-        for ex in bigbench.read_task(name, archive)["examples"]:
-            target = ex.get("target")
-            text = ex.get("input", "") + ("\n" + target if isinstance(target, str) else "")
-            if text.strip():
-                yield text
+        yield from bigbench.documents(name, archive)
 
 
 def _tfds(data_cfg, counts) -> Iterator[str]:
