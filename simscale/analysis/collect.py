@@ -97,7 +97,9 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
     result = _read_json(run_dir / "result.json", warnings) or {}
     status_file = _read_json(run_dir / "status.json", warnings) or {}
     status = result.get("status") or status_file.get("status") or "missing"
-    flops = result.get("flops") or {}
+    flops = result.get("flops")
+    if isinstance(flops, (int, float)) and result.get("flops_convention"):  # a bare total: the run's convention
+        flops = {result["flops_convention"]: flops}
     flops = {k: _f(v) for k, v in flops.items()} if isinstance(flops, dict) else {}
     rows = _read_metrics(run_dir / "metrics.jsonl")
     tokens_t, train_t = _curve(rows, "loss")

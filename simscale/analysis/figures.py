@@ -126,12 +126,13 @@ def fig_loss_vs_params(runs, results, out, convention=None):
             if not pts:
                 continue
             pts.sort()
-            ax.plot(*zip(*pts), "o", color=color, label=f"D = {d:.3g}")
+            ax.plot(*zip(*pts), "o-", lw=0.8, color=color, label=f"D = {d:.3g}")
             fit = _a3(results, v)
             if fit:
                 n = np.geomspace(pts[0][0] / 2, pts[-1][0] * 4, 60)
                 ax.plot(n, fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls="--")
-        ax.set(xscale="log", yscale="log", xlabel=_params_label(results), ylabel=LOSS, title=f"{v} data (dashed: approach 3)")
+        note = " (dashed: approach 3)" if _a3(results, v) else ""
+        ax.set(xscale="log", yscale="log", xlabel=_params_label(results), ylabel=LOSS, title=f"{v} data{note}")
         ax.legend(fontsize=8)
     return _save(fig, out, "loss_vs_params")
 
@@ -150,7 +151,8 @@ def fig_loss_vs_tokens(runs, results, out, convention=None):
             if fit:
                 d = np.geomspace(r.eval_tokens_t[0], r.eval_tokens_t[-1] * 4, 50)
                 ax.plot(d, fit["E"] + fit["A"] / r.N ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls=":")
-        ax.set(xscale="log", yscale="log", xlabel=TOKENS, ylabel=LOSS, title=f"{v} data, per shape (dotted: approach 3)")
+        note = " (dotted: approach 3)" if fit else ""
+        ax.set(xscale="log", yscale="log", xlabel=TOKENS, ylabel=LOSS, title=f"{v} data, per shape{note}")
         ax.legend(fontsize=7, ncol=2)
     return _save(fig, out, "loss_vs_tokens")
 

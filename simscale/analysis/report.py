@@ -163,7 +163,8 @@ def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str]
                 lines.append(f"- L({name}: {fit['error']}")
             else:
                 shown = {k: fit[k] for k in ("E", "A", "X_c", "alpha") if k in fit}
-                lines.append(f"- L({name}: " + ", ".join(f"{k} {_fmt(val, fit['ci'].get(k))}" for k, val in shown.items())
+                lines.append(f"- L({name}: " + ", ".join(f"{k.replace('X', var)} {_fmt(val, fit['ci'].get(k))}"
+                                                         for k, val in shown.items())
                              + f"; R² {fit['r2']:.4f}")
         lines.append("")
     for task_variant, z in results["zero_shot"].items():
