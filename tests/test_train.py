@@ -126,6 +126,20 @@ def test_fused_head_loss_matches_autodiff():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_cpu_attention_matches_jax_attention(kv_heads):
+    from simscale.model.cpu_attention import causal_attention
+
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 16, n, 8)) for i, n in enumerate((4, kv_heads, kv_heads)))
+    w = jax.random.normal(jax.random.key(9), (2, 16, 4, 8))
+    ref = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    np.testing.assert_allclose(causal_attention(q, k, v), ref(q, k, v), atol=1e-5)
+    grads = [jax.grad(lambda *a, f=f: jax.numpy.sum(f(*a) * w), argnums=(0, 1, 2))(q, k, v)
+             for f in (causal_attention, ref)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_grad_accumulation_matches_one_big_batch():
     cfg1, cfg2 = tiny_config(), tiny_config()
     cfg2.train.grad_accum = 2
