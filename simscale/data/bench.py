@@ -14,12 +14,10 @@ def bench_texts(mb: float) -> tuple[str, list[str]]:
     """(description, documents): BIG-bench dialogue when its archive is cached, else reference text."""
     from simscale.data import bigbench
 
-    docs: list[str] = []
     archive = cache_dir() / "bigbench" / bigbench.ARCHIVE
     if archive.is_file():
-        for ex in bigbench.read_task("topical_chat", archive)["examples"]:
-            docs.append(ex["input"] + "\n" + ex["target"])
-        name = "BIG-bench topical_chat"
+        docs = [d for task in bigbench.PRETRAINING_TASKS for d in bigbench.documents(task, archive)]
+        name = "BIG-bench dialogue (" + ", ".join(bigbench.PRETRAINING_TASKS) + ")"
     else:
         data = pathlib.Path(os.environ.get("SIMSCALE_DATA", "/nonexistent"))
         lines = (data / "aochildes" / "child_directed_utterances.txt").read_text().splitlines()

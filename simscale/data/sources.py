@@ -123,8 +123,7 @@ def _bigbench(data_cfg, counts) -> Iterator[str]:
     """The chosen BIG-bench tasks' examples as plain text (bigbench.documents)."""
     from simscale.data import bigbench
 
-    cache = pathlib.Path(data_cfg.cache_dir) / "bigbench" if data_cfg.cache_dir else None
-    archive = bigbench.archive_path(cache)
+    archive = bigbench.archive_path()  # one copy in $SIMSCALE_CACHE, whatever data.cache_dir says
     for name in [t.strip() for t in data_cfg.bigbench_tasks.split(",") if t.strip()]:
         yield from bigbench.documents(name, archive)
 
