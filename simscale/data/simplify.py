@@ -23,8 +23,9 @@ a span still open at the end of the text needs the same count of its own
 words. Kept text is the span's text with trailing spaces/newlines removed.
 
 The implementation is event driven: one regex pass tokenises the document,
-one dict lookup per token classifies it, and Python only steps from one OOV
-word or sentence end to the next.
+one dict lookup per token classifies it into a byte string, and Python only
+steps from one OOV word or sentence end to the next (counting words between
+with bytes.count).
 """
 from __future__ import annotations
 
@@ -41,10 +42,27 @@ import numpy as np
 DELIMITERS = " .,:;?!\n\t-()[]{}=<>\"'&^%$#@*+/|\\~"
 _D = re.escape(DELIMITERS)
 _TOKEN = re.compile(rf"[^0-9{_D}]+|(?<=[0-9])[{_D}][^0-9{_D}]+|[{_D}]|[0-9]+")
-_WORD, _OOV, _WS, _EOS = 1, 2, 4, 8
-_CODES = {c: 0 for c in DELIMITERS}
-_CODES.update({" ": _WS, "\n": _WS | _EOS, ".": _EOS, "?": _EOS, "!": _EOS})
+# Token classes, one byte each: other delimiter, vocabulary word, OOV word (or digits), space,
+# newline (blank and sentence end), . ? ! (sentence end).
+_DELIM, _WORD, _OOV, _SPACE, _NEWLINE, _STOP = range(6)
+_CODES = {c: _DELIM for c in DELIMITERS}
+_CODES.update({" ": _SPACE, "\n": _NEWLINE, ".": _STOP, "?": _STOP, "!": _STOP})
+_BLANK = (_SPACE, _NEWLINE)
 _DIGITS = frozenset("0123456789")
+
+
+def _positions(pattern: bytes):
+    rx = re.compile(pattern)
+    return lambda codes: (mt.start() for mt in rx.finditer(codes))
+
+
+_FIND_OOV = _positions(bytes([_OOV]))
+_FIND_EOS = _positions(b"[" + bytes([_NEWLINE, _STOP]) + b"]")
+
+
+def _words(codes: bytes, start: int, stop: int) -> int:
+    """Word tokens among codes[start:stop]."""
+    return codes.count(_WORD, start, stop) + codes.count(_OOV, start, stop)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,13 +127,9 @@ class SpanFilter:
         low = text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
         toks = _TOKEN.findall(low)
         n = len(toks)
-        if not n:
-            return [], 0
-        codes = np.fromiter(map(self._codes.get, toks, itertools.repeat(_WORD | _OOV)), np.int8, n)
-        oovs = [k for k in np.flatnonzero(codes & _OOV).tolist() if toks[k][0] not in _DIGITS]
-        eos = np.flatnonzero(codes & _EOS).tolist()
-        wb = np.zeros(n + 1, np.int64)  # wb[i]: word tokens before token i
-        np.cumsum(codes & _WORD, out=wb[1:])
+        codes = bytes(map(self._codes.get, toks, itertools.repeat(_OOV)))  # one byte a token
+        oovs = [k for k in _FIND_OOV(codes) if toks[k][0] not in _DIGITS]  # digits are never OOV
+        eos = list(_FIND_EOS(codes))
         offset = _Offsets(toks)
 
         m = self.params.min_span_len
@@ -128,7 +142,7 @@ class SpanFilter:
                     break
                 i, at_start = eos[e] + 1, True
                 continue
-            while i < n and toks[i] in (" ", "\n"):
+            while i < n and codes[i] in _BLANK:
                 i += 1
             if i == n:
                 break
@@ -138,7 +152,7 @@ class SpanFilter:
                 k = oovs[j]
                 j += 1
                 oov += 1
-                words = int(wb[k + 1] - wb[start])
+                words = _words(codes, start, k + 1)
                 if not self._oov_ok(oov, max(words, m)):
                     if words > m:
                         span = text[offset(start):offset(k)].rstrip(" \n")
@@ -146,11 +160,11 @@ class SpanFilter:
                     i, at_start = k + 1, False
                     break
             else:
-                words = int(wb[n] - wb[start])
+                words = _words(codes, start, n)
                 if words > m:
                     kept.append((text[offset(start):].rstrip(" \n"), words, oov))
                 break
-        return kept, int(wb[n])
+        return kept, _words(codes, 0, n)
 
     def document(self, text: str) -> tuple[str, Stats]:
         """A document's kept spans as '<s> span </s> <s> span </s>' ('' if none) and its stats."""
