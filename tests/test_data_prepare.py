@@ -228,3 +228,16 @@ def test_tfds_source_reads_a_prepared_text_dataset(prepared):
     data.tfds_name = "no_such_dataset"
     with pytest.raises(FileNotFoundError, match="no_such_dataset"):
         list(sources.documents(data))
+
+
+def test_hosts_split_the_global_batch(prepared, monkeypatch):
+    import jax
+
+    cfg, _ = prepared
+    whole = next(batches(cfg, "train", 5))
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    parts = []
+    for host in (0, 1):
+        monkeypatch.setattr(jax, "process_index", lambda host=host: host)
+        parts.append(next(batches(cfg, "train", 5)))
+    assert parts[0].shape == (2, 17) and (np.concatenate(parts) == whole).all()
