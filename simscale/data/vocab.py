@@ -19,8 +19,9 @@ import pathlib
 import urllib.request
 
 AOCHILDES_FILE = "AOChildes_word_frequency.csv"
-AOCHILDES_URL = ("https://raw.githubusercontent.com/text-machine-lab/mini_gpt/main/data/"
+AOCHILDES_URL = ("https://raw.githubusercontent.com/text-machine-lab/mini_gpt/HEAD/data/"
                  + AOCHILDES_FILE)
+AOCHILDES_MD5 = "ab925c47c3f66c3615c3ce232a43acff"  # the paper's file
 # pandas (the paper's loader) reads these cells as missing values, so the paper's
 # `if isinstance(w, str)` dropped them: the AO-CHILDES word `nan` is not in its set.
 _MISSING = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -115,6 +116,9 @@ def _aochildes_path() -> pathlib.Path:
             f"{AOCHILDES_URL} failed ({e}). Offline, pass the CSV's path as the vocabulary "
             "(data.vocab=/path/to/AOChildes_word_frequency.csv) or use data.vocab='wordfreq:20000'"
         ) from None
+    if hashlib.md5(blob).hexdigest() != AOCHILDES_MD5:
+        raise ValueError(f"{AOCHILDES_URL} is not the paper's word list (md5 differs); pass a local copy "
+                         "of AOChildes_word_frequency.csv as the vocabulary")
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".part")
     tmp.write_bytes(blob)
