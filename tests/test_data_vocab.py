@@ -100,3 +100,18 @@ def test_bigbench_broken_archive_says_delete_it(tmp_path):
     broken.write_bytes(b"not a gzip file")
     with pytest.raises(ValueError, match="delete it"):
         bigbench.read_task("topical_chat", broken)
+
+
+def test_aochildes_download_is_cached_and_checked(shared_data, monkeypatch, tmp_path):
+    import urllib.request
+
+    blob = (shared_data / "vocab" / "AOChildes_word_frequency.csv").read_bytes()
+    monkeypatch.delenv("SIMSCALE_DATA")
+    monkeypatch.setenv("SIMSCALE_CACHE", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(blob))
+    assert load_vocabulary("aochildes").size == 21036
+    assert (tmp_path / "vocab" / "AOChildes_word_frequency.csv").read_bytes() == blob
+    monkeypatch.setenv("SIMSCALE_CACHE", str(tmp_path / "other"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(blob + b"0,extra,1\r\n"))
+    with pytest.raises(ValueError, match="not the paper's word list"):
+        load_vocabulary("aochildes")
