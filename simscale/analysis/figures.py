@@ -28,8 +28,10 @@ def _params_label(results) -> str:
     return f"Parameters N ({results.get('params', 'total')})"
 
 
-def _compute_label(convention) -> str:
-    return f"Training compute C (FLOPs, {convention or 'run convention'})"
+def _compute_label(runs, convention) -> str:
+    own = {r.flops_convention for r in runs if r.flops_convention}
+    name = convention or (own.pop() if len(own) == 1 else "each run's convention")
+    return f"Training compute C (FLOPs, {name})"
 
 
 def _tidy(axis) -> None:
@@ -89,13 +91,17 @@ def fig_loss_vs_compute(runs, results, out, convention=None):
         for r in rs:
             ax.plot(r.eval_tokens_t * r.C(convention) / r.D, r.eval_loss_t, color=color, alpha=0.25, lw=0.8)
         ax.scatter([r.C(convention) for r in rs], [r.loss for r in rs], color=color, label=f"{v}: final", zorder=3)
+        c = np.geomspace(min(r.C(convention) for r in rs) / 3, max(r.C(convention) for r in rs) * 10, 100)
         fit = _a3(results, v)
         if fit and "error" not in fit["allocation"]:
-            c = np.geomspace(min(r.C(convention) for r in rs) / 3, max(r.C(convention) for r in rs) * 10, 100)
             ax.plot(c, optimal.frontier_loss(fit, c, fit["allocation"]["k"]), color=color, ls="--",
                     label=f"{v}: approach-3 frontier")
-    ax.set(xscale="log", yscale="log", xlabel=_compute_label(convention), ylabel=LOSS,
-           title="Loss vs compute (thin: learning curves)")
+        env = results["variants"][v]["one_variable"]["C_power"]
+        if "error" not in env:
+            ax.plot(c, env["E"] + env["A"] * c ** -env["alpha"], color=color, ls=":",
+                    label=f"{v}: E + A C^-{env['alpha']:.3f} (envelope fit)")
+    ax.set(xscale="log", yscale="log", xlabel=_compute_label(runs, convention), ylabel=LOSS,
+           title="Loss vs compute (thin lines: learning curves)")
     ax.legend(fontsize=8)
     return _save(fig, out, "loss_vs_compute")
 
@@ -207,7 +213,7 @@ def fig_compute_optimal(runs, results, out, convention=None):
     axes[0].set(ylabel="Compute-optimal parameters N_opt")
     axes[1].set(ylabel="Compute-optimal tokens D_opt")
     for ax in axes:
-        ax.set(xscale="log", yscale="log", xlabel=_compute_label(convention))
+        ax.set(xscale="log", yscale="log", xlabel=_compute_label(runs, convention))
         ax.legend(fontsize=7)
     return _save(fig, out, "compute_optimal")
 
