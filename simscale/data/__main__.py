@@ -119,8 +119,13 @@ def inspect() -> None:
         print(f"--- train row {i}\n{tokenizer.decode(tok, rows[i]['tokens'])}")
 
 
-COMMANDS = {"simplify": simplify_file, "prepare": prepare_all, "inspect": inspect,
-            "bench": lambda: print(json.dumps(__import__("simscale.data").data.bench_filter()))}
+def bench() -> None:
+    from simscale.data import bench_filter
+
+    print(json.dumps(bench_filter()))
+
+
+COMMANDS = {"simplify": simplify_file, "prepare": prepare_all, "inspect": inspect, "bench": bench}
 
 
 def main(argv) -> None:

@@ -7,7 +7,6 @@ replaced (U+FFFD) and counted in `counts['replaced_bytes']`.
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import pathlib
@@ -96,7 +95,7 @@ def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
                              "fix data.text_field or the file") from None
         return
     with open(path, "rb") as f:
-        for n, raw in enumerate(io.BufferedReader(f), 1):
+        for n, raw in enumerate(f, 1):
             line = decode(raw, counts).rstrip("\r\n")
             if fmt == "text":
                 yield line
