@@ -40,81 +40,89 @@ def huber_objective(law: Law, theta_BP, logx_nK, logl_n, weights, delta=HUBER_DE
     return f_B, g_BP
 
 
+def _direction(g_bP, S_bMP, Y_bMP, rho_bM) -> np.ndarray:
+    """-H g by the L-BFGS two-loop recursion (slot 0 holds the newest pair; rho 0 = empty slot)."""
+    memory = rho_bM.shape[1]
+    q = g_bP.copy()
+    alphas = np.zeros_like(rho_bM)
+    for j in range(memory):
+        alphas[:, j] = rho_bM[:, j] * np.einsum("bp,bp->b", S_bMP[:, j], q)
+        q -= alphas[:, j, None] * Y_bMP[:, j]
+    yy = np.einsum("bp,bp->b", Y_bMP[:, 0], Y_bMP[:, 0])
+    first = 1.0 / np.maximum(1.0, np.linalg.norm(g_bP, axis=-1))  # no curvature yet: a cautious first step
+    gamma = np.where(rho_bM[:, 0] > 0, 1.0 / np.maximum(rho_bM[:, 0] * yy, 1e-300), first)
+    d = gamma[:, None] * q
+    for j in reversed(range(memory)):
+        beta = rho_bM[:, j] * np.einsum("bp,bp->b", Y_bMP[:, j], d)
+        d += (alphas[:, j] - beta)[:, None] * S_bMP[:, j]
+    return -d
+
+
+def _backtrack(fun, x_bP, f_b, d_bP, gd_b, rows, c1, max_backtracks):
+    """Armijo backtracking per row, re-evaluating only the rows still searching.
+
+    Trial steps shrink to the minimum of the quadratic through f(0), f'(0) and f(step),
+    kept within [0.1, 0.5] x step. Returns (step, f_new, g_new); f_new is inf where no
+    step decreased f.
+    """
+    step = np.ones(len(rows))
+    f_new = np.full(len(rows), np.inf)
+    g_new = np.zeros_like(x_bP)
+    todo = np.arange(len(rows))
+    for _ in range(max_backtracks):
+        fx, gx = fun(x_bP[todo] + step[todo, None] * d_bP[todo], rows[todo])
+        ok = np.isfinite(fx) & (fx <= f_b[todo] + c1 * step[todo] * gd_b[todo])
+        f_new[todo[ok]], g_new[todo[ok]] = fx[ok], gx[ok]
+        todo, t, fail = todo[~ok], step[todo[~ok]], fx[~ok]
+        if todo.size == 0:
+            break
+        curv = fail - f_b[todo] - gd_b[todo] * t
+        trial = np.where(curv > 0, -gd_b[todo] * t**2 / (2 * np.where(curv > 0, curv, 1.0)), 0.1 * t)
+        step[todo] = np.clip(trial, 0.1 * t, 0.5 * t)
+    return step, f_new, g_new
+
+
 def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=2.2e-9, c1=1e-4, max_backtracks=40):
-    """Minimise B independent problems at once with L-BFGS and Armijo backtracking (quadratic interpolation).
+    """Minimise B independent problems at once with L-BFGS and Armijo backtracking.
 
     fun(x_bP, rows) -> (f_b, g_bP) for the problems `rows` (indices into the batch).
     A problem stops when its relative decrease falls below ftol (scipy L-BFGS-B's default),
-    its gradient below gtol, no step decreases it, or after max_iter iterations.
-    Returns (x_BP, f_B, iterations used). Converged problems leave the active set.
+    its gradient below gtol, no step decreases it, or after max_iter iterations; stopped
+    problems leave the batch. Returns (x_BP, f_B, iterations used).
     """
     x = np.array(x0_BP, dtype=np.float64)
     B, P = x.shape
-    rows = np.arange(B)
-    f, g = fun(x, rows)
-    S = np.zeros((B, memory, P))
-    Y = np.zeros((B, memory, P))
-    rho = np.zeros((B, memory))  # 0 marks an empty slot: it then contributes nothing
+    f, g = fun(x, np.arange(B))
+    S, Y, rho = np.zeros((B, memory, P)), np.zeros((B, memory, P)), np.zeros((B, memory))
     active = np.isfinite(f) & (np.abs(g).max(-1) > gtol)
     it = 0
     for it in range(1, max_iter + 1):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        gi, Si, Yi, ri = g[idx], S[idx], Y[idx], rho[idx]
-        # Two-loop recursion (slot 0 is the newest pair).
-        q = gi.copy()
-        alphas = np.zeros((idx.size, memory))
-        for j in range(memory):
-            alphas[:, j] = ri[:, j] * np.einsum("bp,bp->b", Si[:, j], q)
-            q -= alphas[:, j, None] * Yi[:, j]
-        yy = np.einsum("bp,bp->b", Yi[:, 0], Yi[:, 0])
-        gamma = np.where(ri[:, 0] > 0, 1.0 / np.maximum(ri[:, 0] * yy, 1e-300), 1.0 / np.maximum(1.0, np.linalg.norm(gi, axis=-1)))
-        d = gamma[:, None] * q
-        for j in reversed(range(memory)):
-            beta = ri[:, j] * np.einsum("bp,bp->b", Yi[:, j], d)
-            d += (alphas[:, j] - beta)[:, None] * Si[:, j]
-        d = -d
+        gi = g[idx]
+        d = _direction(gi, S[idx], Y[idx], rho[idx])
         gd = np.einsum("bp,bp->b", gi, d)
-        bad = ~(gd < 0) | ~np.isfinite(gd)
-        if bad.any():  # not a descent direction: restart from steepest descent
+        bad = ~(gd < 0)  # not a descent direction (or nan): restart from steepest descent
+        if bad.any():
             d[bad] = -gi[bad] / np.maximum(1.0, np.linalg.norm(gi[bad], axis=-1))[:, None]
             gd[bad] = np.einsum("bp,bp->b", gi[bad], d[bad])
             rho[idx[bad]] = 0.0
-        # Armijo backtracking, only on the rows still searching.
-        step = np.ones(idx.size)
-        f_new = np.full(idx.size, np.inf)
-        g_new = np.zeros_like(gi)
-        todo = np.arange(idx.size)
-        for _ in range(max_backtracks):
-            fx, gx = fun(x[idx[todo]] + step[todo, None] * d[todo], idx[todo])
-            ok = np.isfinite(fx) & (fx <= f[idx[todo]] + c1 * step[todo] * gd[todo])
-            f_new[todo[ok]], g_new[todo[ok]] = fx[ok], gx[ok]
-            # Next trial: minimum of the quadratic through f(0), f'(0), f(step), kept in [0.1, 0.5] x step.
-            t, fail = step[todo[~ok]], fx[~ok]
-            curv = fail - f[idx[todo[~ok]]] - gd[todo[~ok]] * t
-            trial = np.where(np.isfinite(curv) & (curv > 0), -gd[todo[~ok]] * t**2 / (2 * np.where(curv > 0, curv, 1)), 0.1 * t)
-            todo = todo[~ok]
-            if todo.size == 0:
-                break
-            step[todo] = np.clip(trial, 0.1 * t, 0.5 * t)
+        step, f_new, g_new = _backtrack(fun, x[idx], f[idx], d, gd, idx, c1, max_backtracks)
         moved = np.isfinite(f_new)
-        stuck = idx[~moved]  # no decrease along d even for tiny steps: done
-        active[stuck] = False
-        idx, d, step, f_new, g_new, gi = idx[moved], d[moved], step[moved], f_new[moved], g_new[moved], gi[moved]
-        s = step[:, None] * d
-        y = g_new - gi
+        active[idx[~moved]] = False  # no decrease along d even for tiny steps: done
+        idx, f_new, g_new, gi = idx[moved], f_new[moved], g_new[moved], gi[moved]
+        s, y = step[moved, None] * d[moved], g_new - gi
         sy = np.einsum("bp,bp->b", s, y)
         keep = (sy > 1e-12 * np.linalg.norm(s, axis=-1) * np.linalg.norm(y, axis=-1)) & (sy > 1e-100)
-        upd = idx[keep]
+        upd = idx[keep]  # curvature condition holds: push the pair into memory
         S[upd], Y[upd], rho[upd] = np.roll(S[upd], 1, 1), np.roll(Y[upd], 1, 1), np.roll(rho[upd], 1, 1)
         S[upd, 0], Y[upd, 0], rho[upd, 0] = s[keep], y[keep], 1.0 / sy[keep]
         f_old = f[idx]
         x[idx] += s
         f[idx], g[idx] = f_new, g_new
         small_f = (f_old - f_new) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(f_new)), 1e-12)
-        small_g = np.abs(g_new).max(-1) <= gtol
-        active[idx[small_f | small_g]] = False
+        active[idx[small_f | (np.abs(g_new).max(-1) <= gtol)]] = False
     return x, f, it
 
 
