@@ -241,3 +241,28 @@ def test_hosts_split_the_global_batch(prepared, monkeypatch):
         monkeypatch.setattr(jax, "process_index", lambda host=host: host)
         parts.append(next(batches(cfg, "train", 5)))
     assert parts[0].shape == (2, 17) and (np.concatenate(parts) == whole).all()
+
+
+def test_hf_source_streams_and_explains_failures(monkeypatch):
+    datasets_hf = pytest.importorskip("datasets")
+    from simscale.data import sources
+
+    cfg = run_config().data
+    cfg.update(source="hf", hf_name="someone/corpus")
+    monkeypatch.setattr(datasets_hf, "load_dataset", lambda *a, **k: iter([{"text": "a"}, {"text": ""}, {"text": "b"}]))
+    assert list(sources.documents(cfg)) == ["a", "b"]
+
+    def offline(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets_hf, "load_dataset", offline)
+    with pytest.raises(FileNotFoundError, match="someone/corpus.*no network"):
+        list(sources.documents(cfg))
+
+
+def test_stream_contract_on_prepared_data(prepared):
+    from simscale.data import stream
+
+    cfg, p = prepared
+    assert stream.bytes_per_token(cfg) == p.bytes_per_token
+    assert (next(stream.batches(cfg, "train", 2)) == next(batches(cfg, "train", 2))).all()

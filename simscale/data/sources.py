@@ -150,8 +150,13 @@ def _hf(data_cfg, counts) -> Iterator[str]:
         raise ConfigError("data.source=hf needs the `datasets` package: pip install datasets") from None
     if not data_cfg.hf_name:
         raise ConfigError("data.hf_name is empty: name a Hugging Face dataset for source=hf")
-    ds = datasets.load_dataset(data_cfg.hf_name, data_cfg.hf_config or None, split=data_cfg.hf_split,
-                               streaming=True)
-    for ex in ds:
-        if ex.get(data_cfg.text_field):
-            yield ex[data_cfg.text_field]
+    try:
+        ds = datasets.load_dataset(data_cfg.hf_name, data_cfg.hf_config or None, split=data_cfg.hf_split,
+                                   streaming=True)
+        for ex in ds:
+            if ex.get(data_cfg.text_field):
+                yield ex[data_cfg.text_field]
+    except (OSError, ValueError) as e:  # offline, unknown name, config or split
+        raise FileNotFoundError(f"Hugging Face dataset {data_cfg.hf_name!r} cannot be read ({e}): check "
+                                "data.hf_name/hf_config/hf_split and the network, or use data.source="
+                                "bigbench or files") from None
