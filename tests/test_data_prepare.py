@@ -266,3 +266,11 @@ def test_stream_contract_on_prepared_data(prepared):
     cfg, p = prepared
     assert stream.bytes_per_token(cfg) == p.bytes_per_token
     assert (next(stream.batches(cfg, "train", 2)) == next(batches(cfg, "train", 2))).all()
+
+
+def test_bench_pipeline_measures_tokens(prepared):
+    from simscale.data.bench import bench_pipeline
+
+    cfg, _ = prepared
+    r = bench_pipeline(cfg, steps=5)
+    assert r["batch"] == [4, 17] and r["tokens_per_s"] > 0

@@ -57,3 +57,16 @@ def bench_filter(mb: float = 8.0, workers: int = 0) -> dict:
     result["workers"] = workers
     result["kept_fraction"] = round(stats.as_dict()["kept_fraction"], 4)
     return result
+
+
+def bench_pipeline(cfg, steps: int = 50) -> dict:
+    """Training tokens/s that pipeline.batches delivers for cfg (prepares the data if needed)."""
+    from simscale.data import pipeline
+
+    it = pipeline.batches(cfg, "train", 0)
+    next(it)  # opening the data source is not throughput
+    start, cpu, tokens = time.perf_counter(), time.process_time(), 0
+    for batch in itertools.islice(it, steps):
+        tokens += batch[:, 1:].size
+    return {"tokens_per_s": round(tokens / (time.perf_counter() - start)),
+            "tokens_per_cpu_s": round(tokens / (time.process_time() - cpu)), "batch": list(batch.shape)}
