@@ -108,12 +108,14 @@ def _zero_shot(runs: list[Run]) -> dict:
     return out
 
 
-def analyse(runs: list[Run], convention: str | None = None, bootstrap: int = 1000, seed: int = 0) -> dict:
+def analyse(runs: list[Run], convention: str | None = None, bootstrap: int = 1000, seed: int = 0,
+            log=lambda line: None) -> dict:
     """All fits per data variant, and zero-shot against scale, as a JSON-able dict."""
     done = finished(runs)
     results = dict(convention=convention, n_runs=len(runs), n_finished=len(done), variants={})
     for variant in sorted({r.variant for r in done}, key=str):
         rs = [r for r in done if r.variant == variant]
+        log(f"fitting {variant} data: {len(rs)} runs, {bootstrap} bootstrap resamples per law")
         results["variants"][str(variant)] = dict(
             n_runs=len(rs),
             approach3=_attempt(_approach3, rs, convention, bootstrap, seed),
@@ -201,8 +203,9 @@ def report(workdirs, out, convention: str | None = None, bootstrap: int = 1000, 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log(f"collected {len(runs)} runs ({len(finished(runs))} finished) from {workdirs}")
-    results = analyse(runs, convention, bootstrap, seed)
+    results = analyse(runs, convention, bootstrap, seed, log)
     results["params"] = params
+    log(f"drawing figures into {out}")
     drawn, skipped = figures.draw_all(runs, results, out, convention)
     results["warnings"] = warnings
     results["figures"] = [pathlib.Path(p).name for p in drawn]
