@@ -1,0 +1,1 @@
+"""Scaling-law analysis: collect sweep runs, fit laws with intervals, draw figures (docs/analysis.md)."""
