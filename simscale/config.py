@@ -85,6 +85,7 @@ def data_config() -> ConfigDict:
             bigbench_tasks="topical_chat,movie_dialog_same_or_different,play_dialog_same_or_different",
             files="",  # source=files: paths or globs, comma-separated
             format="auto",  # auto | text (one document a line) | jsonl | parquet
+            lines_per_document=1,  # text files: N consecutive lines make a document (e.g. utterances)
             text_field="text",  # jsonl / parquet / tfds / hf field holding the text
             tfds_name="",  # source=tfds: e.g. 'tiny_shakespeare' (prepared in tfds_data_dir)
             tfds_split="train",

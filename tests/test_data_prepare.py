@@ -211,6 +211,8 @@ def test_file_formats_and_limits(tmp_path):
     assert list(sources.documents(cfg)) == ["one doc", "two doc", "three"]
     cfg.update(max_documents=0, max_bytes=10)
     assert list(sources.documents(cfg)) == ["one doc", "two doc"]
+    cfg.update(files=str(tmp_path / "c.txt"), max_bytes=0, lines_per_document=2)
+    assert list(sources.documents(cfg)) == ["five\n", "six"]
     (tmp_path / "d.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
     cfg.update(files=str(tmp_path / "d.jsonl"), max_bytes=0)
     with pytest.raises(ValueError, match="d.jsonl line 2"):
@@ -274,3 +276,15 @@ def test_bench_pipeline_measures_tokens(prepared):
     cfg, _ = prepared
     r = bench_pipeline(cfg, steps=5)
     assert r["batch"] == [4, 17] and r["tokens_per_s"] > 0
+
+
+def test_prepare_child_directed_utterances(shared_data, tmp_path):
+    cfg = run_config()
+    cfg.data.update(source="files", files=str(shared_data / "aochildes" / "child_directed_utterances.txt"),
+                    lines_per_document=100, max_documents=150, vocab="aochildes", workers=1,
+                    min_validation_documents=5, cache_dir=str(tmp_path))
+    cfg.model.vocab_size = 500
+    cfg.train.seq_len = 32
+    p = prepare(cfg)
+    assert p.stats["documents_in"] == 150 and p.stats["kept_fraction"] > 0.4
+    assert p.vocabulary_path.read_text().count("\n") == 21036

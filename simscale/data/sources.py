@@ -7,6 +7,7 @@ replaced (U+FFFD) and counted in `counts['replaced_bytes']`.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import pathlib
@@ -36,7 +37,7 @@ def documents(data_cfg, counts: dict | None = None) -> Iterator[str]:
 
 def describe(data_cfg) -> dict:
     """The fields that identify this source's documents (part of the cache key)."""
-    keys = {"bigbench": ["bigbench_tasks"], "files": ["files", "format", "text_field"],
+    keys = {"bigbench": ["bigbench_tasks"], "files": ["files", "format", "text_field", "lines_per_document"],
             "tfds": ["tfds_name", "tfds_split", "text_field"],
             "hf": ["hf_name", "hf_config", "hf_split", "text_field"]}.get(data_cfg.source, [])
     d = {k: data_cfg[k] for k in ["source", "max_documents", "max_bytes", *keys]}
@@ -114,7 +115,11 @@ def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
 
 def _files(data_cfg, counts) -> Iterator[str]:
     for path in file_paths(data_cfg):
-        docs = read_file(path, file_format(path, data_cfg.format), data_cfg.text_field, counts)
+        fmt = file_format(path, data_cfg.format)
+        docs = read_file(path, fmt, data_cfg.text_field, counts)
+        if fmt == "text" and data_cfg.lines_per_document > 1:  # e.g. utterances: one document per N
+            lines, n = docs, data_cfg.lines_per_document
+            docs = ("\n".join(group) for group in iter(lambda: list(itertools.islice(lines, n)), []))
         yield from (t for t in docs if t.strip())
 
 
