@@ -2,7 +2,7 @@
 
 A train state is a dict {'step', 'params', 'opt_state'} sharded by the mesh
 rules. `program(cfg, total_steps, mesh)` builds (once per distinct shape and
-optimiser setting) ahead-of-time compiled functions:
+optimiser setting) functions compiled ahead of time on first use:
 
     state = prog.init(seed)
     state, metrics = prog.train(state, tokens_BT1)    # state donated
@@ -15,7 +15,7 @@ import functools
 import json
 import math
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -106,15 +106,35 @@ def _micro_batches(tokens_BT1, accum: int, mesh):
     return jax.lax.with_sharding_constraint(micro, NamedSharding(mesh, P(None, mesh_lib.RULES["batch"])))
 
 
+class Compiled:
+    """A jitted function compiled ahead of time for fixed abstract arguments, on first use."""
+
+    def __init__(self, jitted, *abstract_args):
+        self._jitted, self._args, self._compiled = jitted, abstract_args, None
+        self.compile_time_s: float | None = None
+
+    def compile(self):
+        if self._compiled is None:
+            t0 = time.perf_counter()
+            self._compiled = self._jitted.lower(*self._args).compile()
+            self.compile_time_s = time.perf_counter() - t0
+        return self._compiled
+
+    def __call__(self, *args):
+        return self.compile()(*args)
+
+
 @dataclasses.dataclass
 class Program:
-    init: Callable[[int], dict]
-    train: Callable[[dict, jax.Array], tuple[dict, dict]]
-    eval: Callable[[Any, jax.Array], jax.Array]
+    init_state: Compiled  # rng key -> state
+    train: Compiled  # (state, tokens_BT1) -> (state, metrics); state donated
+    eval: Compiled  # (params, tokens_BT1) -> per-sequence mean losses [B]
     abstract_state: Any  # ShapeDtypeStructs carrying their shardings
     batch_sharding: NamedSharding
     global_batch_shape: tuple[int, int]
-    compile_time_s: float
+
+    def init(self, seed: int) -> dict:
+        return self.init_state(jax.random.key(seed))
 
 
 def check_batch(tc, mesh) -> None:
@@ -191,15 +211,13 @@ def build(cfg, total_steps: int, mesh) -> Program:
         losses_AB = jax.lax.map(per_seq, _micro_batches(tokens_BT1, accum, mesh))
         return losses_AB.swapaxes(0, 1).reshape(-1)  # back to the input's row order
 
-    t0 = time.perf_counter()
-    init_c = jax.jit(init_fn, out_shardings=state_sh).lower(jax.random.key(0)).compile()
-    train_c = jax.jit(train_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
-                      donate_argnums=0).lower(abstract, batch).compile()
-    eval_c = jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=rep
-                     ).lower(abstract["params"], batch).compile()
-    return Program(init=lambda seed: init_c(jax.random.key(seed)), train=train_c, eval=eval_c,
-                   abstract_state=abstract, batch_sharding=batch_sh, global_batch_shape=shape,
-                   compile_time_s=time.perf_counter() - t0)
+    return Program(
+        init_state=Compiled(jax.jit(init_fn, out_shardings=state_sh), jax.random.key(0)),
+        train=Compiled(jax.jit(train_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
+                               donate_argnums=0), abstract, batch),
+        eval=Compiled(jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=rep),
+                      abstract["params"], batch),
+        abstract_state=abstract, batch_sharding=batch_sh, global_batch_shape=shape)
 
 
 # Settings that change the compiled program; the rest (cadences, seed, data) do not.
