@@ -166,3 +166,29 @@ def test_a_held_lock_blocks_and_a_dead_holders_lock_is_reclaimed(tmp_path):
     assert store.holder(tmp_path)["pid"] == os.getpid()
     lock.release()
     assert store.holder(tmp_path) is None
+
+
+def test_run_states_for_status(tmp_path):
+    from simscale.sweep.report import run_state
+
+    assert run_state(tmp_path) == "pending"
+    store.write_json(tmp_path / "status.json", dict(status="running", step=5, updated=time.time()))
+    assert run_state(tmp_path) == "interrupted"  # started, nobody holds it
+    lock = store.RunLock(tmp_path)
+    assert lock.acquire()
+    assert run_state(tmp_path) == "running"
+    lock.release()
+    store.write_json(tmp_path / "status.json", dict(status="done", step=9, updated=time.time()))
+    assert run_state(tmp_path) == "interrupted"  # done without result.json is not done
+    store.write_json(tmp_path / "result.json", dict(status="done"))
+    assert run_state(tmp_path) == "done"
+
+
+def test_process_workers_are_pinned_to_their_own_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    assert executors.worker_slots(0, 2) == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
+    assert executors.worker_slots(1, 1) == [{"CUDA_VISIBLE_DEVICES": "0"}]
+    with pytest.raises(ValueError, match="exceeds the 4 visible GPU"):
+        executors.worker_slots(0, 8)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert executors.worker_slots(3, 1) == [{}, {}, {}]  # CPU host: workers share it
