@@ -98,8 +98,12 @@ def test_every_invalid_run_is_reported_before_anything_runs():
     assert "4 invalid run(s)" in msg and msg.count("is not divisible by model.heads=2") == 4
     assert "w17-d1-simplified" in msg and "w19-d1-unrestricted" in msg and "w16-" not in msg
 
-    with pytest.raises(ConfigError, match="train.batch_size=8 is not divisible by the 3 data-parallel"):
+    with pytest.raises(ConfigError, match=r"batch_size=8 \(per micro-batch 8\) is not divisible by the 3 data-par"):
         grid.expand(preset("smoke"), n_devices=3)
+    two = preset("smoke")
+    two.mesh.data = 2
+    with pytest.raises(ConfigError, match="does not divide the 1 devices"):
+        grid.expand(two, n_devices=1)
     bad = preset("smoke")
     bad.sweep.axes.colour = ["red"]
     with pytest.raises(ConfigError, match=r"unknown sweep axis \['colour'\]"):

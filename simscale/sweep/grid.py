@@ -149,7 +149,7 @@ def _run_id(cfg: ConfigDict) -> str:
 
 def validate(cfg: ConfigDict, n_devices: int) -> list[str]:
     """Every problem with one resolved run config (empty when it can train)."""
-    m, t, mesh = cfg.model, cfg.train, cfg.mesh
+    m, t = cfg.model, cfg.train
     errors = []
     if cfg.data.variant not in VARIANTS:
         errors.append(f"data.variant={cfg.data.variant!r} is not one of {VARIANTS}")
@@ -164,17 +164,16 @@ def validate(cfg: ConfigDict, n_devices: int) -> list[str]:
         errors.append(f"model.heads={m.heads} is not divisible by model.kv_heads={m.kv_heads}")
     if t.seq_len > m.max_len:
         errors.append(f"train.seq_len={t.seq_len} exceeds model.max_len={m.max_len}")
-    fixed = [v for v in (mesh.data, mesh.fsdp, mesh.tensor) if v != -1]
-    fixed_product = 1
-    for v in fixed:
-        fixed_product *= v
-    if any(v <= 0 for v in fixed) or n_devices % fixed_product or len(fixed) < 2:
-        errors.append(f"mesh (data={mesh.data}, fsdp={mesh.fsdp}, tensor={mesh.tensor}) does not fit {n_devices} "
-                      "device(s): use positive sizes whose product divides the device count, at most one -1")
+    from simscale.train.mesh import mesh_shape  # the trainer's own rules
+
+    try:
+        data, fsdp, _ = mesh_shape(cfg.mesh, n_devices)
+    except ConfigError as e:
+        errors.append(str(e))
     else:
-        batch_shards = (mesh.data if mesh.data != -1 else n_devices // fixed_product) * (
-            mesh.fsdp if mesh.fsdp != -1 else n_devices // fixed_product)
-        if t.batch_size > 0 and t.batch_size % batch_shards:
-            errors.append(f"train.batch_size={t.batch_size} is not divisible by the {batch_shards} data-parallel "
-                          f"device(s) of the mesh")
+        if t.grad_accum < 1 or t.batch_size % t.grad_accum:
+            errors.append(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+        elif (t.batch_size // t.grad_accum) % (data * fsdp):
+            errors.append(f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.grad_accum}) is not "
+                          f"divisible by the {data * fsdp} data-parallel device(s) of the mesh")
     return errors
