@@ -13,7 +13,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
