@@ -5,11 +5,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+import simscale.train
 from simscale.config import model_config, run_config
+from simscale.data import tokenizer
 from simscale.evaluate import evaluator, run, tasks
 from simscale.evaluate.__main__ import main
 from simscale.evaluate.scoring import Scorer, TextEncoder
@@ -17,7 +17,6 @@ from simscale.evaluate.simplify import content_words, in_vocabulary
 from simscale.evaluate.tasks import Example, Task
 from simscale.model import apply, init
 
-SPECIALS = ["[UNK]", "[PAD]", "[MASK]", "<s>", "</s>"]
 NOUNS = {"dog": "dogs", "cat": "cats", "bird": "birds", "boy": "boys", "girl": "girls",
          "horse": "horses", "frog": "frogs", "duck": "ducks"}
 VERBS = {"runs": "run", "sleeps": "sleep", "eats": "eat", "jumps": "jump", "sings": "sing",
@@ -38,15 +37,9 @@ def grammatical(rng, n):
 
 @pytest.fixture(scope="module")
 def encoder():
-    """A byte-level BPE like the project's, trained on the test sentences (plus some MC words)."""
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    """The project's byte-level BPE trained on the test sentences (plus some MC words)."""
     corpus = grammatical(np.random.default_rng(1), 2000) + ["A: Q: yes no maybe why how what"]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    return TextEncoder(tok)
+    return TextEncoder(tokenizer.train(corpus, vocab_size=320, min_frequency=1))
 
 
 def tiny_cfg(vocab_size, max_len=32):
@@ -56,28 +49,22 @@ def tiny_cfg(vocab_size, max_len=32):
 
 
 @pytest.fixture(scope="module")
-def trained(encoder):
-    """(params, cfg) of a tiny model trained on grammatical sentences, each `<s> sentence`."""
-    cfg = tiny_cfg(encoder.tokenizer.get_vocab_size())
-    stream = [t for s in grammatical(np.random.default_rng(2), 6000)
-              for t in encoder.encode_pair("", " " + s)[0] + encoder.encode_pair("", " " + s)[1]]
-    rows = np.array(stream[: len(stream) // 33 * 33], np.int32).reshape(-1, 33)
-    opt = optax.adam(3e-3)
-    params = init(jax.random.PRNGKey(0), cfg)
-
-    @jax.jit
-    def step(params, state, batch):
-        def loss(p):
-            logp = jax.nn.log_softmax(apply(p, batch[:, :-1], cfg))
-            return -jnp.mean(jnp.take_along_axis(logp, batch[:, 1:, None], -1))
-        grads = jax.grad(loss)(params)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state
-
-    state = opt.init(params)
-    for i in range(300):
-        params, state = step(params, state, rows[(i * 32) % (len(rows) - 32):][:32])
-    return params, cfg
+def trained_run(tmp_path_factory):
+    """A run directory of the project's train(): a tiny model on grammatical sentences."""
+    root = tmp_path_factory.mktemp("trained")
+    rng = np.random.default_rng(2)
+    docs = [" ".join(grammatical(rng, 20)) for _ in range(600)]
+    (root / "corpus.txt").write_text("\n".join(docs) + "\n")
+    (root / "words.txt").write_text("\n".join(sorted({w for d in docs for w in d.split()})) + "\n")
+    cfg = run_config()
+    cfg.model.update(dict(vocab_size=320, hidden=32, layers=2, heads=4, max_len=32))
+    cfg.data.update(dict(source="files", files=str(root / "corpus.txt"), format="text", workers=1,
+                         vocab=str(root / "words.txt"), cache_dir=str(root / "cache"), min_span_len=8,
+                         min_validation_documents=10))
+    cfg.train.update(dict(batch_size=32, seq_len=32, steps=300, warmup_steps=20, lr=3e-3,
+                          log_every=100, eval_every=1000, checkpoint_every=1000))
+    simscale.train.train(cfg, root / "run")
+    return root / "run"
 
 
 def test_scores_equal_direct_full_sequence_computation():
@@ -144,15 +131,16 @@ def test_simplified_filter_keeps_and_drops_crafted_examples():
     assert evaluator.variants(task, vocab)["simplified"] == [task.examples[0]]
 
 
-def test_trained_model_prefers_grammatical_minimal_pairs(encoder, trained):
-    params, cfg = trained
+def test_trained_model_prefers_grammatical_minimal_pairs(trained_run):
+    params, cfg = simscale.train.load_params(trained_run)
     rng = np.random.default_rng(3)
     pairs = []
     for _ in range(100):
         args = rng.choice(list(NOUNS)), rng.choice(list(VERBS)), rng.choice(ADJECTIVES), bool(rng.integers(2))
         pairs.append(Example("", (sentence(*args), sentence(*args, agree=False)), (0,)))
     task = Task("pairs", tuple(pairs), metrics=("acc",))
-    [record] = evaluator.score_task(Scorer(params, cfg), encoder, task)
+    encoder = TextEncoder.from_file(trained_run / "tokenizer.json")
+    [record] = evaluator.score_task(Scorer(params, cfg.model), encoder, task)
     assert record["value"] > 0.9 and record["n"] == 100 and record["chance"] == 0.5
 
 
@@ -234,35 +222,29 @@ def test_aggregate_leaves_flagged_tasks_out():
     assert [r["task"] for r in only_syntax] == ["s"]  # a group that is the whole suite adds nothing
 
 
-def test_evaluate_run_writes_and_caches_eval_json(tmp_path, encoder, trained, monkeypatch):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    encoder.tokenizer.save(str(run_dir / "tokenizer.json"))
-    (run_dir / "vocab.txt").write_text("the\ndog\ncat\nruns\nrun\nbig\n")
+def test_evaluate_run_writes_and_caches_eval_json(tmp_path, trained_run, monkeypatch):
     (tmp_path / "pairs.jsonl").write_text("".join(
         json.dumps({"context": "", "choices": [sentence(n, v, a, False), sentence(n, v, a, False, False)],
                     "gold": 0}) + "\n"
-        for n in ("dog", "cat", "bird") for v in ("runs", "eats") for a in ("big", "old")))
-    cfg = run_config()
-    cfg.model, loads = trained[1], []
-    monkeypatch.setattr("simscale.train.checkpoint.load_params", lambda d: loads.append(d) or (trained[0], cfg))
+        for n in ("dog", "cat", "bird") for v in ("runs", "eats") for a in ("big", "old", "tall")))
+    loads, load_params = [], simscale.train.checkpoint.load_params
+    monkeypatch.setattr("simscale.train.checkpoint.load_params", lambda d: loads.append(d) or load_params(d))
     spec = f"jsonl:{tmp_path / 'pairs.jsonl'}"
-    records = run.evaluate_run(run_dir, spec)
-    assert loads == [run_dir]
+    records = run.evaluate_run(trained_run, spec)
+    assert loads == [trained_run]
     by_key = {(r["variant"], r["metric"]): r for r in records}
-    assert by_key["standard", "acc"]["n"] == 12 and by_key["simplified", "acc"]["n"] == 2
+    assert by_key["standard", "acc"]["n"] == 18 and by_key["standard", "acc"]["value"] > 0.9
+    assert by_key["simplified", "acc"]["n"] == 12  # "tall" is not in the run's vocab.txt
     assert by_key["simplified", "acc"]["flagged"] and all(r["suite"] == spec for r in records)
-    assert json.loads((run_dir / "eval.json").read_text()) == records
-    assert run.evaluate_run(run_dir, spec) == records and len(loads) == 1  # cached
-    assert main(["--run", str(run_dir), "--tasks", spec]) == 0 and len(loads) == 1
-    run.evaluate_run(run_dir, spec, shots=1)  # another shot count is another evaluation
-    assert len(loads) == 2 and {r["shots"] for r in run.read_records(run_dir / "eval.json")} == {0, 1}
-    # without vocab.txt the config's data.vocab defines the simplified variant
-    (run_dir / "vocab.txt").unlink()
-    (tmp_path / "words.txt").write_text("the\nbird\nruns\nrun\nold\n")
-    cfg.data.vocab = str(tmp_path / "words.txt")
-    records = run.evaluate_run(run_dir, spec, out=tmp_path / "other.json")
-    assert [r["n"] for r in records if r["variant"] == "simplified"] == [1, 1]  # acc, acc_norm
+    assert json.loads((trained_run / "eval.json").read_text()) == records
+    assert run.evaluate_run(trained_run, spec) == records and len(loads) == 1  # cached
+    assert main(["--run", str(trained_run), "--tasks", spec]) == 0 and len(loads) == 1
+    run.evaluate_run(trained_run, spec, shots=1)  # another shot count is another evaluation
+    assert len(loads) == 2 and {r["shots"] for r in run.read_records(trained_run / "eval.json")} == {0, 1}
+    # without vocab.txt the config's data.vocab (the same word list here) defines the simplified variant
+    (trained_run / "vocab.txt").unlink()
+    records = run.evaluate_run(trained_run, spec, out=tmp_path / "other.json")
+    assert [r["n"] for r in records if r["variant"] == "simplified"] == [12, 12]  # acc, acc_norm
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
