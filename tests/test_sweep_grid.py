@@ -63,6 +63,26 @@ def test_ids_are_stable_when_the_grid_is_reordered_or_extended():
     c = preset("smoke")
     c.train.lr = 1e-3  # a different config is a different run
     assert not set(ids(grid.expand(c))) & set(ids(runs_a))
+    lr_ids = ids(grid.expand(c))
+    c.eval.tasks = "blimp"  # evaluation is not training: same runs
+    assert ids(grid.expand(c)) == lr_ids
+
+
+def test_a_new_config_key_at_its_default_renames_no_run(monkeypatch):
+    before = ids(grid.expand(preset("smoke")))
+    real = grid.run_config
+
+    def with_new_key():
+        cfg = real()
+        cfg.data.new_knob = 1
+        return cfg
+
+    monkeypatch.setattr(grid, "run_config", with_new_key)
+    newer = preset("smoke")
+    newer.data.new_knob = 1
+    assert ids(grid.expand(newer)) == before
+    newer.data.new_knob = 2
+    assert not set(ids(grid.expand(newer))) & set(before)
 
 
 def test_zip_product_budgets_and_width_rules():

@@ -4,9 +4,9 @@ The `sweep` section (sweeps/grid.py, docs/sweeps.md) lists axes. Axes are
 multiplied in AXES order, except those joined in a `zip` group ("width,lr"),
 which advance together. Each point is applied to the base run config, then the
 width rules and the token budget. The run id is a readable prefix (width,
-depth, variant, seed, tokens) plus a hash of the resolved run config, both
-from the config alone, so reordering or extending a grid keeps the ids of the
-runs it already had.
+depth, variant, seed, tokens) plus a hash of the resolved run config's
+non-default settings, both from the config alone, so reordering or extending
+a grid keeps the ids of the runs it already had.
 """
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ import re
 
 from ml_collections import ConfigDict
 
-from simscale.config import ConfigError, config_hash, to_dict
+from simscale.config import ConfigError, config_hash, run_config, to_dict
 from simscale.model import counting
 from simscale.sweep.report import human
 
 # Known axes, in expansion order.
 AXES = ("flops", "width", "depth", "variant", "seed", "lr", "heads", "batch_size", "tokens", "tokens_per_param")
 VARIANTS = ("simplified", "unrestricted")
+_ABSENT = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,14 +138,26 @@ def _budget_tokens(cfg: ConfigDict, point: dict) -> float | None:
 
 
 def _run_id(cfg: ConfigDict) -> str:
-    """`w64-d2-simplified[-s<seed>][-t<tokens>]-<hash>`: all from the config (not the grid), so stable."""
+    """`w64-d2-simplified[-s<seed>][-t<tokens>]-<hash>`: all from the config (not the grid), so stable.
+
+    The hash covers the settings that differ from simscale.config.run_config()'s defaults, outside
+    `eval` (evaluation does not change training): a key added to the defaults renames no run.
+    """
     parts = [f"w{cfg.model.hidden}", f"d{cfg.model.layers}", cfg.data.variant]
     if cfg.seed:
         parts.append(f"s{cfg.seed}")
     if cfg.train.tokens:
         parts.append(f"t{human(cfg.train.tokens)}")
-    hashed = {k: v for k, v in to_dict(cfg).items() if k != "eval"}  # evaluation does not change training
-    return "-".join(parts + [config_hash(hashed, 8)])
+    defaults = _flat(to_dict(run_config()))
+    changed = {k: v for k, v in _flat(to_dict(cfg)).items() if not k.startswith("eval.") and defaults.get(k, _ABSENT) != v}
+    return "-".join(parts + [config_hash(changed, 8)])
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
 
 
 def validate(cfg: ConfigDict, n_devices: int) -> list[str]:
