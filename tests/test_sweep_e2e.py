@@ -1,6 +1,7 @@
 """End-to-end sweeps of the smoke preset in subprocesses: kill -9 and resume, concurrent sweeps,
 an invalid grid, and the process and Ray executors against the inline one."""
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -54,9 +55,17 @@ def killed_and_resumed(tmp_path_factory):
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert first is not None and not (first / "result.json").exists(), "the sweep was not killed mid-run"
+    assert "0 done, 0 running, 0 failed, 1 interrupted, 1 pending" in status(workdir)
     code, out = finish(sweep(workdir))
     assert code == 0, out
+    resumed_steps = [int(m) for m in re.findall(rf"{first.name} step (\d+)/200", out)]
+    assert resumed_steps[0] > 25, "the interrupted run restarted instead of resuming from its checkpoint"
     return workdir, first.name
+
+
+def status(workdir):
+    return subprocess.run([sys.executable, "-m", "simscale.sweep", "status", "--workdir", str(workdir)],
+                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
 
 def test_a_killed_sweep_resumes_and_trains_every_run_exactly_once(killed_and_resumed):
@@ -68,9 +77,7 @@ def test_a_killed_sweep_resumes_and_trains_every_run_exactly_once(killed_and_res
     assert store.read_json(store.run_dir(workdir, interrupted) / "status.json")["status"] == "done"
     code, out = finish(sweep(workdir))  # a third start finds everything done
     assert code == 0 and "0 trained, 2 already done, 0 failed" in out
-    status = subprocess.run([sys.executable, "-m", "simscale.sweep", "status", "--workdir", str(workdir)],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert "2 done, 0 running, 0 failed, 0 interrupted, 0 pending" in status
+    assert "2 done, 0 running, 0 failed, 0 interrupted, 0 pending" in status(workdir)
 
 
 def test_process_executor_matches_inline_including_the_resumed_run(killed_and_resumed, tmp_path):
