@@ -140,7 +140,7 @@ def test_trained_model_prefers_grammatical_minimal_pairs(trained_run):
         pairs.append(Example("", (sentence(*args), sentence(*args, agree=False)), (0,)))
     task = Task("pairs", tuple(pairs), metrics=("acc",))
     encoder = TextEncoder.from_file(trained_run / "tokenizer.json")
-    [record] = evaluator.score_task(Scorer(params, cfg.model), encoder, task)
+    [record] = evaluator.score_tasks(Scorer(params, cfg.model), encoder, [task])
     assert record["value"] > 0.9 and record["n"] == 100 and record["chance"] == 0.5
 
 
@@ -152,7 +152,7 @@ def test_random_model_is_at_chance_on_a_large_multiple_choice_set(encoder):
                              tuple(" ".join(rng.choice(words, rng.integers(1, 4))) for _ in range(4)),
                              (int(rng.integers(4)),)) for _ in range(1500))
     scorer = Scorer(init(jax.random.PRNGKey(5), cfg), cfg, batch_tokens=4096)
-    records = evaluator.score_task(scorer, encoder, Task("mc", examples))
+    records = evaluator.score_tasks(scorer, encoder, [Task("mc", examples)])
     assert {r["metric"] for r in records} == {"acc", "acc_norm"}
     for r in records:
         assert r["chance"] == 0.25 and abs(r["value"] - 0.25) < 3 * r["stderr"], r

@@ -66,24 +66,26 @@ def variants(task: Task, vocab: AbstractSet[str] | None) -> dict[str, list[Examp
     return out
 
 
-def score_task(scorer: Scorer, encoder: TextEncoder, task: Task, vocab=None, shots: int = 0,
-               suite: str = "") -> list[dict]:
-    """Records of one task, for each variant and metric; shared requests are scored once."""
-    sets = {v: with_shots(exs, shots, task.delimiter) for v, exs in variants(task, vocab).items()}
-    requests = sorted({(ex.context, task.delimiter + c) for exs in sets.values() for ex in exs
-                       for c in ex.choices})
-    lls = dict(zip(requests, (ll for ll, _ in scorer.score(
-        [encoder.encode_pair(*r) for r in requests], desc=task.name))))
+def score_tasks(scorer: Scorer, encoder: TextEncoder, tasks: Sequence[Task], vocab=None,
+                shots: int = 0, suite: str = "") -> list[dict]:
+    """Records of each task, variant and metric. All requests go to the scorer in one call (full
+    batches), and requests shared between variants or tasks are scored once."""
+    sets = [{v: with_shots(exs, shots, t.delimiter) for v, exs in variants(t, vocab).items()} for t in tasks]
+    requests = sorted({(ex.context, t.delimiter + c) for t, by_variant in zip(tasks, sets)
+                       for exs in by_variant.values() for ex in exs for c in ex.choices})
+    scores = scorer.score([encoder.encode_pair(*r) for r in requests], desc=suite or tasks[0].name)
+    lls = {r: ll for r, (ll, _) in zip(requests, scores)}
     records = []
-    for variant, exs in sets.items():
-        per_example = [choice_metrics([lls[ex.context, task.delimiter + c] for c in ex.choices], ex)
-                       for ex in exs]
-        chance = float(np.mean([ex.chance for ex in exs])) if exs else math.nan
-        for metric in task.metrics:
-            value, stderr = mean_stderr([m[metric] for m in per_example])
-            records.append(_record(task=task.name, variant=variant, metric=metric, value=value,
-                                   stderr=stderr, n=len(exs), chance=chance, suite=suite, shots=shots,
-                                   flagged=len(exs) < MIN_EXAMPLES, group=task.group))
+    for task, by_variant in zip(tasks, sets):
+        for variant, exs in by_variant.items():
+            per_example = [choice_metrics([lls[ex.context, task.delimiter + c] for c in ex.choices], ex)
+                           for ex in exs]
+            chance = float(np.mean([ex.chance for ex in exs])) if exs else math.nan
+            for metric in task.metrics:
+                value, stderr = mean_stderr([m[metric] for m in per_example])
+                records.append(_record(task=task.name, variant=variant, metric=metric, value=value,
+                                       stderr=stderr, n=len(exs), chance=chance, suite=suite,
+                                       shots=shots, flagged=len(exs) < MIN_EXAMPLES, group=task.group))
     return records
 
 
@@ -118,5 +120,6 @@ def aggregate(records: Sequence[dict], name: str) -> list[dict]:
 
 def evaluate_suite(scorer: Scorer, encoder: TextEncoder, suite: str, tasks: Sequence[Task],
                    vocab=None, shots: int = 0) -> list[dict]:
-    records = [r for t in tasks for r in score_task(scorer, encoder, t, vocab, shots, suite)]
+    """Records of a suite's tasks, plus its averages when it has several tasks."""
+    records = score_tasks(scorer, encoder, tasks, vocab, shots, suite)
     return records + (aggregate(records, suite) if len(tasks) > 1 else [])
