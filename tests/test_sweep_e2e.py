@@ -109,3 +109,13 @@ def test_a_grid_with_an_invalid_run_is_rejected_before_training(tmp_path):
     assert code == 2
     assert "2 invalid run(s)" in out and "w17-d1-simplified" in out and "w17-d1-unrestricted" in out
     assert "Traceback" not in out and not (tmp_path / "runs").exists()
+
+
+def test_a_diverging_run_fails_with_its_traceback_and_the_sweep_exits_nonzero(tmp_path):
+    code, out = finish(sweep(tmp_path, "--only", "^w16-d1-simplified", "--config.train.lr=1e12",
+                             "--config.train.steps=30"))
+    assert code == 1, out
+    assert "0 trained, 0 already done, 1 failed" in out and "rerun with --retry_failed" in out
+    (rdir,) = (tmp_path / "runs").iterdir()
+    status = store.read_json(rdir / "status.json")
+    assert status["status"] == "failed" and "non-finite" in status["error"] and "Traceback" in status["traceback"]
