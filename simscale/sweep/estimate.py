@@ -51,23 +51,32 @@ def shape_key(cfg) -> str:
 
 
 def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
-    """tokens/s by shape key: calibrations, overridden by the workdir's past runs."""
+    """tokens/s by shape key: calibrations, overridden by the workdir's past runs (the harmonic mean
+    over a shape's runs, so that the first run's compilation is spread over all of them)."""
+    from simscale.config import from_dict
+
     workdir = pathlib.Path(workdir)
     found = dict(store.read_json(workdir / "calibration.json", {}))
+    speeds: dict[str, list[float]] = {}
     for rdir in sorted((workdir / "runs").glob("*")):
         cfg = store.read_json(rdir / "config.json")
         speed = _wall_speed(rdir) or _median_speed(rdir / "metrics.jsonl")
         if cfg and speed:
-            from simscale.config import from_dict
-
-            found[shape_key(from_dict(cfg))] = speed
+            speeds.setdefault(shape_key(from_dict(cfg)), []).append(speed)
+    found.update({key: statistics.harmonic_mean(values) for key, values in speeds.items()})
     return found
 
 
 def _wall_speed(rdir: pathlib.Path) -> float | None:
-    """tokens / wall time of a finished run: compilation, evaluation and checkpoints included."""
+    """tokens / wall time of a finished run, from its attempts log when it trained in one go (start-up,
+    compilation, evaluation and checkpoints included), else from result.json's wall_time_s."""
     result = store.read_json(rdir / "result.json", {})
-    return result["tokens"] / result["wall_time_s"] if result.get("wall_time_s") and result.get("tokens") else None
+    if not result.get("tokens"):
+        return None
+    events = store.attempts(rdir)
+    if [e["event"] for e in events[:2]] == ["start", "done"] and events[1]["time"] > events[0]["time"]:
+        return result["tokens"] / (events[1]["time"] - events[0]["time"])
+    return result["tokens"] / result["wall_time_s"] if result.get("wall_time_s") else None
 
 
 def _median_speed(path: pathlib.Path) -> float | None:
