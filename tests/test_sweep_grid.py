@@ -216,3 +216,21 @@ def test_process_workers_are_pinned_to_their_own_gpus(monkeypatch):
         executors.worker_slots(0, 8)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert executors.worker_slots(3, 1) == [{}, {}, {}]  # CPU host: workers share it
+
+
+def test_time_estimates_come_from_past_runs_of_the_same_shape(tmp_path):
+    from simscale.config import to_dict
+    from simscale.sweep import estimate
+
+    runs = grid.expand(preset("smoke"))
+    for run, seconds in zip(runs[:2], (10.0, 30.0)):  # the two width-16 runs: 5120 tokens each
+        rdir = store.run_dir(tmp_path, run.run_id)
+        rdir.mkdir(parents=True)
+        store.write_json(rdir / "config.json", to_dict(run.cfg))
+        store.write_json(rdir / "result.json", dict(tokens=5120, wall_time_s=1.0))
+        for event, t in (("start", 100.0), ("done", 100.0 + seconds)):
+            (rdir / "attempts.jsonl").open("a").write(json.dumps(dict(event=event, time=t)) + "\n")
+    speeds = estimate.throughputs(runs, tmp_path, calibrate_steps=0)  # measured only
+    assert speeds == {estimate.shape_key(runs[0].cfg): pytest.approx(2 / (10 / 5120 + 30 / 5120))}
+    assert estimate.shape_key(runs[2].cfg) not in speeds  # width 32: never measured, no guess
+    assert estimate.sizes(runs[0], 0)["tokens"] == 5120
