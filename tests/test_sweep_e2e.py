@@ -1,5 +1,6 @@
 """End-to-end sweeps of the smoke preset in subprocesses: kill -9 and resume, concurrent sweeps,
 an invalid grid, and the process and Ray executors against the inline one."""
+import json
 import pathlib
 import re
 import signal
@@ -20,7 +21,8 @@ ARGS = ["--config", "sweeps/grid.py:preset=smoke", "--only", "^w16-", "--config.
 
 def sweep(workdir, *extra, **popen):
     cmd = [sys.executable, "-m", "simscale.sweep", *ARGS, "--workdir", str(workdir), *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    popen.setdefault("stderr", subprocess.STDOUT)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, **popen)
 
 
 def finish(proc, timeout=240):
@@ -119,3 +121,13 @@ def test_a_diverging_run_fails_with_its_traceback_and_the_sweep_exits_nonzero(tm
     (rdir,) = (tmp_path / "runs").iterdir()
     status = store.read_json(rdir / "status.json")
     assert status["status"] == "failed" and "non-finite" in status["error"] and "Traceback" in status["traceback"]
+
+
+def test_dry_run_calibrates_an_unmeasured_shape_with_a_few_timed_steps(tmp_path):
+    proc = sweep(tmp_path, "--dry_run", "--json", stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    records = json.loads(out)  # progress goes to stderr, stdout is the JSON alone
+    assert len(records) == 2 and all(r["est_time_s"] > 0 for r in records)
+    assert len(store.read_json(tmp_path / "calibration.json")) == 1  # one shape, measured once
+    assert not (tmp_path / "runs").exists()

@@ -8,11 +8,13 @@ tokens of the same shape for a few steps in a temporary directory.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import pathlib
 import statistics
+import sys
 import tempfile
 
 from simscale.model import counting
@@ -101,7 +103,8 @@ def calibrate(run: Run, steps: int) -> float:
     cfg.eval.tasks = ""
     cfg.train.update(steps=steps + 1, tokens=0, warmup_steps=1, log_every=1, eval_every=10**9,
                      checkpoint_every=10**9, eval_batches=1)
-    with tempfile.TemporaryDirectory(prefix="simscale-calibrate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="simscale-calibrate-") as tmp, \
+            contextlib.redirect_stdout(sys.stderr):  # keep stdout for the table or JSON
         train(cfg, pathlib.Path(tmp))
         speed = _median_speed(pathlib.Path(tmp) / "metrics.jsonl")
     if not speed:
