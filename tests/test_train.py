@@ -132,7 +132,7 @@ def test_fused_head_loss_matches_autodiff():
 
 
 def test_cpu_attention_matches_jax_attention():
-    from simscale.model.cpu_attention import causal_attention
+    from simscale.model.cpu_kernels import causal_attention
 
     # 4 query heads sharing 2 kv heads: covers the plain kernel and the grouped-query repeat
     q, k, v = (jax.random.normal(jax.random.key(i), (2, 16, n, 8)) for i, n in enumerate((4, 2, 2)))
@@ -143,6 +143,17 @@ def test_cpu_attention_matches_jax_attention():
              for f in (causal_attention, ref)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cpu_projection_matches_tensordot():
+    from simscale.model.cpu_kernels import project
+
+    x, w = jax.random.normal(jax.random.key(0), (2, 16, 4, 8)), jax.random.normal(jax.random.key(1), (4, 8, 32))
+    cot = jax.random.normal(jax.random.key(2), (2, 16, 32))
+    results = [jax.jit(jax.value_and_grad(lambda x, w, f=f: jnp.sum(f(x, w, 2) * cot), argnums=(0, 1)))(x, w)
+               for f in (project, jnp.tensordot)]
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_grad_accumulation_matches_one_big_batch():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from simscale.model.cpu_attention import causal_attention
+from simscale.model import cpu_kernels
 
 # Logical axis names of every parameter; simscale.train.mesh maps them to mesh axes.
 _LAYER_AXES = {
@@ -116,10 +116,19 @@ def rotary(x_BTNE, positions_T, theta):
     return (x * cos + rotated * sin).astype(x_BTNE.dtype)
 
 
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def project(x, w, n_in: int = 1):
+    """x contracted with w over x's last / w's first n_in axes; hand-differentiated on CPUs."""
+    return cpu_kernels.project(x, w, n_in) if _on_cpu() else jnp.tensordot(x, w, n_in)
+
+
 def attention(q, k, v, cfg):
     """Causal attention: the hand-differentiated CPU kernel on CPUs when 'auto', else jax.nn's."""
-    if cfg.attention == "auto" and jax.default_backend() == "cpu":
-        return causal_attention(q, k, v)
+    if cfg.attention == "auto" and _on_cpu():
+        return cpu_kernels.causal_attention(q, k, v)
     impl = None if cfg.attention == "auto" else cfg.attention
     return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
 
@@ -129,15 +138,15 @@ def block(x_BTD, layer, cfg):
     dt = x_BTD.dtype
     positions = jnp.arange(x_BTD.shape[1], dtype=jnp.float32)
     h = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
-    q = rotary(jnp.einsum("btd,dhe->bthe", h, layer["wq"].astype(dt)), positions, cfg.rope_theta)
-    k = rotary(jnp.einsum("btd,dke->btke", h, layer["wk"].astype(dt)), positions, cfg.rope_theta)
-    v = jnp.einsum("btd,dke->btke", h, layer["wv"].astype(dt))
+    q = rotary(project(h, layer["wq"].astype(dt)), positions, cfg.rope_theta)  # [B, T, H, E]
+    k = rotary(project(h, layer["wk"].astype(dt)), positions, cfg.rope_theta)  # [B, T, K, E]
+    v = project(h, layer["wv"].astype(dt))
     attn_BTHE = attention(q, k, v, cfg)
-    x_BTD = x_BTD + jnp.einsum("bthe,hed->btd", attn_BTHE, layer["wo"].astype(dt))
+    x_BTD = x_BTD + project(attn_BTHE, layer["wo"].astype(dt), n_in=2)
     h = rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
-    gate = jax.nn.silu(jnp.einsum("btd,df->btf", h, layer["w_gate"].astype(dt)))
-    up = jnp.einsum("btd,df->btf", h, layer["w_up"].astype(dt))
-    return x_BTD + jnp.einsum("btf,fd->btd", gate * up, layer["w_down"].astype(dt))
+    gate = jax.nn.silu(project(h, layer["w_gate"].astype(dt)))
+    up = project(h, layer["w_up"].astype(dt))
+    return x_BTD + project(gate * up, layer["w_down"].astype(dt))
 
 
 def hidden_states(params, tokens_BT, cfg):
@@ -147,7 +156,7 @@ def hidden_states(params, tokens_BT, cfg):
     step = (lambda x, layer: (block(x, layer, cfg), None))
     if cfg.remat:
         step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
-    if jax.default_backend() == "cpu":  # unrolled: XLA:CPU spends ~10% of a step on scan's stacked buffers
+    if _on_cpu():  # unrolled: XLA:CPU spends ~10% of a step on scan's stacked buffers
         for i in range(cfg.layers):
             x, _ = step(x, jax.tree.map(lambda p: p[i], params["layers"]))
     else:

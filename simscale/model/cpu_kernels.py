@@ -1,16 +1,40 @@
-"""Causal attention with a hand-written backward pass, for CPUs.
+"""Projections and causal attention with hand-written backward passes, for XLA:CPU.
 
-On XLA:CPU, autodiff of `jax.nn.dot_product_attention` fuses the softmax into the
-small per-head matmuls, which then run far below the machine's matmul speed. Here the
-probabilities are materialised once (optimization barriers keep them out of the dot
-fusions) and the backward pass reuses them. Same maths as
-jax.nn.dot_product_attention(q, k, v, is_causal=True).
-Shapes: B batch, T time, H query heads, K kv heads, E head dim.
+Same maths as the plain jnp versions, laid out so XLA:CPU does not fuse elementwise work
+into transposing copies or tiny per-head matmuls (profiled: those fusions took 30-40% of
+a training step). `jax.lax.optimization_barrier` pins what gets materialised.
+Shapes: B batch, T time, H query heads, K kv heads, E head dim, N rows.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def project(x, w, n_in: int = 1):
+    """Contract the last `n_in` axes of x with the first `n_in` axes of w (= jnp.tensordot(x, w, n_in))."""
+    k = x.ndim - n_in
+    out = _dense(x.reshape(-1, int(np.prod(x.shape[k:]))), w.reshape(int(np.prod(w.shape[:n_in])), -1))
+    return out.reshape(*x.shape[:k], *w.shape[n_in:])
+
+
+@jax.custom_vjp
+def _dense(x_NI, w_IO):
+    return x_NI @ w_IO
+
+
+def _dense_forward(x_NI, w_IO):
+    return x_NI @ w_IO, (x_NI, w_IO)
+
+
+def _dense_backward(residuals, d_NO):
+    x_NI, w_IO = residuals
+    # An explicit transposed copy of x keeps XLA from writing d transposed inside an elementwise fusion.
+    return d_NO @ w_IO.T, jax.lax.optimization_barrier(x_NI.T) @ d_NO
+
+
+_dense.defvjp(_dense_forward, _dense_backward)
 
 
 def causal_attention(q_BTHE, k_BTKE, v_BTKE):
