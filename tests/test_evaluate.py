@@ -151,11 +151,13 @@ def test_random_model_is_at_chance_on_a_large_multiple_choice_set(encoder):
     examples = tuple(Example(f"Q: {' '.join(rng.choice(words, 5))}\nA:",
                              tuple(" ".join(rng.choice(words, rng.integers(1, 4))) for _ in range(4)),
                              (int(rng.integers(4)),)) for _ in range(1500))
+    too_long = Example("Q: what?\nA:", ("yes", " ".join(["dog"] * 40)), (0,))  # > max_len tokens
     scorer = Scorer(init(jax.random.PRNGKey(5), cfg), cfg, batch_tokens=4096)
-    records = evaluator.score_tasks(scorer, encoder, [Task("mc", examples)])
+    records = evaluator.score_tasks(scorer, encoder, [Task("mc", examples + (too_long,))])
     assert {r["metric"] for r in records} == {"acc", "acc_norm"}
     for r in records:
         assert r["chance"] == 0.25 and abs(r["value"] - 0.25) < 3 * r["stderr"], r
+        assert (r["n"], r["skipped"]) == (1500, 1)
     assert scorer.tokens_per_s > 0
 
 
@@ -211,7 +213,7 @@ def test_fewshot_draws_deterministic_demonstrations_from_a_held_out_pool():
 def test_aggregate_leaves_flagged_tasks_out():
     rec = lambda task, group, value, n: dict(task=task, variant="simplified", metric="acc", value=value,
                                              stderr=0.1, n=n, chance=0.5, suite="s", shots=0,
-                                             flagged=n < evaluator.MIN_EXAMPLES, group=group)
+                                             flagged=n < evaluator.MIN_EXAMPLES, group=group, skipped=0)
     rows = [rec("a", "syntax", 0.8, 100), rec("b", "syntax", 0.6, 100), rec("c", "morphology", 0.0, 10)]
     by_task = {r["task"]: r for r in evaluator.aggregate(rows, "s")}
     assert by_task["s"]["value"] == pytest.approx(0.7) and by_task["s"]["excluded"] == ["c"]

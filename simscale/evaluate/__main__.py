@@ -66,7 +66,8 @@ def _row(r: dict) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    logging.getLogger("simscale.evaluate").setLevel(logging.INFO)
     try:
         if argv[:1] == ["counts"]:
             counts(argv[1:])

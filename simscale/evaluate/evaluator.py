@@ -1,14 +1,16 @@
 """Scores tasks with a model and turns the log-likelihoods into result records.
 
 A record is `{task, variant, metric, value, stderr, n, chance, suite, shots,
-flagged}`: `variant` is `standard` or `simplified` (examples whose words are all
-in the run's vocabulary, see simplify.py); `flagged` marks a variant with fewer
-than MIN_EXAMPLES examples, which is reported but left out of the averages over
-a suite's tasks (and over each BLiMP field), whose records list it in `excluded`.
+flagged, group, skipped}`: `variant` is `standard` or `simplified` (examples whose
+words are all in the run's vocabulary, see simplify.py); `flagged` marks a
+variant with fewer than MIN_EXAMPLES examples, which is reported but left out of
+the averages over a suite's tasks (and over each BLiMP field), whose records
+list it in `excluded`; `skipped` counts examples too long for the model.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import AbstractSet, Sequence
 
@@ -17,6 +19,8 @@ import numpy as np
 from simscale.evaluate.scoring import Scorer, TextEncoder
 from simscale.evaluate.simplify import in_vocabulary
 from simscale.evaluate.tasks import Example, Task
+
+log = logging.getLogger(__name__)
 
 MIN_EXAMPLES = 50
 FEWSHOT_SEED = 1234
@@ -69,15 +73,24 @@ def variants(task: Task, vocab: AbstractSet[str] | None) -> dict[str, list[Examp
 def score_tasks(scorer: Scorer, encoder: TextEncoder, tasks: Sequence[Task], vocab=None,
                 shots: int = 0, suite: str = "") -> list[dict]:
     """Records of each task, variant and metric. All requests go to the scorer in one call (full
-    batches), and requests shared between variants or tasks are scored once."""
+    batches), and requests shared between variants or tasks are scored once. An example with a
+    choice longer than the model's context window cannot be scored: it is left out and counted
+    in the record's `skipped`."""
     sets = [{v: with_shots(exs, shots, t.delimiter) for v, exs in variants(t, vocab).items()} for t in tasks]
     requests = sorted({(ex.context, t.delimiter + c) for t, by_variant in zip(tasks, sets)
                        for exs in by_variant.values() for ex in exs for c in ex.choices})
-    scores = scorer.score([encoder.encode_pair(*r) for r in requests], desc=suite or tasks[0].name)
-    lls = {r: ll for r, (ll, _) in zip(requests, scores)}
+    encoded = {r: encoder.encode_pair(*r) for r in requests}
+    fits = [r for r in requests if len(encoded[r][1]) <= scorer.max_len]
+    scores = scorer.score([encoded[r] for r in fits], desc=suite or tasks[0].name)
+    lls = {r: ll for r, (ll, _) in zip(fits, scores)}
     records = []
     for task, by_variant in zip(tasks, sets):
-        for variant, exs in by_variant.items():
+        for variant, all_exs in by_variant.items():
+            exs = [ex for ex in all_exs if all((ex.context, task.delimiter + c) in lls for c in ex.choices)]
+            if len(exs) < len(all_exs):
+                log.warning("%s (%s): %d examples have a choice longer than the context window "
+                            "(model.max_len=%d) and are skipped", task.name, variant,
+                            len(all_exs) - len(exs), scorer.max_len)
             per_example = [choice_metrics([lls[ex.context, task.delimiter + c] for c in ex.choices], ex)
                            for ex in exs]
             chance = float(np.mean([ex.chance for ex in exs])) if exs else math.nan
@@ -85,7 +98,8 @@ def score_tasks(scorer: Scorer, encoder: TextEncoder, tasks: Sequence[Task], voc
                 value, stderr = mean_stderr([m[metric] for m in per_example])
                 records.append(_record(task=task.name, variant=variant, metric=metric, value=value,
                                        stderr=stderr, n=len(exs), chance=chance, suite=suite,
-                                       shots=shots, flagged=len(exs) < MIN_EXAMPLES, group=task.group))
+                                       shots=shots, flagged=len(exs) < MIN_EXAMPLES, group=task.group,
+                                       skipped=len(all_exs) - len(exs)))
     return records
 
 
@@ -114,7 +128,7 @@ def aggregate(records: Sequence[dict], name: str) -> list[dict]:
                 stderr=math.sqrt(sum(r["stderr"] ** 2 for r in used)) / k if k else math.nan,
                 n=sum(r["n"] for r in used), chance=float(np.mean([r["chance"] for r in used])) if k else math.nan,
                 suite=rows[0]["suite"], shots=rows[0]["shots"], flagged=k == 0, group="",
-                excluded=[r["task"] for r in rows if r["flagged"]]))
+                skipped=sum(r["skipped"] for r in used), excluded=[r["task"] for r in rows if r["flagged"]]))
     return out
 
 
