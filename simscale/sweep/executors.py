@@ -103,14 +103,19 @@ def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int 
         first.setdefault(r.shape, i)
     todo = sorted(runs, key=lambda r: first[r.shape])
     outcomes: dict[str, dict] = {}
+    waiting = 0
     while todo:
         jobs = [(str(workdir), r.run_id, to_dict(r.cfg), retry_failed, train_fn) for r in todo]
         for outcome in submit(jobs, **kwargs):
             outcomes[outcome["run_id"]] = outcome
         todo = [r for r in todo if outcomes[r.run_id]["outcome"] == "busy"]
         if todo:
-            log.info("%d run(s) held by another worker; waiting for them", len(todo))
+            if len(todo) != waiting:
+                log.info("waiting for %d run(s) held by another worker: %s", len(todo), [r.run_id for r in todo])
+            waiting = len(todo)
             time.sleep(poll_s)
+            while all(store.holder(store.run_dir(workdir, r.run_id)) for r in todo):
+                time.sleep(poll_s)  # resubmit (a new worker pool) only once one of them is free
         retry_failed = False  # a failure seen in this sweep is not retried again
     return [outcomes[r.run_id] for r in runs]
 
