@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import pathlib
 
-from lm_eval import utils as lm_utils
-from lm_eval.api.model import LM
-from lm_eval.api.registry import register_model
+try:
+    from lm_eval import utils as lm_utils
+    from lm_eval.api.model import LM
+    from lm_eval.api.registry import register_model
+except ImportError as e:
+    raise ImportError(f"the lm-eval adapter needs lm-eval: pip install 'simscale[lmeval]' ({e})") from None
 
 from simscale.evaluate.scoring import Scorer, TextEncoder
 
