@@ -68,7 +68,8 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
         raise ConfigError(f"no run matches --only={FLAGS.only!r} --skip={FLAGS.skip!r}")
     if FLAGS.dry_run:
         records = _records(runs, workdir, cfg)
-        print(json.dumps(records, indent=1) if FLAGS.json else report.dry_run_table(records))
+        print(json.dumps(records, indent=1) if FLAGS.json else
+              report.dry_run_table(records, estimated=FLAGS.estimate != "none"))
         return 0
     store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[
         dict(run_id=r.run_id, point=r.point, config=to_dict(r.cfg),
