@@ -3,14 +3,18 @@
     python -m simscale.bench [--shapes 64x2,128x4,256x4] [--json FILE] [--steps N] [--no-peer]
 
 Shapes are HIDDENxLAYERS with vocabulary 5000, sequence 128, batch 32, 8 heads, intermediate
-4 x hidden, float32. Step times are medians over `--steps` timed steps after compilation and
-warm-up. The peer runs when torch and transformers import, on the same shapes in the same process.
+4 x hidden, float32, one AdamW update with clipping per step. Step times are medians over
+`--steps` timed steps after compilation and warm-up. The peer runs when torch and transformers
+import, on the same shapes in the same run, each shape right after ours, in a child process (in
+one process XLA's and torch's thread pools slow each other down).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -43,18 +47,14 @@ def _tokens(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, VOCAB, (BATCH, SEQ_LEN + 1), dtype=np.int32)
 
 
-def _median_step(step_fn, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        step_fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step_fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _timed(step_fn) -> float:
+    t0 = time.perf_counter()
+    step_fn()
+    return time.perf_counter() - t0
 
 
-def bench_simscale(hidden: int, layers: int, steps: int) -> dict:
+def simscale_step(hidden: int, layers: int):
+    """(one blocking train step, record without timings) for simscale's compiled step."""
     import jax
 
     from simscale.model import counting
@@ -71,15 +71,12 @@ def bench_simscale(hidden: int, layers: int, steps: int) -> dict:
         state[0], metrics = prog.train(state[0], tokens)
         jax.block_until_ready(metrics)
 
-    step_time = _median_step(one_step, steps)
-    tok_s = BATCH * SEQ_LEN / step_time
-    flops = counting.flops_per_token(cfg.model, SEQ_LEN, cfg.train.flops_convention) * tok_s
-    return {"name": f"{hidden}x{layers}", "hidden": hidden, "layers": layers, "vocab": VOCAB,
-            "seq_len": SEQ_LEN, "batch": BATCH, "params": counting.params_total(cfg.model),
-            "compile_time_s": prog.train.compile_time_s, "step_time_s": step_time, "tokens_per_s": tok_s,
-            "model_flops_per_s": flops, "flops_convention": cfg.train.flops_convention,
-            "mfu": counting.mfu(flops, jax.devices()[0].device_kind, jax.device_count()),
-            "device": jax.devices()[0].device_kind}
+    record = {"name": f"{hidden}x{layers}", "hidden": hidden, "layers": layers, "vocab": VOCAB,
+              "seq_len": SEQ_LEN, "batch": BATCH, "params": counting.params_total(cfg.model),
+              "compile_time_s": prog.train.compile_time_s, "flops_convention": cfg.train.flops_convention,
+              "flops_per_token": counting.flops_per_token(cfg.model, SEQ_LEN, cfg.train.flops_convention),
+              "device": jax.devices()[0].device_kind, "n_devices": jax.device_count()}
+    return one_step, record
 
 
 def peer_available() -> bool:
@@ -91,8 +88,8 @@ def peer_available() -> bool:
     return True
 
 
-def bench_peer(hidden: int, layers: int, steps: int) -> dict:
-    """Hugging Face LlamaForCausalLM + torch.optim.AdamW, float32, same shape and batch."""
+def peer_step(hidden: int, layers: int):
+    """One training step of Hugging Face LlamaForCausalLM + torch.optim.AdamW, float32, same shape."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -102,19 +99,49 @@ def bench_peer(hidden: int, layers: int, steps: int) -> dict:
                          tie_word_embeddings=False, attn_implementation="sdpa")
     model = LlamaForCausalLM(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    tokens = torch.from_numpy(_tokens().astype(np.int64))
-    inputs, labels = tokens[:, :-1], tokens[:, :-1]  # HF shifts labels itself
+    tokens = torch.from_numpy(_tokens().astype(np.int64))[:, :-1]  # HF shifts the labels itself
 
     def one_step():
-        loss = model(input_ids=inputs, labels=labels).loss
+        loss = model(input_ids=tokens, labels=tokens).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step_time = _median_step(one_step, steps)
-    return {"peer": "transformers LlamaForCausalLM + torch AdamW", "peer_step_time_s": step_time,
-            "peer_tokens_per_s": BATCH * SEQ_LEN / step_time}
+    return one_step
+
+
+def median_step_time(step_fn, steps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step_fn()
+    return statistics.median(_timed(step_fn) for _ in range(steps))
+
+
+def peer_step_time(hidden: int, layers: int, steps: int) -> float:
+    """The peer's median step time, measured in a fresh process so XLA's and torch's thread pools never compete."""
+    code = f"from simscale.bench import *; print(median_step_time(peer_step({hidden}, {layers}), {steps}))"
+    # Spinning OpenMP workers collapse torch's speed 5x when other processes share the cores; passive
+    # waiting gives the peer its best showing.
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_shape(hidden: int, layers: int, steps: int, peer: bool) -> dict:
+    """Median step time of simscale (and of the peer right after it, on the same shape)."""
+    from simscale.model import counting
+
+    ours, record = simscale_step(hidden, layers)
+    step_time = median_step_time(ours, steps)
+    tok_s = BATCH * SEQ_LEN / step_time
+    flops = record.pop("flops_per_token") * tok_s
+    record.update(step_time_s=step_time, tokens_per_s=tok_s, model_flops_per_s=flops,
+                  mfu=counting.mfu(flops, record["device"], record.pop("n_devices")))
+    if peer:
+        peer_time = peer_step_time(hidden, layers, steps)
+        record.update(peer="transformers LlamaForCausalLM + torch AdamW", peer_step_time_s=peer_time,
+                      peer_tokens_per_s=BATCH * SEQ_LEN / peer_time, speedup=peer_time / step_time)
+    return record
 
 
 def table(records: list[dict]) -> str:
@@ -151,10 +178,7 @@ def main(argv=None) -> int:
         print("(torch/transformers not installed: no peer comparison)", file=sys.stderr)
     records = []
     for hidden, layers in shapes:
-        record = bench_simscale(hidden, layers, args.steps)
-        if peer:
-            record.update(bench_peer(hidden, layers, args.steps))
-            record["speedup"] = record["tokens_per_s"] / record["peer_tokens_per_s"]
+        record = bench_shape(hidden, layers, args.steps, peer)
         records.append(record)
         print(f"{record['name']}: {record['tokens_per_s']:,.0f} tok/s"
               + (f", peer {record['peer_tokens_per_s']:,.0f} tok/s" if peer else ""), file=sys.stderr, flush=True)
