@@ -133,6 +133,7 @@ class _Run:
         self.state, meta = restored if restored else (prog.init(cfg.seed), {"step": 0, "wall_time_s": 0.0})
         self.step = start = int(meta["step"])
         self.t_start, self.wall0 = time.perf_counter(), float(meta["wall_time_s"])
+        prog.train.compile()  # before the clocks start, so the first tokens/s and ETA are real ones
         self.log = MetricsLog(self.run_dir, start, steps, enabled=main, name=self.run_dir.name)
         self.pending, self.window_t0 = [], time.perf_counter()
         end = steps if stop_at is None else min(stop_at, steps)
