@@ -172,7 +172,7 @@ def abstract_state(cfg, mesh, total_steps: int = 1):
 
 
 def build(cfg, total_steps: int, mesh) -> Program:
-    """Compile init/train/eval for this config's shapes and optimiser on `mesh`."""
+    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use."""
     mc, tc = cfg.model, cfg.train
     if tc.seq_len > mc.max_len:
         raise ConfigError(f"train.seq_len={tc.seq_len} exceeds model.max_len={mc.max_len}")
