@@ -64,7 +64,7 @@ def cpu() -> ConfigDict:
     # The paper's AO-CHILDES list when the reference data is at hand, else the top English words.
     cfg.data.vocab = "aochildes" if os.environ.get("SIMSCALE_DATA") else "wordfreq:20000"
     cfg.sweep = sweep_config()
-    cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128), depth=(2, 4), variant=("simplified", "unrestricted")))
+    cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128, 256), depth=(2, 4), variant=("simplified", "unrestricted")))
     cfg.sweep.heads_rule = "head_dim=16"
     cfg.sweep.calibration_steps = 2
     return cfg
