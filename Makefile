@@ -19,16 +19,24 @@ install: $(VENV)/.installed
 # torch is pinned to the CPU wheel so lm-eval does not pull a multi-GB CUDA build.
 install-extras: install
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[ray,lmeval]'
+	$(PY) -m pip install -q -e '.[ray,lmeval,hf]'
 
 test: install
 	$(PY) -m pytest -q tests
 
+# Training step vs the HF peer (when torch+transformers are installed), span filter MB/s and
+# pipeline tokens/s, scaling-law fit time.
 bench: install
 	$(PY) -m simscale.bench
+	$(PY) -m simscale.data bench
+	$(PY) -m simscale.analysis bench
 
+# The main job: the cpu preset end to end (data, 12 runs, zero-shot evals), then fits and
+# figures even when a run failed; exits with the sweep's status.
 demo: install
-	$(PY) -m simscale.sweep --config sweeps/grid.py:preset=cpu --workdir $(WORKDIR)
+	$(PY) -m simscale.sweep --config sweeps/grid.py:preset=cpu --workdir $(WORKDIR); \
+	status=$$?; $(MAKE) --no-print-directory figures && cat figures/summary.md \
+	&& echo "figures, fits.json and summary.md are in $(CURDIR)/figures"; exit $$status
 
 figures: install
 	$(PY) -m simscale.analysis report --workdir $(WORKDIR) --out figures

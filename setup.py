@@ -31,7 +31,9 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "ray": ["ray[default]>=2.40"],
-        "hf": ["datasets>=3.0"],
+        # Hugging Face datasets for SlimPajama/TinyStories/C4, and the paper's own stack
+        # (transformers + torch) as the peer in `make bench`.
+        "hf": ["datasets>=3.0", "transformers>=4.46"],
         "lmeval": ["lm-eval>=0.4.5"],
     },
     entry_points={"console_scripts": ["simscale-sweep=simscale.sweep.__main__:main"]},
