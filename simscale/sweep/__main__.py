@@ -137,7 +137,7 @@ def _main(argv) -> int:
 def _checked(argv) -> int:
     try:
         return _main(argv)
-    except (ConfigError, FileNotFoundError, ValueError, ImportError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, ImportError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
