@@ -109,7 +109,8 @@ def mesh_config() -> ConfigDict:
 
 
 def eval_config() -> ConfigDict:
-    return ConfigDict(dict(tasks="", shots=0))
+    """Zero-shot tasks after training (simscale.evaluate names, comma-separated; "": none)."""
+    return ConfigDict(dict(tasks="", shots=0, max_examples=0))  # max_examples: per task, 0 = all
 
 
 def run_config() -> ConfigDict:

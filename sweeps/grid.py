@@ -9,10 +9,12 @@ is the base run config, so `python -m simscale.train --config sweeps/grid.py`
 trains the base run alone.
 """
 import os
+import pathlib
 
 from ml_collections import ConfigDict
 
 from simscale.config import ConfigError, run_config
+from simscale.data.vocab import aochildes_local
 
 PRESETS = ("paper", "cpu", "smoke", "isoflop")
 
@@ -61,8 +63,14 @@ def cpu() -> ConfigDict:
         log_every=20, eval_every=200, eval_batches=8, checkpoint_every=200,
     )
     cfg.data.source = "bigbench"
-    # The paper's AO-CHILDES list when the reference data is at hand, else the top English words.
-    cfg.data.vocab = "aochildes" if os.environ.get("SIMSCALE_DATA") else "wordfreq:20000"
+    # The paper's AO-CHILDES list when it is at hand ($SIMSCALE_DATA or a cached download),
+    # else the top English words.
+    cfg.data.vocab = "aochildes" if aochildes_local() else "wordfreq:21000"
+    # Zero-shot after each run: BLiMP's paper-22 suite when its files are at hand, else BIG-bench
+    # multiple choice; 200 examples per task keep the 16 evaluations to a few minutes.
+    data = os.environ.get("SIMSCALE_DATA")
+    cfg.eval.tasks = "blimp_paper22" if data and (pathlib.Path(data) / "blimp").is_dir() else "bigbench_mc"
+    cfg.eval.max_examples = 200
     cfg.sweep = sweep_config()
     cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128, 256), depth=(2, 4), variant=("simplified", "unrestricted")))
     cfg.sweep.heads_rule = "head_dim=16"

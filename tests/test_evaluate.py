@@ -272,3 +272,11 @@ def test_blimp_loader_reads_all_67_paradigms(shared_data):
     assert len(names) == 67 and set(tasks.BLIMP_PAPER22) <= set(names)
     task = tasks.blimp_paradigm("anaphor_gender_agreement", shared_data / "blimp")
     assert len(task.examples) == 1000 and task.group == "morphology" and task.metrics == ("acc",)
+
+
+def test_subsample_is_fixed_ordered_and_bounded():
+    task = tasks.Task("t", tuple(tasks.Example(str(i), ("a", "b"), (0,)) for i in range(50)))
+    small = tasks.subsample(task, 10)
+    assert [int(e.context) for e in small.examples] == sorted(int(e.context) for e in small.examples)
+    assert len(small.examples) == 10 and small == tasks.subsample(task, 10)
+    assert tasks.subsample(task, 0) is task and tasks.subsample(task, 80) is task

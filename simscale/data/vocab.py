@@ -100,13 +100,19 @@ def _csv_words(text: str) -> list[str]:
     return [r[col] for r in rows if len(r) > col and r[col].strip() not in _MISSING]
 
 
-def _aochildes_path() -> pathlib.Path:
+def aochildes_local() -> pathlib.Path | None:
+    """The paper's list in $SIMSCALE_DATA/vocab/ or the cache, without going online."""
     data = os.environ.get("SIMSCALE_DATA")
-    if data and (pathlib.Path(data) / "vocab" / AOCHILDES_FILE).is_file():
-        return pathlib.Path(data) / "vocab" / AOCHILDES_FILE
+    candidates = ([pathlib.Path(data) / "vocab" / AOCHILDES_FILE] if data else []) + [
+        cache_dir() / "vocab" / AOCHILDES_FILE]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _aochildes_path() -> pathlib.Path:
+    local = aochildes_local()
+    if local:
+        return local
     cached = cache_dir() / "vocab" / AOCHILDES_FILE
-    if cached.is_file():
-        return cached
     try:
         with urllib.request.urlopen(AOCHILDES_URL, timeout=30) as r:
             blob = r.read()

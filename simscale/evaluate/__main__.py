@@ -48,11 +48,14 @@ def evaluate(argv) -> None:
     p.add_argument("--vocab", default=None, help="vocabulary for the simplified variants "
                    "(default: the run's vocab.txt)")
     p.add_argument("--blimp", default=None, help="BLiMP folder (default $SIMSCALE_DATA/blimp)")
+    p.add_argument("--max_examples", type=int, default=0,
+                   help="score a fixed-seed subsample of at most this many examples per task (0: all)")
     args = p.parse_args(argv)
     if args.shots < 0:
         p.error("--shots must be >= 0")
     vocab = _vocabulary(args.vocab) if args.vocab else None
-    records = evaluate_run(args.run, args.tasks, args.shots, args.out, vocab=vocab, blimp=args.blimp)
+    records = evaluate_run(args.run, args.tasks, args.shots, args.out, vocab=vocab, blimp=args.blimp,
+                           max_examples=args.max_examples)
     for r in records:
         if r["shots"] == args.shots:
             print(_row(r))

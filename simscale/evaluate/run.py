@@ -44,12 +44,15 @@ def write_records(path, records: Sequence[dict]) -> None:
 
 
 def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
-                 vocab: frozenset[str] | None = None, blimp=None, batch_tokens: int = 8192) -> list[dict]:
+                 vocab: frozenset[str] | None = None, blimp=None, batch_tokens: int = 8192,
+                 max_examples: int = 0) -> list[dict]:
     """Evaluate `tasks` (names, see simscale.evaluate.tasks) for the run in `run_dir`.
 
     The simplified variants use `vocab`, else the run's vocab.txt, else the vocabulary its
     config names (data.vocab), so that an unrestricted run is scored on the same simplified
-    examples. Returns every record in the output file (default RUN_DIR/eval.json).
+    examples. `max_examples` > 0 scores a fixed-seed subsample of each task (standard
+    variant; the simplified one is filtered from it). Returns every record in the output
+    file (default RUN_DIR/eval.json).
     """
     run_dir = pathlib.Path(run_dir)
     specs = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
@@ -57,12 +60,13 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
         raise ValueError("no tasks to evaluate: name some, e.g. blimp_paper22,bigbench_mc")
     out = pathlib.Path(out) if out else run_dir / "eval.json"
     records = read_records(out)
-    done = {(r.get("suite"), r.get("shots")) for r in records}
-    todo = [s for s in specs if (s, shots) not in done]
+    done = {(r.get("suite"), r.get("shots"), r.get("max_examples", 0)) for r in records}
+    todo = [s for s in specs if (s, shots, max_examples) not in done]
     if not todo:
         log.info("%s: %s already evaluated", out, ", ".join(specs))
         return records
-    suites = {s: tasks_lib.resolve(s, blimp) for s in todo}  # fail on bad names before loading
+    suites = {s: [tasks_lib.subsample(t, max_examples) for t in tasks_lib.resolve(s, blimp)]
+              for s in todo}  # fail on bad names before loading
     tokenizer_path = run_dir / "tokenizer.json"
     if not tokenizer_path.exists():
         raise FileNotFoundError(f"{tokenizer_path} not found: text tasks need a run trained on "
@@ -75,7 +79,8 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
         vocab = _run_vocabulary(run_dir, cfg)
     scorer = Scorer(params, cfg.model, batch_tokens=batch_tokens)
     for spec, suite_tasks in suites.items():
-        records += evaluate_suite(scorer, encoder, spec, suite_tasks, vocab, shots)
+        records += [dict(r, max_examples=max_examples)
+                    for r in evaluate_suite(scorer, encoder, spec, suite_tasks, vocab, shots)]
         write_records(out, records)
         log.info("%s: %s done (%.0f tokens/s)", out, spec, scorer.tokens_per_s)
     return records

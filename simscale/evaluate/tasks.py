@@ -116,10 +116,15 @@ def bigbench_task(name: str, task_json: dict, group: str = "") -> Task:
                                 own_text=(ex["input"],) + choices))
     if not examples:
         raise ValueError(f"BIG-bench task {name!r} has no multiple-choice examples (target_scores)")
-    if len(examples) > BIGBENCH_MAX_EXAMPLES:
-        keep = np.random.default_rng(0).choice(len(examples), BIGBENCH_MAX_EXAMPLES, replace=False)
-        examples = [examples[i] for i in sorted(keep)]
-    return Task(f"bigbench/{name}", tuple(examples), group=group)
+    return subsample(Task(f"bigbench/{name}", tuple(examples), group=group), BIGBENCH_MAX_EXAMPLES)
+
+
+def subsample(task: Task, n: int, seed: int = 0) -> Task:
+    """At most `n` of the task's examples (0: all), drawn with a fixed seed, in their order."""
+    if not n or len(task.examples) <= n:
+        return task
+    keep = np.random.default_rng(seed).choice(len(task.examples), n, replace=False)
+    return dataclasses.replace(task, examples=tuple(task.examples[i] for i in sorted(keep)))
 
 
 def jsonl_task(path) -> Task:

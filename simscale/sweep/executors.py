@@ -75,13 +75,10 @@ def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
     """Zero-shot evaluation of a finished run when eval.tasks is set (tasks already in eval.json are skipped)."""
     if not cfg.eval.tasks:
         return None
+    from simscale.evaluate import evaluate_run
+
     try:
-        from simscale.evaluate import evaluate_run
-    except ImportError:
-        log.warning("eval.tasks=%r set but simscale.evaluate.evaluate_run is not available", cfg.eval.tasks)
-        return None
-    try:
-        evaluate_run(rdir, cfg.eval.tasks, shots=cfg.eval.shots)
+        evaluate_run(rdir, cfg.eval.tasks, shots=cfg.eval.shots, max_examples=cfg.eval.max_examples)
     except Exception as e:
         error = f"evaluation: {type(e).__name__}: {e}"
         store.write_json(rdir / "status.json", dict(store.read_json(rdir / "status.json", {}), eval_error=error))
