@@ -8,9 +8,7 @@ interrupted evaluation keeps what it finished.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import pathlib
 from typing import Sequence
 
@@ -18,29 +16,16 @@ from simscale.data.vocab import load_vocabulary
 from simscale.evaluate import tasks as tasks_lib
 from simscale.evaluate.evaluator import evaluate_suite
 from simscale.evaluate.scoring import Scorer, TextEncoder
+from simscale.jsonio import read_json, write_json
 
 log = logging.getLogger(__name__)
 
 
 def read_records(path) -> list[dict]:
-    path = pathlib.Path(path)
-    if not path.exists():
-        return []
-    try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): move it away to re-evaluate") from None
+    records = read_json(path, [])
     if not isinstance(records, list):
         raise ValueError(f"{path} should hold a list of result records")
     return records
-
-
-def write_records(path, records: Sequence[dict]) -> None:
-    """Atomic write (temporary file, then rename)."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(list(records), indent=1, allow_nan=False))
-    os.replace(tmp, path)
 
 
 def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
@@ -81,7 +66,7 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
     for spec, suite_tasks in suites.items():
         records += [dict(r, max_examples=max_examples)
                     for r in evaluate_suite(scorer, encoder, spec, suite_tasks, vocab, shots)]
-        write_records(out, records)
+        write_json(out, records, allow_nan=False)
         log.info("%s: %s done (%.0f tokens/s)", out, spec, scorer.tokens_per_s)
     return records
 

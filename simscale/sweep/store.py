@@ -13,36 +13,12 @@ import json
 import os
 import pathlib
 import socket
-import tempfile
 import threading
 import time
 
+from simscale.jsonio import read_json, write_json  # noqa: F401  (the store's file API)
+
 HEARTBEAT_S = 10.0
-
-
-def write_json(path: pathlib.Path, obj) -> None:
-    """Atomic: write a temp file in the same folder, fsync, rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: pathlib.Path, default=None):
-    """The parsed file, or `default` when it is absent (a malformed file raises, naming it)."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return default
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); delete or repair it") from None
 
 
 def run_dir(workdir: pathlib.Path, run_id: str) -> pathlib.Path:

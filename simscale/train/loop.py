@@ -18,7 +18,8 @@ from simscale.model import counting
 from simscale.train import mesh as mesh_lib
 from simscale.train import step as step_lib
 from simscale.train.checkpoint import Checkpoints
-from simscale.train.metrics import MetricsLog, read_json, write_json, write_status
+from simscale.jsonio import read_json, write_json
+from simscale.train.metrics import MetricsLog, write_status
 
 
 class NonFiniteLoss(FloatingPointError):

@@ -1,28 +1,13 @@
-"""Run-directory outputs: atomic JSON files, status.json, metrics.jsonl, TensorBoard and progress."""
+"""Run-directory outputs: status.json, metrics.jsonl, TensorBoard and progress."""
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-
-def write_json(path, obj) -> None:
-    """Write JSON atomically: a temp file in the same folder, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def read_json(path, default=None):
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else default
+from simscale.jsonio import write_json
 
 
 def write_status(run_dir, status: str, step: int, **extra) -> None:

@@ -1,0 +1,35 @@
+"""JSON files that are never seen half-written: every run, sweep and evaluation file goes through here."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+
+
+def write_json(path, obj, allow_nan: bool = True) -> None:
+    """Atomic: write a temp file in the same folder, fsync, rename over `path`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=allow_nan)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path, default=None):
+    """The parsed file, or `default` when it is absent (a malformed file raises, naming it)."""
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete or repair it") from None
