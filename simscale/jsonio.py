@@ -33,3 +33,17 @@ def read_json(path, default=None):
         return default
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}); delete or repair it") from None
+
+
+def read_jsonl(path) -> list[dict]:
+    """Records of a JSON-lines log ([] when absent); a line cut short by a killed writer is skipped."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # blank, or cut by a kill mid-write
+            continue
+    return rows

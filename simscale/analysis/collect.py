@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import pathlib
 
 import numpy as np
+
+from simscale.jsonio import read_json, read_jsonl
 
 
 @dataclasses.dataclass
@@ -56,23 +57,10 @@ class Run:
 
 def _read_json(path: pathlib.Path, warnings: list):
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
+        return read_json(path)
     except (OSError, ValueError) as e:
         warnings.append(f"{path}: unreadable JSON ({e}); ignored")
         return None
-
-
-def _read_metrics(path: pathlib.Path) -> list[dict]:
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by an interrupted write
-    return rows
 
 
 def _curve(rows, key):
@@ -101,7 +89,7 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
     if isinstance(flops, (int, float)) and result.get("flops_convention"):  # a bare total: the run's convention
         flops = {result["flops_convention"]: flops}
     flops = {k: _f(v) for k, v in flops.items()} if isinstance(flops, dict) else {}
-    rows = _read_metrics(run_dir / "metrics.jsonl")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     tokens_t, train_t = _curve(rows, "loss")
     eval_tokens_t, eval_t = _curve(rows, "eval_loss")
     evals = _read_json(run_dir / "eval.json", warnings) or []

@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 
+from simscale.jsonio import read_jsonl
 from simscale.model import counting
 from simscale.sweep import store
 from simscale.sweep.grid import Run
@@ -82,14 +83,7 @@ def _wall_speed(rdir: pathlib.Path) -> float | None:
 
 
 def _median_speed(path: pathlib.Path) -> float | None:
-    if not path.exists():
-        return None
-    speeds = []
-    for line in path.read_text().splitlines():
-        try:
-            speeds.append(json.loads(line).get("tokens_per_s"))
-        except json.JSONDecodeError:
-            continue
+    speeds = [r.get("tokens_per_s") for r in read_jsonl(path)]
     speeds = [s for s in speeds[1:] if s]
     return statistics.median(speeds) if speeds else None
 

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 
-from simscale.jsonio import read_json, write_json  # noqa: F401  (the store's file API)
+from simscale.jsonio import read_json, read_jsonl, write_json  # noqa: F401  (the store's file API)
 
 HEARTBEAT_S = 10.0
 
@@ -32,22 +32,13 @@ def append_attempt(rdir: pathlib.Path, event: str, **extra) -> None:
 
 
 def attempts(rdir: pathlib.Path) -> list[dict]:
-    path = rdir / "attempts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return read_jsonl(rdir / "attempts.jsonl")
 
 
 def last_metrics(rdir: pathlib.Path) -> dict:
-    """The last line of metrics.jsonl (empty dict when none)."""
-    path = rdir / "metrics.jsonl"
-    if not path.exists():
-        return {}
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-    return {}
+    """The last complete record of metrics.jsonl (empty dict when none)."""
+    rows = read_jsonl(rdir / "metrics.jsonl")
+    return rows[-1] if rows else {}
 
 
 class RunLock:

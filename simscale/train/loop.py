@@ -1,7 +1,6 @@
 """train(cfg, run_dir): one run, resumable, writing the run directory of docs/contracts.md."""
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -18,7 +17,7 @@ from simscale.model import counting
 from simscale.train import mesh as mesh_lib
 from simscale.train import step as step_lib
 from simscale.train.checkpoint import Checkpoints
-from simscale.jsonio import read_json, write_json
+from simscale.jsonio import read_json, read_jsonl, write_json
 from simscale.train.metrics import MetricsLog, write_status
 
 
@@ -213,9 +212,8 @@ class _Run:
 
 
 def _last_logged_loss(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return json.loads(lines[-1])["loss"] if lines else None
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    return rows[-1]["loss"] if rows else None
 
 
 def _fetch(pending: list, last_step: int) -> list[dict]:

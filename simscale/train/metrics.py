@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from simscale.jsonio import write_json
+from simscale.jsonio import read_jsonl, write_json
 
 
 def write_status(run_dir, status: str, step: int, **extra) -> None:
@@ -47,9 +47,8 @@ class MetricsLog:
             return
         self.path = Path(run_dir) / "metrics.jsonl"
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [r for r in read_jsonl(self.path) if r["step"] <= start_step]  # a cut line is dropped
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         from tensorboardX import SummaryWriter
 
         self.tb = SummaryWriter(str(run_dir))
