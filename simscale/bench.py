@@ -6,7 +6,8 @@ Shapes are HIDDENxLAYERS with vocabulary 5000, sequence 128, batch 32, 8 heads, 
 4 x hidden, float32, one AdamW update with clipping per step. Step times are medians over
 `--steps` timed steps after compilation and warm-up. The peer runs when torch and transformers
 import, on the same shapes in the same run, each shape right after ours, in a child process (in
-one process XLA's and torch's thread pools slow each other down).
+one process XLA's and torch's thread pools slow each other down) with the same heap settings
+as simscale (simscale.cpu_runtime).
 """
 from __future__ import annotations
 
@@ -119,9 +120,11 @@ def median_step_time(step_fn, steps: int, warmup: int = 2) -> float:
 
 def peer_step_time(hidden: int, layers: int, steps: int) -> float:
     """The peer's median step time, measured in a fresh process so XLA's and torch's thread pools never compete."""
-    code = f"from simscale.bench import *; print(median_step_time(peer_step({hidden}, {layers}), {steps}))"
-    # Spinning OpenMP workers collapse torch's speed 5x when other processes share the cores; passive
-    # waiting gives the peer its best showing.
+    # The peer gets the heap settings simscale's processes run with (cpu_runtime: torch re-faults its
+    # large blocks each step too), and passive OpenMP waiting (spinning workers collapse torch's
+    # speed 5x when other processes share the cores): its best showing.
+    code = ("from simscale import cpu_runtime; cpu_runtime.keep_freed_memory(); from simscale.bench import *; "
+            f"print(median_step_time(peer_step({hidden}, {layers}), {steps}))")
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
@@ -166,6 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the records to this file")
     parser.add_argument("--no-peer", action="store_true", help="skip the torch/transformers comparison")
     args = parser.parse_args(argv)
+    from simscale import cpu_runtime
+
+    cpu_runtime.configure()
     try:
         shapes = parse_shapes(args.shapes)
         if args.steps < 1:

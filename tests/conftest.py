@@ -4,6 +4,8 @@ import pathlib
 
 import pytest
 
+from simscale import cpu_runtime
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
@@ -12,3 +14,6 @@ def shared_data() -> pathlib.Path:
     if not path or not pathlib.Path(path).is_dir():
         pytest.skip("reference data absent: set SIMSCALE_DATA to the shared/data folder")
     return pathlib.Path(path)
+
+
+cpu_runtime.configure()  # as the entry points do, before any test computes

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from simscale import cpu_runtime
 from simscale.evaluate import tasks as tasks_lib
 
 
@@ -69,6 +70,7 @@ def _row(r: dict) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    cpu_runtime.configure()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("simscale.evaluate").setLevel(logging.INFO)
     try:

@@ -16,6 +16,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from simscale import cpu_runtime
 from simscale.config import ConfigError, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
 
@@ -114,6 +115,7 @@ def status(workdir: pathlib.Path) -> int:
 
 
 def _main(argv) -> int:
+    cpu_runtime.configure()
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint step at INFO
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s sweep: %(message)s", "%H:%M:%S"))

@@ -40,6 +40,9 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
 
     Outcomes: done (trained now), skipped (already done), failed, busy (another worker holds it).
     """
+    from simscale import cpu_runtime
+
+    cpu_runtime.configure()  # first thing in a fresh worker process
     rdir = store.run_dir(pathlib.Path(workdir), run_id)
     lock = store.RunLock(rdir)
     if not lock.acquire():

@@ -23,6 +23,10 @@ def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     import jax
 
+    from simscale import cpu_runtime
+
+    cpu_runtime.configure()
+
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     from simscale.train import NonFiniteLoss, train
