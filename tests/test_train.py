@@ -5,6 +5,8 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import jax
@@ -18,7 +20,7 @@ from simscale.train import NonFiniteLoss, load_params, train
 from simscale.train import mesh as mesh_lib
 from simscale.train import optim
 from simscale.train import step as step_lib
-from simscale.train.loop import _fetch
+from simscale.train.loop import _fetch, read_ahead
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"status", "params_total", "params_nonembedding", "tokens", "steps", "flops", "flops_convention",
@@ -113,6 +115,28 @@ def test_first_non_finite_step_is_reported():
               {"loss": float("inf"), "grad_norm": 1.0}]
     with pytest.raises(NonFiniteLoss, match="^non-finite loss at step 6$"):
         _fetch(window, 7)
+
+
+def test_read_ahead_keeps_order_and_stays_depth_ahead():
+    pulled = []
+
+    def source():
+        for i in range(5):
+            pulled.append(i)
+            yield i
+
+    ahead = read_ahead(source(), depth=2)
+    assert next(ahead) == 0
+    deadline = time.monotonic() + 10
+    while len(pulled) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert pulled == [0, 1, 2]  # the consumer holds 0; 1 and 2 are read, 3 is not
+    assert list(ahead) == [1, 2, 3, 4]
+    ahead = read_ahead(source(), depth=2)
+    next(ahead)
+    ahead.close()  # stopping early joins the thread
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
 
 
 def test_fused_head_loss_matches_autodiff():

@@ -1,11 +1,14 @@
 """train(cfg, run_dir): one run, resumable, writing the run directory of docs/contracts.md."""
 from __future__ import annotations
 
+import collections
+import functools
 import math
 import shutil
 import time
 import traceback
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -84,6 +87,20 @@ def _device_batch(prog, local: np.ndarray) -> jax.Array:
     return jax.make_array_from_process_local_data(prog.batch_sharding, local, prog.global_batch_shape)
 
 
+def read_ahead(items, depth: int = 2):
+    """`items` iterated in a background thread, up to `depth` items ahead of the consumer.
+
+    XLA:CPU runs steps on the calling thread (simscale.cpu_runtime), so reading and sharding
+    the next batches there overlaps the step instead of waiting for it.
+    """
+    end = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        queue = collections.deque(pool.submit(next, items, end) for _ in range(depth))
+        while (item := queue.popleft().result()) is not end:
+            queue.append(pool.submit(next, items, end))
+            yield item
+
+
 def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
     """Train (or resume) one run into `run_dir`; returns result.json's dict.
 
@@ -137,24 +154,25 @@ class _Run:
         self.log = MetricsLog(self.run_dir, start, steps, enabled=main, name=self.run_dir.name)
         self.pending, self.window_t0 = [], time.perf_counter()
         end = steps if stop_at is None else min(stop_at, steps)
-        data = stream.batches(cfg, "train", start_step=start)
+        data = read_ahead(map(functools.partial(_device_batch, prog), stream.batches(cfg, "train", start_step=start)))
         try:
             for s in range(start + 1, end + 1):
-                local = next(data, None)
-                if local is None:
+                batch = next(data, None)
+                if batch is None:
                     if s == start + 1:
                         raise ValueError(f"the training data gave no batch for step {s}")
                     warnings.warn(f"the training data ended after {s - 1} of {steps} planned steps")
                     self.steps = end = s - 1
                     self._report(end, evaluate_now=True, checkpoint_now=True)
                     break
-                self.state, metrics = prog.train(self.state, _device_batch(prog, local))
+                self.state, metrics = prog.train(self.state, batch)
                 self.pending.append(metrics)
                 self.step = s
                 self._report(s, evaluate_now=s == steps or (tc.eval_every > 0 and s % tc.eval_every == 0),
                              checkpoint_now=s == end or (tc.checkpoint_every > 0 and s % tc.checkpoint_every == 0))
             self.ckpt.wait()
         finally:
+            data.close()  # joins the read-ahead thread
             self.log.close()
             self.ckpt.close()
         if end < self.steps:
