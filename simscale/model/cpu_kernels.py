@@ -65,10 +65,14 @@ def _forward(q, k, v):
 
 def _backward(residuals, dout_BHTE):
     q, k, v, p = residuals
-    dv = jnp.einsum("bhqk,bhqe->bhke", p, dout_BHTE)
     dp = jnp.einsum("bhqe,bhke->bhqk", dout_BHTE, v)
     ds = jax.lax.optimization_barrier(p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))) * q.shape[-1] ** -0.5
-    return jnp.einsum("bhqk,bhke->bhqe", ds, k), jnp.einsum("bhqk,bhqe->bhke", ds, q), dv
+    # dv and dk contract over queries: with the small [.., E, T] operand transposed first, both are
+    # plain matmuls for XLA:CPU's fast dot path instead of slow transposed-operand ones.
+    dout_BHET, q_BHET = (jax.lax.optimization_barrier(x.swapaxes(2, 3)) for x in (dout_BHTE, q))
+    dv_BHEK = jnp.einsum("bheq,bhqk->bhek", dout_BHET, p)
+    dk_BHEK = jnp.einsum("bheq,bhqk->bhek", q_BHET, ds)
+    return jnp.einsum("bhqk,bhke->bhqe", ds, k), dk_BHEK.swapaxes(2, 3), dv_BHEK.swapaxes(2, 3)
 
 
 _attention.defvjp(_forward, _backward)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from simscale.model import cpu_kernels
 
@@ -104,12 +105,18 @@ def rms_norm(x, scale, eps):
     return (normed * scale).astype(x.dtype)
 
 
-def rotary(x_BTNE, positions_T, theta):
-    """Rotate-half rotary embedding (the Hugging Face LLaMA layout)."""
+def rotary_tables(T: int, E: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin [T, 1, E] of the rotation angles, computed once at trace time (XLA would
+    otherwise recompute them inside every fusion that uses them)."""
+    inv_freq = 1.0 / theta ** (np.arange(0, E, 2) / E)
+    angles_TE = np.concatenate([np.arange(T)[:, None] * inv_freq] * 2, axis=-1)
+    return tuple(f(angles_TE)[:, None, :].astype(np.float32) for f in (np.cos, np.sin))
+
+
+def rotary(x_BTNE, theta):
+    """Rotate-half rotary embedding (the Hugging Face LLaMA layout) at positions 0..T-1."""
     E = x_BTNE.shape[-1]
-    inv_freq = 1.0 / theta ** (jnp.arange(0, E, 2, dtype=jnp.float32) / E)
-    angles_TE = jnp.concatenate([positions_T[:, None] * inv_freq] * 2, axis=-1)
-    cos, sin = jnp.cos(angles_TE)[:, None, :], jnp.sin(angles_TE)[:, None, :]
+    cos, sin = rotary_tables(x_BTNE.shape[1], E, theta)
     x = x_BTNE.astype(jnp.float32)
     half = E // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
@@ -136,10 +143,9 @@ def attention(q, k, v, cfg):
 def block(x_BTD, layer, cfg):
     """One transformer block: x + attn(norm(x)), then x + swiglu(norm(x))."""
     dt = x_BTD.dtype
-    positions = jnp.arange(x_BTD.shape[1], dtype=jnp.float32)
     h = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
-    q = rotary(project(h, layer["wq"].astype(dt)), positions, cfg.rope_theta)  # [B, T, H, E]
-    k = rotary(project(h, layer["wk"].astype(dt)), positions, cfg.rope_theta)  # [B, T, K, E]
+    q = rotary(project(h, layer["wq"].astype(dt)), cfg.rope_theta)  # [B, T, H, E]
+    k = rotary(project(h, layer["wk"].astype(dt)), cfg.rope_theta)  # [B, T, K, E]
     v = project(h, layer["wv"].astype(dt))
     attn_BTHE = attention(q, k, v, cfg)
     x_BTD = x_BTD + project(attn_BTHE, layer["wo"].astype(dt), n_in=2)
