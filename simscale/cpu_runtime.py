@@ -35,5 +35,6 @@ def configure() -> bool:
     """
     import jax
 
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    if "jax_cpu_enable_async_dispatch" in jax.config.values:  # a JAX that drops it keeps its default
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     return keep_freed_memory()
