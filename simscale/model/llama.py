@@ -106,8 +106,8 @@ def rms_norm(x, scale, eps):
 
 
 def rotary_tables(T: int, E: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin [T, 1, E] of the rotation angles, computed once at trace time (XLA would
-    otherwise recompute them inside every fusion that uses them)."""
+    """cos and sin [T, 1, E] of the rotation angles, as numpy constants built while tracing (computed
+    in-graph, XLA recomputed them inside every fusion that used them)."""
     inv_freq = 1.0 / theta ** (np.arange(0, E, 2) / E)
     angles_TE = np.concatenate([np.arange(T)[:, None] * inv_freq] * 2, axis=-1)
     return tuple(f(angles_TE)[:, None, :].astype(np.float32) for f in (np.cos, np.sin))
