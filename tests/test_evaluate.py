@@ -117,6 +117,31 @@ def test_acc_and_acc_norm_follow_lm_eval_definitions():
     assert (value, stderr) == (0.75, pytest.approx(0.5 / 2))  # sample std (ddof=1) / sqrt(n)
 
 
+def test_ties_share_the_hit_instead_of_going_to_the_first_choice():
+    ex = Example("Q", ("ab", "cd", "ef"), (0,))
+    assert evaluator.choice_metrics([-2.0, -2.0, -5.0], ex) == {"acc": 0.5, "acc_norm": 0.5}
+    assert evaluator.choice_metrics([-2.0, -2.0, -2.0], Example("Q", ("ab", "cd", "ef"), (0, 2))) == {
+        "acc": pytest.approx(2 / 3), "acc_norm": pytest.approx(2 / 3)}
+    assert evaluator.choice_metrics([-3.0, -2.0, -2.0], ex) == {"acc": 0.0, "acc_norm": 0.0}
+
+
+def test_constant_logits_score_exactly_chance_on_pairs_and_multiple_choice(encoder):
+    """Every choice below has the same number of tokens and characters, so a model whose logits
+    are constant gives them equal log-likelihoods: the honest score is chance (1/2, 1/4), where
+    np.argmax's first-choice rule scored 1.0 because the gold choice is listed first."""
+    words = ["dog", "boy", "big", "old", "red"]  # single tokens of three characters in this encoder
+    assert all(len(encoder.encode(" " + w)) == 1 for w in words)
+    cfg = tiny_cfg(encoder.tokenizer.get_vocab_size())
+    cfg.init_std = 0.0  # all weights zero: logits 0 for every token
+    scorer = Scorer(init(jax.random.PRNGKey(0), cfg), cfg)
+    pairs = tuple(Example("", (f"the {a} runs .", f"the {b} runs ."), (0,))
+                  for a in words for b in words if a != b)
+    four = tuple(Example("Q:", tuple(f" {w}" for w in words[i:] + words[:i])[:4], (0,)) for i in range(5))
+    tasks_ = [Task("pairs", pairs, metrics=("acc",)), Task("four", four)]
+    records = {(r["task"], r["metric"]): r["value"] for r in evaluator.score_tasks(scorer, encoder, tasks_)}
+    assert records == {("pairs", "acc"): 0.5, ("four", "acc"): 0.25, ("four", "acc_norm"): 0.25}
+
+
 def test_simplified_filter_keeps_and_drops_crafted_examples():
     vocab = frozenset("the dog is big didnt go i its a ball".split())
     assert content_words("The dog of Mary's isn't 3 big.") == ["the", "dog", "of", "isnt", "big"]

@@ -34,13 +34,23 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
 
 
+def tie_aware_hit(scores: np.ndarray, gold: Sequence[int]) -> float:
+    """1 if the best-scoring choice is gold; with k choices tied for the best, the gold share of them.
+
+    np.argmax takes the first of tied choices, and BLiMP lists the good sentence first, so a model
+    that scores every choice alike would score 100% there; here it scores chance.
+    """
+    top = np.flatnonzero(scores == scores.max())
+    return float(np.isin(top, list(gold)).sum() / len(top))
+
+
 def choice_metrics(lls: Sequence[float], example: Example) -> dict[str, float]:
-    """lm-eval's multiple-choice metrics: acc = argmax of the log-likelihoods is gold; acc_norm =
-    the same after dividing by each choice's length in characters (without the delimiter)."""
+    """lm-eval's multiple-choice metrics, ties shared (tie_aware_hit): acc = the best log-likelihood
+    is gold; acc_norm = the same after dividing by each choice's length in characters (without the
+    delimiter)."""
     lls = np.asarray(lls, dtype=np.float64)
     lengths = np.array([float(len(c)) for c in example.choices])
-    return {"acc": float(int(np.argmax(lls)) in example.gold),
-            "acc_norm": float(int(np.argmax(lls / lengths)) in example.gold)}
+    return {"acc": tie_aware_hit(lls, example.gold), "acc_norm": tie_aware_hit(lls / lengths, example.gold)}
 
 
 def with_shots(examples: Sequence[Example], shots: int, delimiter: str) -> list[Example]:
