@@ -57,13 +57,25 @@ def test_flops_conventions_by_hand():
     assert counting.flops_per_token(cfg, T, "6n") == 6 * n
     assert counting.flops_per_token(cfg, T, "kaplan") == 6 * n_ne
     assert counting.flops_per_token(cfg, T, "kaplan_attention") == 6 * n_ne + 6 * 2 * 128 * 64
-    assert counting.flops_per_token(cfg, T, "palm") == 6 * n + 12 * 2 * 64 * 128
+    # PaLM: the untied input embedding (15000 x 64) is a lookup; the output head is a matmul.
+    assert counting.flops_per_token(cfg, T, "palm") == 6 * (n - 15000 * 64) + 12 * 2 * 8 * 8 * 128
     per_layer = (2 * T * 64 * 3 * 64 + 2 * T * T * 64 + 3 * 8 * T * T + 2 * T * T * 64
                  + 2 * T * 64 * 64 + 2 * T * 3 * 64 * 256)
     forward = 2 * T * 15000 * 64 * 2 + 2 * per_layer
     assert counting.flops_per_token(cfg, T, "chinchilla") == pytest.approx(3 * forward / T)
     with pytest.raises(ValueError, match="unknown FLOPs convention"):
         counting.flops_per_token(cfg, T, "bogus")
+
+
+def test_palm_flops_of_the_smallest_paper_model_by_hand():
+    # hidden 32, 2 layers, V 15000, 8 heads of 4, T 128. Per layer: q,k,v,o 4 * 32 * 32 = 4,096,
+    # SwiGLU 3 * 32 * 128 = 12,288, two norms 64: 16,448; 2 layers + final norm 32 = 32,928; the
+    # output head 480,000 (the input embedding, 480,000 more, is a lookup). N = 512,928.
+    # 6 N = 3,077,568; attention 12 * 2 * 8 * 4 * 128 = 98,304.
+    assert counting.flops_per_token(shape_cfg(32, 2), 128, "palm") == 3_077_568 + 98_304
+    tied = shape_cfg(32, 2)
+    tied.tie_embeddings = True  # the one vocabulary matrix is the head's matmul: N is the same
+    assert counting.flops_per_token(tied, 128, "palm") == 3_077_568 + 98_304
 
 
 def test_mfu_peaks():

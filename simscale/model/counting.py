@@ -47,23 +47,31 @@ def _attention_width(cfg) -> int:
 
 
 def flops_6n(cfg, seq_len: int) -> float:
-    """6 * N_total: the plain 6ND count with all parameters."""
+    """C = 6 * N, N = every parameter (params_total, the input embedding included): the plain 6ND."""
     return 6.0 * params_total(cfg)
 
 
 def flops_kaplan(cfg, seq_len: int) -> float:
-    """Kaplan et al. (2020) C = 6 * N_nonembedding."""
+    """Kaplan et al. (2020), section 2.1: C = 6 * N, N = params_nonembedding (no vocabulary matrix,
+    neither the input embedding nor an untied output head)."""
     return 6.0 * params_nonembedding(cfg)
 
 
 def flops_kaplan_attention(cfg, seq_len: int) -> float:
-    """Kaplan et al. table 1 with attention: 6 * N_nonembedding + 6 * L * T * D_attn."""
+    """Kaplan et al. table 1 with attention: 6 * N + 6 * L * T * D_attn, N = params_nonembedding."""
     return flops_kaplan(cfg, seq_len) + 6.0 * cfg.layers * seq_len * _attention_width(cfg)
 
 
+def params_matmul(cfg) -> int:
+    """The parameters that multiply activations: all but the input embedding, a lookup with no
+    FLOPs (a tied embedding counts once, as the output head's matmul)."""
+    return params_total(cfg) - (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.hidden)
+
+
 def flops_palm(cfg, seq_len: int) -> float:
-    """PaLM appendix B: 6 * N_total + 12 * L * H * E * T (attention logits and values, fwd+bwd)."""
-    return 6.0 * params_total(cfg) + 12.0 * cfg.layers * _attention_width(cfg) * seq_len
+    """PaLM (Chowdhery et al. 2022) appendix B: 6 * N + 12 * L * H * Q * T, with N = params_matmul
+    (the output head counted, the untied input embedding not) and Q the head dimension."""
+    return 6.0 * params_matmul(cfg) + 12.0 * cfg.layers * _attention_width(cfg) * seq_len
 
 
 def flops_chinchilla(cfg, seq_len: int) -> float:
