@@ -53,6 +53,7 @@ def train_config() -> ConfigDict:
             warmup_steps=1000,
             schedule="cosine",  # cosine | wsd | constant
             lr_floor=0.1,  # final LR as a fraction of the peak
+            cosine_cycles=0.5,  # cosine: 0.5 = a half cosine to lr_floor; 0.25 = Hugging Face num_cycles=0.25
             decay_fraction=0.2,  # wsd: fraction of steps spent decaying
             b1=0.9,
             b2=0.95,
@@ -95,8 +96,10 @@ def data_config() -> ConfigDict:
             hf_split="train",
             max_documents=0,  # 0: all; otherwise read only the first N documents
             max_bytes=0,  # 0: all; otherwise stop reading after N bytes of text
-            validation_fraction=0.003,  # of documents (paper: 0.3%)
-            min_validation_documents=100,  # floor on the held-out documents
+            max_train_tokens=0,  # 0: all the source gives; else stop reading once this many training tokens
+            validation_unit="documents",  # documents | rows (the paper held out packed rows)
+            validation_fraction=0.003,  # of documents or rows (paper: 0.3% of rows)
+            min_validation_documents=100,  # floor on the held-out documents (validation_unit=documents)
             tokenizer_min_frequency=2,
             workers=0,  # filter processes; 0: all cores
         )

@@ -70,7 +70,8 @@ def test_tokenizer_round_trips_and_marks_documents(prepared):
     rows = datasets.source("tokens", p.dir, "train")
     ids = np.concatenate([rows[i]["tokens"] for i in range(40)])
     assert tok.token_to_id("<s>") in ids and tok.token_to_id("</s>") in ids
-    assert " </s> <s> " in tokenizer.decode(tok, ids)
+    decoded = tokenizer.decode(tok, ids)  # spans packed as <s>span</s>: no markup spaces
+    assert "</s><s>" in decoded and " </s>" not in decoded and "<s> " not in decoded
 
 
 def test_second_prepare_does_no_work(prepared):
@@ -192,7 +193,7 @@ def test_cli_prepare_and_inspect(tmp_path):
     assert "simplified" in r.stdout and "train tokens" in r.stdout
     r = _cli("inspect", "--config", "cfg.py", "--data_dir", "data", "--n", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "--- train row 0\n<s> " in r.stdout and "Load dataset info" not in r.stderr
+    assert "--- train row 0\n<s>" in r.stdout and "Load dataset info" not in r.stderr
 
 
 def test_file_formats_and_limits(tmp_path):
@@ -266,7 +267,6 @@ def test_stream_contract_on_prepared_data(prepared):
     from simscale.data import stream
 
     cfg, p = prepared
-    assert stream.bytes_per_token(cfg) == p.bytes_per_token
     assert (next(stream.batches(cfg, "train", 2)) == next(batches(cfg, "train", 2))).all()
 
 
@@ -288,3 +288,63 @@ def test_prepare_child_directed_utterances(shared_data, tmp_path):
     p = prepare(cfg)
     assert p.stats["documents_in"] == 150 and p.stats["kept_fraction"] > 0.4
     assert p.vocabulary_path.read_text().count("\n") == 21036
+
+
+def test_content_bytes_count_source_text_and_not_markup():
+    tok = tokenizer.train(["héllo wörld, the cat sat"] * 20, 300, 1)
+    ids = tokenizer.encode_documents(tok, [["héllo wörld"], ["a", "b c"]])
+    # h é(2) l l o ' ' w ö(2) r l d = 13 bytes; 'a' 1 and 'b c' 3; each piece adds <s> and </s>.
+    table = tokenizer.content_bytes(tok)
+    assert [int(table[d].sum()) for d in ids] == [13, 4]
+    assert [d.count(tok.token_to_id("<s>")) for d in ids] == [1, 2]
+    literal = tokenizer.encode_documents(tok, [["x <s> y"]])[0]  # source text that looks like markup
+    assert literal.count(tok.token_to_id("<s>")) == 1 and int(table[literal].sum()) == 7
+
+
+def _three_files(tmp):
+    """Three files read in sequence, of 300, 200 and 100 documents of the same kind of text."""
+    return [_corpus(tmp / f"{name}.txt", n_docs=n, seed=k) for k, (name, n) in enumerate(
+        [("a", 300), ("b", 200), ("c", 100)])]
+
+
+def test_both_variants_sample_every_source_part_in_its_share(tmp_path):
+    """Read in sequence (A, then B, then C) and cut to a row target, each variant's training tokens
+    must come from the three files in the source's proportions, not from the first files."""
+    files = _three_files(tmp_path)
+    cfg = _cfg(tmp_path, ",".join(map(str, files)), min_validation_documents=10)
+    source_bytes = np.array([f.stat().st_size for f in files], float)
+    expected = source_bytes / source_bytes.sum()  # the files' shares of the text: about 1/2, 1/3, 1/6
+    shares = {}
+    for variant in ("simplified", "unrestricted"):
+        c = cfg.copy_and_resolve_references()
+        c.data.variant = variant
+        parts = prepare(c).stats["sources"]
+        shares[variant] = np.array([parts[str(f)]["token_share"] for f in files])
+        assert sum(parts[str(f)]["tokens"] for f in files) == prepare(c).stats["train_rows"] * 17
+    for variant, share in shares.items():
+        assert np.abs(share - expected).max() < 0.05, (variant, share, expected)
+    assert np.abs(shares["simplified"] - shares["unrestricted"]).max() < 0.05
+
+
+def test_token_target_stops_reading_and_both_variants_reach_it(tmp_path):
+    corpus = _corpus(tmp_path / "c.txt", n_docs=400)
+    cfg = _cfg(tmp_path, corpus, max_train_tokens=2000, min_validation_documents=5)
+    p = prepare(cfg)
+    # 2000 tokens of 16-token rows: 125 rows; reading stops after 6 bytes a token are kept (12 kB
+    # of the ~57 kB the whole corpus keeps).
+    assert p.train_tokens == 2000 and p.stats["train_rows"] == 125
+    assert 12_000 <= p.stats["bytes_out"] < 14_000 and p.stats["documents_in"] < 150
+    cfg.data.variant = "unrestricted"
+    u = prepare(cfg)
+    assert u.train_tokens == 2000 and u.stats["documents_in"] < 150
+
+
+def test_validation_rows_are_every_kth_packed_row(tmp_path):
+    cfg = _cfg(tmp_path, _corpus(tmp_path / "c.txt", n_docs=100), validation_unit="rows",
+               validation_fraction=0.05)
+    s = prepare(cfg).stats
+    rows = s["train_rows"] + s["validation_rows"]
+    assert s["validation_documents"] == 0 and s["validation_rows"] == rows // 20  # rows 19, 39, ...
+    cfg.data.validation_fraction = 0.0
+    with pytest.raises(ValueError, match="validation_unit='rows'.*fraction > 0"):
+        prepare(cfg)

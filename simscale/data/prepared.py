@@ -1,14 +1,23 @@
-"""prepare(cfg): source -> (filter) -> text dataset -> BPE tokenizer -> packed token dataset, cached.
+"""prepare(cfg): source -> (filter) -> shuffled text dataset -> BPE tokenizer -> packed token rows, cached.
 
 A prepared dataset lives in `<cache>/prepared/<variant>-<key>/` where the key
 hashes everything that shapes it (source, vocabulary hash, filter parameters,
-tokenizer parameters, seq_len, validation split). It is built in a temporary
-folder and renamed into place when complete, so a half-written dataset never
-looks prepared. The `unrestricted` control reads the same source unfiltered and
-is cut to the simplified variant's number of training rows (prepared first).
+tokenizer parameters, seq_len, validation split, token target). It is built in a
+temporary folder and renamed into place when complete, so a half-written dataset
+never looks prepared.
+
+Both variants put their documents in one seeded random order before the
+train/validation split and the packing, so any cut to a row target is a uniform
+sample of what was read. Each document is packed as <s> piece </s> per content
+piece (a kept span, or the whole text), with no markup but the two special tokens,
+so the bytes a token stands for are source text (`tokenizer.content_bytes`). The
+`unrestricted` control reads the same source unfiltered, spread over the text the
+simplified variant read, and is cut to its number of training rows (prepared first).
+`stats.json` gives each source part's share of the training tokens.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -26,7 +35,7 @@ from simscale.config import ConfigError
 from simscale.data import datasets, simplify, sources, tokenizer
 from simscale.data.vocab import cache_dir as default_cache, load_vocabulary
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 VARIANTS = ("simplified", "unrestricted")
 _META = "prepared.json"
 
@@ -37,7 +46,7 @@ class PreparedData:
     vocab_size: int  # tokenizer entries
     tokenizer_path: pathlib.Path
     vocabulary_path: pathlib.Path | None  # child-directed word list used (simplified only)
-    bytes_per_token: float | None  # UTF-8 bytes of the tokenized training text per token
+    bytes_per_token: float | None  # source-text bytes per training token (markup excluded)
     train_tokens: int  # training rows x seq_len (the tokens a model trains on per epoch)
     stats: dict
 
@@ -55,8 +64,7 @@ def prepare(cfg, log=None) -> PreparedData:
         return _load(final)
     control = None
     if cfg.data.variant == "unrestricted":
-        simplified = prepare(_with_variant(cfg, "simplified"), log)
-        control = (simplified.stats["train_rows"], simplified.stats["bytes_in"])
+        control = prepare(_with_variant(cfg, "simplified"), log).stats
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -78,7 +86,8 @@ def cache_key(cfg) -> str:
     d = cfg.data
     parts = {"format": FORMAT_VERSION, "variant": d.variant, "source": sources.describe(d),
              "tokenizer": [cfg.model.vocab_size, d.tokenizer_min_frequency], "seq_len": cfg.train.seq_len,
-             "validation": [d.validation_fraction, d.min_validation_documents]}
+             "validation": [d.validation_unit, d.validation_fraction, d.min_validation_documents],
+             "max_train_tokens": d.max_train_tokens, "shuffle_seed": SHUFFLE_SEED}
     if d.variant == "simplified":
         parts["vocab"] = load_vocabulary(d.vocab).sha256
         parts["filter"] = [d.min_span_len, d.max_oov_p, d.from_sentence_start]
@@ -102,6 +111,13 @@ def _check(cfg) -> None:
         raise ConfigError("data.source='synthetic' needs no preparation")
     if not 0 <= d.validation_fraction < 1:
         raise ConfigError(f"data.validation_fraction={d.validation_fraction}: give a fraction in [0, 1)")
+    if d.validation_unit not in ("documents", "rows"):
+        raise ConfigError(f"data.validation_unit={d.validation_unit!r}: choose documents or rows")
+    if d.validation_unit == "rows" and not d.validation_fraction:
+        raise ConfigError("data.validation_unit='rows' holds out data.validation_fraction of the rows: "
+                          "give a fraction > 0")
+    if d.max_train_tokens < 0:
+        raise ConfigError(f"data.max_train_tokens={d.max_train_tokens}: give 0 (all) or a token count")
     if d.min_span_len < 0 or d.max_oov_p < 0:
         raise ConfigError("data.min_span_len and data.max_oov_p must not be negative")
     if cfg.train.seq_len < 1 or cfg.model.vocab_size < 300:
@@ -144,41 +160,12 @@ def _progress(it: Iterable, desc: str, every_s: float = 30.0) -> Iterator:
             _log(f"{desc}: {n} documents, {n / (last - start):.0f}/s")
 
 
-def _build(cfg, out: pathlib.Path, control: tuple[int, int] | None, log) -> None:
-    """Build into `out`; control = (train rows, source bytes) of the simplified variant when unrestricted."""
+def _build(cfg, out: pathlib.Path, control: dict | None, log) -> None:
+    """Build into `out`; `control` = the simplified variant's stats when building the unrestricted one."""
     d = cfg.data
-    target_rows = control[0] if control else None
-    counts = {"replaced_bytes": 0}
-    stats = simplify.Stats()
-    corpus = out / "corpus.jsonl"  # the documents as tokenized, one JSON string a line
-    n_docs = 0
-    with open(corpus, "w", encoding="utf-8") as f:
-        docs = sources.documents(d, counts)
-        if d.variant == "simplified":
-            vocab = load_vocabulary(d.vocab)
-            vocab.write(out / "vocab.txt")
-            log(f"filtering {d.source} with {vocab.source} ({vocab.size} words)")
-            params = simplify.FilterParams(d.min_span_len, d.max_oov_p, d.from_sentence_start)
-            for text, s in _progress(simplify.simplify_documents(docs, vocab.words, params, d.workers),
-                                     "filtering"):
-                stats.add(s)
-                if text:
-                    f.write(json.dumps(text) + "\n")
-                    n_docs += 1
-        else:
-            # Enough text for the simplified variant's rows, taken evenly across the whole source.
-            needed = _UNRESTRICTED_BYTES * target_rows * (cfg.train.seq_len + 1)
-            stride = max(1, control[1] // needed)
-            log(f"reading {d.source} unfiltered (1 in {stride} documents)")
-            for i, text in enumerate(_progress(docs, "reading")):
-                if i % stride:
-                    continue
-                stats.add(simplify.Stats(documents_in=1, documents_out=1, bytes_in=len(text.encode())))
-                f.write(json.dumps(f"{tokenizer.BOS} {text} {tokenizer.EOS}") + "\n")
-                n_docs += 1
-                if stats.bytes_in > needed:
-                    break
-    stats.replaced_bytes = counts["replaced_bytes"]
+    corpus = _Corpus(out / "corpus.jsonl")
+    stats, read = _read(cfg, corpus, control, log)
+    n_docs = len(corpus)
     if not stats.documents_in:
         raise ValueError(f"the corpus of data.source={d.source!r} is empty: {_where(d)} holds no documents")
     if not n_docs:
@@ -188,90 +175,238 @@ def _build(cfg, out: pathlib.Path, control: tuple[int, int] | None, log) -> None
     if n_docs < 2:
         raise ValueError(f"only one document to split into train and validation from {_where(d)}: "
                          "give more text")
-
-    n_val = min(max(d.min_validation_documents, math.ceil(d.validation_fraction * n_docs)), n_docs // 2)
-    val = set(np.random.default_rng(0).choice(n_docs, n_val, replace=False).tolist())
-
-    def split_of(split: str):
-        return lambda: (t for i, t in enumerate(_corpus(corpus)) if (i in val) == (split == "validation"))
+    # One seeded order for both variants: the train/validation split and the packing (and so the cut
+    # to a row target) take a uniform sample of the documents, not the source's first parts.
+    order = np.random.default_rng(SHUFFLE_SEED).permutation(n_docs)
+    by_rows = d.validation_unit == "rows"
+    n_val = 0 if by_rows else min(max(d.min_validation_documents, math.ceil(d.validation_fraction * n_docs)),
+                                  n_docs // 2)
+    train_docs, val_docs = order[n_val:], order[:n_val]
 
     log(f"{n_docs} documents ({n_val} for validation): writing the text dataset")
-    datasets.build("text", out, {"train": split_of("train"), "validation": split_of("validation")})
+    text = simplify.wrap if d.variant == "simplified" else "".join  # the filter's output; the raw text
+    datasets.build("text", out, {split: lambda ids=ids: (text(corpus[i][1]) for i in ids)
+                                 for split, ids in (("train", train_docs), ("validation", val_docs)) if len(ids)})
 
-    log(f"training a {cfg.model.vocab_size}-entry BPE tokenizer")
-    tok = tokenizer.train(split_of("train")(), cfg.model.vocab_size, d.tokenizer_min_frequency)
+    log(f"training a {cfg.model.vocab_size}-entry BPE tokenizer on {len(train_docs)} documents")
+    tok = tokenizer.train((p for i in train_docs for p in corpus[i][1]), cfg.model.vocab_size,
+                          d.tokenizer_min_frequency)
     tok.save(str(out / "tokenizer.json"))
 
     length = cfg.train.seq_len + 1
-    packed = {split: _Packer(tok, split_of(split), length, target_rows if split == "train" else None)
-              for split in ("train", "validation")}
+    target_rows = _target_rows(cfg, control)
+    every = round(1 / d.validation_fraction) if by_rows and d.validation_fraction else 0
     log(f"tokenizing and packing rows of {length} tokens")
-    datasets.build("tokens", out, {s: p.rows for s, p in packed.items()}, length=length)
-    train, valid = packed["train"], packed["validation"]
+    train, valid = _Packer(length, tok), _Packer(length, tok)
+    with open(out / "train.rows", "wb") as f_train, open(out / "validation.rows", "wb") as f_val:
+        for part, row in _pack(tok, corpus, train_docs, length):
+            if every and (train.n_rows + valid.n_rows) % every == every - 1:
+                valid.add(f_val, row, part)
+            elif not target_rows or train.n_rows < target_rows:
+                train.add(f_train, row, part)
+            else:
+                break
+        for part, row in _pack(tok, corpus, val_docs, length):
+            valid.add(f_val, row, part)
     if not train.n_rows or not valid.n_rows:
         raise ValueError(f"too little text in {_where(d)} for one {length}-token row in each split "
-                         f"(train {train.tokens} tokens, validation {valid.tokens}): give more text")
+                         f"(train {train.n_rows} rows, validation {valid.n_rows}): give more text")
     if target_rows and train.n_rows < target_rows:
-        log(f"warning: the unrestricted text gives {train.n_rows} training rows, fewer than the "
-            f"simplified variant's {target_rows}")
+        log(f"warning: {_where(d)} gives {train.n_rows} training rows, fewer than the {target_rows} "
+            f"wanted ({'the simplified variant' if control else 'data.max_train_tokens'})")
+    datasets.build("tokens", out, {s: p.reader(out / f"{s}.rows")
+                                   for s, p in (("train", train), ("validation", valid))}, length=length)
+    for split in ("train", "validation"):
+        (out / f"{split}.rows").unlink()
+    corpus.path.unlink()
+
     filtered = stats.as_dict() if d.variant == "simplified" else {
         k: getattr(stats, k) for k in ("documents_in", "bytes_in", "replaced_bytes")}
     all_stats = filtered | {
         "documents": n_docs, "validation_documents": n_val, "train_rows": train.n_rows,
         "validation_rows": valid.n_rows, "tokenizer_size": tok.get_vocab_size(), "seq_len": cfg.train.seq_len,
-        "variant": d.variant, "source": d.source}
+        "variant": d.variant, "source": d.source, "sources": train.parts(), "source_read": read,
+        "train_content_bytes": train.bytes, "validation_content_bytes": valid.bytes}
     meta = {"vocab_size": tok.get_vocab_size(), "has_vocabulary": d.variant == "simplified",
-            "bytes_per_token": train.bytes / train.tokens, "train_tokens": train.n_rows * cfg.train.seq_len,
-            "stats": all_stats}
-    corpus.unlink()
+            "bytes_per_token": train.bytes / (train.n_rows * length),
+            "train_tokens": train.n_rows * cfg.train.seq_len, "stats": all_stats}
     (out / "stats.json").write_text(json.dumps(all_stats, indent=1))
     (out / _META).write_text(json.dumps(meta, indent=1))
     log(f"prepared {d.variant}: {train.n_rows} train rows, {valid.n_rows} validation rows")
 
 
-# Unrestricted text is read up to this many bytes per training token needed (BPE gives ~3-5 bytes
-# per token on English; the surplus is cut at packing time).
-_UNRESTRICTED_BYTES = 8
+# The order documents are split and packed in: a permutation from this seed, for both variants.
+SHUFFLE_SEED = 0
+# Text is read up to this many bytes per training token wanted (byte-level BPE gives ~3-5 bytes per
+# token on English); the surplus is cut at packing time, from the shuffled documents.
+_READ_BYTES_PER_TOKEN = 6
 
 
-def _corpus(path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+def _target_rows(cfg, control: dict | None) -> int:
+    """Training rows to stop at: the simplified variant's (for the control), else data.max_train_tokens'."""
+    if control:
+        return control["train_rows"]
+    return cfg.data.max_train_tokens // cfg.train.seq_len if cfg.data.max_train_tokens else 0
+
+
+def _read(cfg, corpus: "_Corpus", control: dict | None, log) -> tuple[simplify.Stats, dict]:
+    """Write the variant's documents (part, content pieces) to `corpus`; the reading's stats and
+    {part: {"documents", "bytes"}} of the source text read.
+
+    simplified: the filter's kept spans, until data.max_train_tokens is surely reached.
+    unrestricted: a seeded random sample of whole documents from the text the simplified variant
+    read, drawn per source part so that each part gives the share of the training tokens it has
+    in the simplified variant: the two variants then differ in vocabulary, not in text domain."""
+    d, counts, stats, read = cfg.data, {"replaced_bytes": 0}, simplify.Stats(), {}
+    docs = sources.labelled_documents(d, counts)
+
+    def count(part: str, text: str) -> None:
+        r = read.setdefault(part, {"documents": 0, "bytes": 0})
+        r["documents"] += 1
+        r["bytes"] += len(text.encode("utf-8", "surrogatepass"))
+
+    if d.variant == "simplified":
+        vocab = load_vocabulary(d.vocab)
+        vocab.write(corpus.path.parent / "vocab.txt")
+        log(f"filtering {d.source} with {vocab.source} ({vocab.size} words)")
+        params = simplify.FilterParams(d.min_span_len, d.max_oov_p, d.from_sentence_start)
+        labelled = _Labelled(docs)
+        enough = _READ_BYTES_PER_TOKEN * d.max_train_tokens
+        kept = simplify.simplify_documents(labelled.texts(), vocab.words, params, d.workers, as_spans=True)
+        for (spans, s), (part, text) in zip(_progress(kept, "filtering"), labelled.read()):
+            stats.add(s)
+            count(part, text)
+            if spans:
+                corpus.append(part, spans)
+            if enough and stats.bytes_out >= enough:
+                log(f"{stats.bytes_out} bytes kept: enough for data.max_train_tokens={d.max_train_tokens}")
+                break
+        kept.close()  # stops the filter's worker processes when reading ends early
+    else:
+        needed = _READ_BYTES_PER_TOKEN * control["train_rows"] * (cfg.train.seq_len + 1)
+        take = _control_rates(control, needed, log)
+        rng = np.random.default_rng(SHUFFLE_SEED)
+        log(f"reading {d.source} unfiltered: a sample of the {control['documents_in']} documents the "
+            "simplified variant read")
+        for _, (part, text) in zip(range(control["documents_in"]), _progress(docs, "reading")):
+            if rng.random() < take.get(part, 0.0):
+                count(part, text)
+                stats.add(simplify.Stats(documents_in=1, documents_out=1, bytes_in=len(text.encode())))
+                corpus.append(part, [text])
+    corpus.close()
+    stats.replaced_bytes = counts["replaced_bytes"]
+    return stats, read
+
+
+def _control_rates(simplified: dict, needed_bytes: int, log) -> dict[str, float]:
+    """Per source part, the fraction of its documents the control takes so that the part gives
+    `needed_bytes` x its share of the simplified variant's training tokens."""
+    rates = {}
+    for part, r in simplified["source_read"].items():
+        share = simplified["sources"].get(part, {}).get("token_share", 0.0)
+        rates[part] = min(1.0, needed_bytes * share / max(r["bytes"], 1))
+        if needed_bytes * share > r["bytes"]:
+            log(f"warning: source part {part} has too little text to give the control its "
+                f"{100 * share:.1f}% share of the simplified variant's tokens")
+    return rates
+
+
+class _Labelled:
+    """Splits (part, text) pairs into a text stream for the (possibly parallel) filter and the
+    pairs it consumed, in order."""
+
+    def __init__(self, pairs: Iterator[tuple[str, str]]):
+        self.pairs, self.queue = pairs, collections.deque()
+
+    def texts(self) -> Iterator[str]:
+        for part, text in self.pairs:
+            self.queue.append((part, text))
+            yield text
+
+    def read(self) -> Iterator[tuple[str, str]]:
+        """The (part, text) pairs the filter has taken, oldest first."""
+        while True:
+            yield self.queue.popleft()
+
+
+class _Corpus:
+    """The variant's documents as JSON lines [part, [piece, ...]], read back by index."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path, self.offsets = path, []
+        self._f = open(path, "w", encoding="utf-8")
+        self._reader = None
+
+    def append(self, part: str, pieces: list[str]) -> None:
+        self.offsets.append(self._f.tell())
+        self._f.write(json.dumps([part, pieces]) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i) -> tuple[str, list[str]]:
+        if self._reader is None:
+            self._reader = open(self.path, encoding="utf-8")
+        self._reader.seek(self.offsets[i])
+        return tuple(json.loads(self._reader.readline()))
+
+
+def _pack(tok, corpus: _Corpus, doc_ids, length: int) -> Iterator[tuple[dict, np.ndarray]]:
+    """Rows of `length` tokens from the documents in `doc_ids`, in that order, concatenated; each
+    row with {part: [tokens of the row from that part, documents that start in the row]}."""
+    buf: list[int] = []
+    owners: collections.deque = collections.deque()  # [part, tokens left, started] per document in buf
+    for start in range(0, len(doc_ids), 1000):
+        docs = [corpus[i] for i in doc_ids[start:start + 1000]]
+        for (part, _), ids in zip(docs, tokenizer.encode_documents(tok, [pieces for _, pieces in docs])):
+            buf.extend(ids)
+            owners.append([part, len(ids), False])
+            while len(buf) >= length:
+                row, parts, need = np.asarray(buf[:length], np.int32), {}, length
+                del buf[:length]
+                while need:
+                    owner = owners[0]
+                    take = min(need, owner[1])
+                    counts = parts.setdefault(owner[0], [0, 0])
+                    counts[0] += take
+                    counts[1] += not owner[2]
+                    owner[1] -= take
+                    owner[2] = True
+                    need -= take
+                    if not owner[1]:
+                        owners.popleft()
+                yield parts, row
+
+
+class _Packer:
+    """One split's rows, written to a file as raw int32, with their content bytes and source parts."""
+
+    def __init__(self, length: int, tok):
+        self.length, self.content = length, tokenizer.content_bytes(tok)
+        self.n_rows, self.bytes, self.by_part = 0, 0, {}
+
+    def add(self, f, row: np.ndarray, parts: dict) -> None:
+        f.write(row.tobytes())
+        self.n_rows += 1
+        self.bytes += int(self.content[row].sum())
+        for part, (tokens, docs) in parts.items():
+            counts = self.by_part.setdefault(part, [0, 0])
+            counts[0] += tokens
+            counts[1] += docs
+
+    def parts(self) -> dict[str, dict]:
+        """Per source part: the documents and tokens it gave this split, and its share of the tokens."""
+        total = sum(t for t, _ in self.by_part.values())
+        return {p: {"documents": docs, "tokens": t, "token_share": t / total}
+                for p, (t, docs) in sorted(self.by_part.items())}
+
+    def reader(self, path: pathlib.Path):
+        return lambda: iter(np.fromfile(path, np.int32).reshape(-1, self.length))
 
 
 def _where(d) -> str:
     return {"files": f"data.files={d.files!r}", "bigbench": f"BIG-bench tasks {d.bigbench_tasks!r}",
             "tfds": f"TFDS {d.tfds_name!r}", "hf": f"Hugging Face {d.hf_name!r}"}.get(d.source, d.source)
-
-
-class _Packer:
-    """Concatenates the documents' token ids and cuts them into rows of `length`."""
-
-    def __init__(self, tok, texts, length: int, max_rows: int | None):
-        self.tok, self.texts, self.length, self.max_rows = tok, texts, length, max_rows
-        self.n_rows = self.tokens = self.bytes = 0
-
-    def rows(self) -> Iterator[np.ndarray]:
-        buf: list[int] = []
-        batch: list[str] = []
-        for text in _progress(self.texts(), "packing"):
-            batch.append(text)
-            if len(batch) == 1000:
-                yield from self._encode(batch, buf)
-                batch = []
-                if self.max_rows and self.n_rows >= self.max_rows:
-                    return
-        yield from self._encode(batch, buf)
-
-    def _encode(self, batch: list[str], buf: list[int]) -> Iterator[np.ndarray]:
-        for text, enc in zip(batch, self.tok.encode_batch(batch)):
-            if self.max_rows and self.n_rows >= self.max_rows:
-                return
-            buf.extend(enc.ids)
-            self.tokens += len(enc.ids)
-            self.bytes += len(text.encode("utf-8", "surrogatepass"))
-            while len(buf) >= self.length and not (self.max_rows and self.n_rows >= self.max_rows):
-                yield np.asarray(buf[:self.length], np.int32)
-                del buf[:self.length]
-                self.n_rows += 1

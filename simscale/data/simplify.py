@@ -166,15 +166,25 @@ class SpanFilter:
                 break
         return kept, _words(codes, 0, n)
 
-    def document(self, text: str) -> tuple[str, Stats]:
-        """A document's kept spans as '<s> span </s> <s> span </s>' ('' if none) and its stats."""
+    def spans(self, text: str) -> tuple[list[str], Stats]:
+        """A document's kept spans and its stats (bytes_out: the spans' bytes, markup excluded)."""
         kept, words_in = self._run(text)
-        out = " ".join(f"<s> {s} </s>" for s, _, _ in kept)
+        spans = [s for s, _, _ in kept]
         stats = Stats(documents_in=1, documents_out=int(bool(kept)), words_in=words_in,
                       words_kept=sum(w for _, w, _ in kept), oov_kept=sum(o for _, _, o in kept),
                       spans=len(kept), bytes_in=len(text.encode("utf-8", "surrogatepass")),
-                      bytes_out=len(out.encode("utf-8", "surrogatepass")))
-        return out, stats
+                      bytes_out=sum(len(s.encode("utf-8", "surrogatepass")) for s in spans))
+        return spans, stats
+
+    def document(self, text: str) -> tuple[str, Stats]:
+        """A document's kept spans as '<s> span </s> <s> span </s>' ('' if none) and its stats."""
+        spans, stats = self.spans(text)
+        return wrap(spans), stats
+
+
+def wrap(spans: list[str]) -> str:
+    """The reference filter's output: each span as '<s> span </s>', joined by spaces."""
+    return " ".join(f"<s> {s} </s>" for s in spans)
 
 
 class _Offsets:
@@ -197,22 +207,24 @@ def _init_worker(words, params):
     _worker_filter = SpanFilter(words, params)
 
 
-def _work(texts: list[str]) -> list[tuple[str, Stats]]:
-    return [_worker_filter.document(t) for t in texts]
+def _work(job: tuple[list[str], bool]) -> list[tuple]:
+    texts, as_spans = job
+    return [(_worker_filter.spans if as_spans else _worker_filter.document)(t) for t in texts]
 
 
 def simplify_documents(texts: Iterable[str], words: Iterable[str], params: FilterParams = FilterParams(),
-                       workers: int = 1, chunk: int = 256) -> Iterator[tuple[str, Stats]]:
-    """(kept text, stats) per document, in input order; `workers` > 1 filters in processes."""
+                       workers: int = 1, chunk: int = 256, as_spans: bool = False) -> Iterator[tuple]:
+    """(kept text, stats) per document, in input order, or (list of kept spans, stats) `as_spans`;
+    `workers` > 1 filters in processes."""
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         f = SpanFilter(words, params)
-        yield from map(f.document, texts)
+        yield from map(f.spans if as_spans else f.document, texts)
         return
     ctx = multiprocessing.get_context("spawn")
-    batches = _chunks(texts, chunk)
+    jobs = ((batch, as_spans) for batch in _chunks(texts, chunk))
     with ctx.Pool(workers, _init_worker, (frozenset(words), params)) as pool:
-        for results in pool.imap(_work, batches):
+        for results in pool.imap(_work, jobs):
             yield from results
 
 

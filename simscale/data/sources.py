@@ -20,16 +20,22 @@ SOURCES = ("bigbench", "files", "tfds", "hf")
 
 def documents(data_cfg, counts: dict | None = None) -> Iterator[str]:
     """The configured source's documents, in a fixed order, within the configured limits."""
+    return (text for _, text in labelled_documents(data_cfg, counts))
+
+
+def labelled_documents(data_cfg, counts: dict | None = None) -> Iterator[tuple[str, str]]:
+    """(part, text) per document; `part` names where in the source it comes from: the BIG-bench
+    task, the input file, or the TFDS / Hugging Face dataset."""
     counts = {} if counts is None else counts
     counts.setdefault("replaced_bytes", 0)
     readers = {"bigbench": _bigbench, "files": _files, "tfds": _tfds, "hf": _hf}
     if data_cfg.source not in readers:
         raise ConfigError(f"data.source={data_cfg.source!r}: choose one of synthetic, {', '.join(SOURCES)}")
     max_docs, max_bytes, size = data_cfg.max_documents, data_cfg.max_bytes, 0
-    for i, text in enumerate(readers[data_cfg.source](data_cfg, counts)):
+    for i, (part, text) in enumerate(readers[data_cfg.source](data_cfg, counts)):
         if max_docs and i >= max_docs:
             return
-        yield text
+        yield part, text
         size += len(text.encode("utf-8", "surrogatepass"))
         if max_bytes and size >= max_bytes:
             return
@@ -120,16 +126,28 @@ def _files(data_cfg, counts) -> Iterator[str]:
         if fmt == "text" and data_cfg.lines_per_document > 1:  # e.g. utterances: one document per N
             lines, n = docs, data_cfg.lines_per_document
             docs = ("\n".join(group) for group in iter(lambda: list(itertools.islice(lines, n)), []))
-        yield from (t for t in docs if t.strip())
+        yield from ((path, t) for t in docs if t.strip())
 
 
-def _bigbench(data_cfg, counts) -> Iterator[str]:
-    """The chosen BIG-bench tasks' examples as plain text (bigbench.documents)."""
+def _bigbench(data_cfg, counts) -> Iterator[tuple[str, str]]:
+    """The chosen BIG-bench tasks' examples as plain text (bigbench.documents), the tasks interleaved
+    in proportion to their sizes, so that reading stops at any point (max_documents, a token
+    target) with every task in its share."""
     from simscale.data import bigbench
 
     archive = bigbench.archive_path()  # one copy in $SIMSCALE_CACHE, whatever data.cache_dir says
-    for name in [t.strip() for t in data_cfg.bigbench_tasks.split(",") if t.strip()]:
-        yield from bigbench.documents(name, archive)
+    names = [t.strip() for t in data_cfg.bigbench_tasks.split(",") if t.strip()]
+    yield from interleave({name: list(bigbench.documents(name, archive)) for name in names})
+
+
+def interleave(parts: dict[str, list[str]]) -> Iterator[tuple[str, str]]:
+    """(part, item) for every item, each part's items spread evenly: item i of a part of n items
+    comes at fraction (i + 1/2) / n of the stream (ties in the parts' order)."""
+    keyed = sorted(((i + 0.5) / len(items), k, i) for k, items in enumerate(parts.values())
+                   for i in range(len(items)))
+    names, lists = list(parts), list(parts.values())
+    for _, k, i in keyed:
+        yield names[k], lists[k][i]
 
 
 def _tfds(data_cfg, counts) -> Iterator[str]:
@@ -145,7 +163,7 @@ def _tfds(data_cfg, counts) -> Iterator[str]:
                                 f"opened ({e}); prepare it first or fix data.tfds_name/tfds_data_dir") from None
     for i in range(len(src)):
         value = src[i][data_cfg.text_field]
-        yield decode(value, counts) if isinstance(value, bytes) else str(value)
+        yield data_cfg.tfds_name, decode(value, counts) if isinstance(value, bytes) else str(value)
 
 
 def _hf(data_cfg, counts) -> Iterator[str]:
@@ -160,7 +178,7 @@ def _hf(data_cfg, counts) -> Iterator[str]:
                                    streaming=True)
         for ex in ds:
             if ex.get(data_cfg.text_field):
-                yield ex[data_cfg.text_field]
+                yield data_cfg.hf_name, ex[data_cfg.text_field]
     except (OSError, ValueError) as e:  # offline, unknown name, config or split
         raise FileNotFoundError(f"Hugging Face dataset {data_cfg.hf_name!r} cannot be read ({e}): check "
                                 "data.hf_name/hf_config/hf_split and the network, or use data.source="

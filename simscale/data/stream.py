@@ -28,15 +28,6 @@ def batches(cfg, split: str, start_step: int = 0) -> Iterator[np.ndarray]:
     return pipeline.batches(cfg, split, start_step)
 
 
-def bytes_per_token(cfg) -> float | None:
-    """Mean UTF-8 bytes per token of the prepared data (None for synthetic data)."""
-    if cfg.data.source == "synthetic":
-        return None
-    from simscale.data import prepare
-
-    return prepare(cfg).bytes_per_token
-
-
 def _synthetic_batches(cfg, split: str, start_step: int) -> Iterator[np.ndarray]:
     table = synthetic.successor_table(cfg.model.vocab_size, cfg.seed)
     size, length = host_batch_size(cfg), cfg.train.seq_len + 1
