@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from simscale.config import ConfigError, config_hash, from_dict, to_dict
-from simscale.data import stream
+from simscale.data import stream, tokenizer
 from simscale.model import counting
 from simscale.train import mesh as mesh_lib
 from simscale.train import step as step_lib
@@ -70,15 +70,23 @@ def _prepare_data(cfg, run_dir: Path, main: bool):
     return prepared
 
 
-def evaluate(prog, params, cfg, bytes_per_token: float | None) -> dict:
-    """Mean validation nats/token, its standard error over sequences, and bits per byte."""
-    losses = [prog.eval(params, _device_batch(prog, local)) for local in stream.batches(cfg, "validation")]
+def evaluate(prog, params, cfg, token_bytes: np.ndarray | None) -> dict:
+    """Mean validation nats/token, its standard error over sequences, and bits per byte.
+
+    Bits per byte = the evaluated tokens' summed loss in bits / the UTF-8 bytes of source text
+    those tokens stand for (`token_bytes[id]`, 0 for the <s> </s> markup), on these same rows.
+    """
+    local_batches = list(stream.batches(cfg, "validation"))
+    losses = [prog.eval(params, _device_batch(prog, local)) for local in local_batches]
     if not losses:
         raise ValueError("the validation split gave no batches: check train.eval_batches and the data")
     per_seq = np.concatenate(jax.device_get(losses)).astype(np.float64)
     mean = float(per_seq.mean())
     stderr = float(per_seq.std(ddof=1) / math.sqrt(per_seq.size)) if per_seq.size > 1 else None
-    bpb = mean / math.log(2) / bytes_per_token if bytes_per_token else None
+    bpb = None
+    if token_bytes is not None:
+        n_bytes = sum(int(token_bytes[local[:, 1:]].sum()) for local in local_batches)
+        bpb = float(per_seq.sum() * cfg.train.seq_len / math.log(2) / n_bytes)
     return {"eval_loss": mean, "eval_loss_stderr": stderr, "eval_bpb": bpb}
 
 
@@ -141,7 +149,7 @@ class _Run:
         if main:
             write_status(self.run_dir, "running", 0)
         prepared = _prepare_data(cfg, self.run_dir, main)
-        self.bytes_per_token = prepared.bytes_per_token if prepared else None
+        self.token_bytes = tokenizer.content_bytes(tokenizer.load(prepared.tokenizer_path)) if prepared else None
         self.steps = steps = total_steps(cfg, prepared.train_tokens if prepared else None)
         self.flops_per_token = counting.flops_per_token(cfg.model, tc.seq_len, tc.flops_convention)
         self.prog = prog = step_lib.program(cfg, steps, mesh_lib.make_mesh(cfg.mesh))
@@ -195,7 +203,7 @@ class _Run:
                      "mfu": counting.mfu(tok_s * self.flops_per_token, jax.devices()[0].device_kind,
                                          jax.device_count())}
         if evaluate_now:
-            self.evals = evaluate(self.prog, self.state["params"], self.cfg, self.bytes_per_token)
+            self.evals = evaluate(self.prog, self.state["params"], self.cfg, self.token_bytes)
             self.last.update(self.evals)
         self.log.write(self.last)
         if checkpoint_now:
@@ -211,7 +219,7 @@ class _Run:
         cfg, tc = self.cfg, self.cfg.train
         if self.last is None or self.last["step"] != end or "eval_loss" not in self.last:
             # resumed at the final step (e.g. after a crash while writing result.json)
-            self.evals = evaluate(self.prog, self.state["params"], cfg, self.bytes_per_token)
+            self.evals = evaluate(self.prog, self.state["params"], cfg, self.token_bytes)
         final_loss = self.last["loss"] if self.last else _last_logged_loss(self.run_dir)
         tokens = end * tc.batch_size * tc.seq_len
         result = {
