@@ -19,6 +19,9 @@ def check(tc) -> None:
         raise ConfigError(f"train.decay={tc.decay!r}: choose one of {DECAY}")
     if not 0.0 <= tc.lr_floor <= 1.0:
         raise ConfigError(f"train.lr_floor={tc.lr_floor} must be a fraction of the peak in [0, 1]")
+    if not 0.0 < tc.cosine_cycles <= 0.5:
+        raise ConfigError(f"train.cosine_cycles={tc.cosine_cycles} must lie in (0, 0.5] (0.5: a half cosine "
+                          "down to lr_floor; 0.25, Hugging Face's num_cycles=0.25: a quarter, ending halfway)")
     if not 0.0 <= tc.decay_fraction <= 1.0:
         raise ConfigError(f"train.decay_fraction={tc.decay_fraction} must lie in [0, 1]")
     if tc.warmup_steps < 0 or tc.lr <= 0:
@@ -28,7 +31,10 @@ def check(tc) -> None:
 def schedule(tc, total_steps: int):
     """Learning rate for update number `step` (0-based): linear warmup, then the chosen shape.
 
-    cosine: half-cosine from the peak to lr_floor * peak at the last step.
+    cosine: floor + (1 - floor) * (1 + cos(2 pi cosine_cycles progress)) / 2 with floor = lr_floor:
+      with cosine_cycles 0.5 a half cosine from the peak to lr_floor * peak at the last step; with
+      0.25 and lr_floor 0, Hugging Face's get_cosine_schedule_with_warmup(num_cycles=0.25), which
+      ends at half the peak.
     wsd: constant peak, then linear decay to lr_floor * peak over the last decay_fraction of steps.
     constant: the peak after warmup.
     """
@@ -43,7 +49,8 @@ def schedule(tc, total_steps: int):
         if kind == "constant":
             return peak * warm
         progress = jnp.clip((s - decay_start) / max(total_steps - decay_start, 1), 0.0, 1.0)
-        shape = 0.5 * (1.0 + jnp.cos(jnp.pi * progress)) if kind == "cosine" else 1.0 - progress
+        cosine = 0.5 * (1.0 + jnp.cos(2.0 * jnp.pi * float(tc.cosine_cycles) * progress))
+        shape = cosine if kind == "cosine" else 1.0 - progress
         return peak * warm * (floor + (1.0 - floor) * shape)
 
     return lr
