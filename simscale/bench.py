@@ -58,6 +58,16 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--matmul-sizes {text!r}: expected N[,N...], e.g. 512,1024,2048")
+    return sizes
+
+
 # --- the machine
 
 def cpu_info(path: str = "/proc/cpuinfo") -> dict:
@@ -138,7 +148,7 @@ def simscale_step(hidden: int, layers: int):
     from simscale.train import step as step_lib
 
     cfg = bench_config(hidden, layers)
-    prog = step_lib.build(cfg, cfg.train.steps, mesh_lib.make_mesh(cfg.mesh))
+    prog = step_lib.program(cfg, cfg.train.steps, mesh_lib.make_mesh(cfg.mesh))  # memoised per shape
     compiled = prog.train.compile()
     tokens = jax.device_put(_tokens(), prog.batch_sharding)
     state = [prog.init(0)]
@@ -582,11 +592,14 @@ def _parse_args(argv):
     parser.add_argument("--shapes", default="64x2,128x4,256x4", help="HIDDENxLAYERS, comma separated")
     parser.add_argument("--steps", type=int, default=10, help="timed (or traced) steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="alternating simscale/peer rounds per shape")
+    parser.add_argument("--matmul-sizes", default=",".join(map(str, MATMUL_SIZES)),
+                        help="N of the N x N x N float32 matmuls measured as the reference peak")
     parser.add_argument("--json", help="write the machine, matmul reference and records to this file")
     parser.add_argument("--no-peer", action="store_true", help="skip the torch/transformers comparison")
     parser.add_argument("--profile", metavar="DIR", help="trace the steps into DIR and split their time")
     args = parser.parse_args(argv)
     shapes = parse_shapes(args.shapes)
+    args.matmul_sizes = parse_sizes(args.matmul_sizes)
     for flag in ("steps", "repeats"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} {getattr(args, flag)}: need at least 1")
@@ -602,7 +615,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    cpu, matmul = cpu_info(), matmul_reference()
+    cpu, matmul = cpu_info(), matmul_reference(args.matmul_sizes)
     print(header(cpu, matmul), flush=True)
     out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu, "matmul": matmul}
     if args.profile:
@@ -616,7 +629,7 @@ def main(argv=None) -> int:
         peer_names = list(PEERS) if peer else []
         out["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE") if peer else None
         out["shapes"] = run_bench(shapes, args.steps, args.repeats, peer_names, matmul["peak_gflops"])
-        out["matmul_after"] = matmul_reference()
+        out["matmul_after"] = matmul_reference(args.matmul_sizes)
         print(table(out["shapes"]))
         print(f"f32 jax matmul peak after the run: {out['matmul_after']['peak_gflops']:.0f} GFLOP/s "
               f"(before: {matmul['peak_gflops']:.0f}; a change means the machine's load changed)")
