@@ -1,27 +1,51 @@
-"""Training throughput benchmark: simscale's compiled step vs the paper's stack (HF LLaMA + torch AdamW).
+"""Training throughput benchmark that explains itself: the machine's matmul peak, simscale's step, two peers.
 
-    python -m simscale.bench [--shapes 64x2,128x4,256x4] [--json FILE] [--steps N] [--no-peer]
+    python -m simscale.bench [--shapes 64x2,128x4,256x4] [--steps N] [--repeats R] [--json FILE]
+                             [--no-peer] [--profile DIR]
+
+One run measures, on the same machine in one sitting:
+
+- the physical reference: jax float32 matmul GFLOP/s at 512/1024/2048 cubed (best of several
+  calls each); the largest is the peak that step speeds are quoted against;
+- simscale's compiled train step per shape: median step time, tokens/s, model GFLOP/s (the
+  config's FLOPs convention, Chinchilla by default) and that as a fraction of the matmul peak;
+- two peers on the same shapes: Hugging Face LlamaForCausalLM + torch AdamW ('torch', glibc's
+  default heap) and the same with simscale's heap settings ('torch+heap',
+  cpu_runtime.keep_freed_memory()), each in its own long-lived child process (XLA's and torch's
+  thread pools slow each other down in one process) with OMP_WAIT_POLICY=PASSIVE unless the
+  environment sets it (spinning OpenMP workers collapse torch's speed when other processes share
+  the cores). For each of R repeats simscale, torch and torch+heap are timed in turn (A B C A B C
+  ...), and each peer's ratio is the MIN over repeats of peer step time / simscale step time in
+  that repeat: a slow moment on the machine cannot flatter simscale.
 
 Shapes are HIDDENxLAYERS with vocabulary 5000, sequence 128, batch 32, 8 heads, intermediate
-4 x hidden, float32, one AdamW update with clipping per step. Step times are medians over
-`--steps` timed steps after compilation and warm-up. The peer runs when torch and transformers
-import, on the same shapes in the same run, each shape right after ours, in a child process (in
-one process XLA's and torch's thread pools slow each other down) with the same heap settings
-as simscale (simscale.cpu_runtime).
+4 x hidden, float32, one AdamW update with global-norm clipping per step; a step time is the
+median of `--steps` timed steps after two warm-up steps. `--profile DIR` instead traces a few
+steps per shape with jax.profiler and splits the step's wall time by model part (attention,
+output head + loss, optimizer update, ...) and by kind of op (matmul, elementwise, copies, idle).
 """
 from __future__ import annotations
 
 import argparse
+import bisect
+import collections
+import dataclasses
+import glob
+import gzip
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 
 import numpy as np
 
 VOCAB, SEQ_LEN, BATCH, HEADS = 5000, 128, 32, 8
+MATMUL_SIZES = (512, 1024, 2048)
+PEERS = {"torch": False, "torch+heap": True}  # peer name -> runs with cpu_runtime.keep_freed_memory()
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -33,6 +57,67 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
         raise ValueError(f"--shapes {text!r}: expected HIDDENxLAYERS[,HIDDENxLAYERS...], e.g. 64x2,128x4")
     return shapes
 
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--matmul-sizes {text!r}: expected N[,N...], e.g. 512,1024,2048")
+    return sizes
+
+
+# --- the machine
+
+def cpu_info(path: str = "/proc/cpuinfo") -> dict:
+    """Vendor, family/model, name and vector extensions of the first CPU; the cores this process may use."""
+    fields = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass  # not Linux: report what os knows
+    flags = set(fields.get("flags", "").split())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model_name": fields.get("model name", "unknown"), "vendor": fields.get("vendor_id"),
+            "family": fields.get("cpu family"), "model": fields.get("model"), "cores": cores,
+            "vector": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]}
+
+
+def describe_cpu(cpu: dict) -> str:
+    vector = "+".join(cpu["vector"]) or "no AVX2/AVX-512"
+    return (f"{cpu['model_name']} (family {cpu['family']}, model {cpu['model']}, {vector}), "
+            f"{cpu['cores']} cores")
+
+
+def matmul_gflops(n: int, min_time_s: float = 0.25, min_calls: int = 3) -> float:
+    """Best GFLOP/s of a jitted float32 [n, n] @ [n, n] over calls filling `min_time_s` (>= `min_calls`)."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    a, b = (jax.device_put(rng.standard_normal((n, n), dtype=np.float32)) for _ in range(2))
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))  # compile and warm up
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls < min_calls or spent < min_time_s:
+        t = _timed(lambda: jax.block_until_ready(matmul(a, b)))
+        best, spent, calls = min(best, t), spent + t, calls + 1
+    return 2 * n**3 / best / 1e9
+
+
+def matmul_reference(sizes=MATMUL_SIZES) -> dict:
+    """{'gflops': {n: GFLOP/s}, 'peak_gflops': the best of them}: what this machine's cores do at best."""
+    gflops = {n: matmul_gflops(n) for n in sizes}
+    return {"gflops": gflops, "peak_gflops": max(gflops.values())}
+
+
+# --- simscale
 
 def bench_config(hidden: int, layers: int):
     from simscale.config import run_config
@@ -55,7 +140,7 @@ def _timed(step_fn) -> float:
 
 
 def simscale_step(hidden: int, layers: int):
-    """(one blocking train step, record without timings) for simscale's compiled step."""
+    """(one blocking train step, record without timings, the compiled XLA executable) for simscale's step."""
     import jax
 
     from simscale.model import counting
@@ -63,8 +148,8 @@ def simscale_step(hidden: int, layers: int):
     from simscale.train import step as step_lib
 
     cfg = bench_config(hidden, layers)
-    prog = step_lib.build(cfg, cfg.train.steps, mesh_lib.make_mesh(cfg.mesh))
-    prog.train.compile()
+    prog = step_lib.program(cfg, cfg.train.steps, mesh_lib.make_mesh(cfg.mesh))  # memoised per shape
+    compiled = prog.train.compile()
     tokens = jax.device_put(_tokens(), prog.batch_sharding)
     state = [prog.init(0)]
 
@@ -77,8 +162,16 @@ def simscale_step(hidden: int, layers: int):
               "compile_time_s": prog.train.compile_time_s, "flops_convention": cfg.train.flops_convention,
               "flops_per_token": counting.flops_per_token(cfg.model, SEQ_LEN, cfg.train.flops_convention),
               "device": jax.devices()[0].device_kind, "n_devices": jax.device_count()}
-    return one_step, record
+    return one_step, record, compiled
 
+
+def median_step_time(step_fn, steps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step_fn()
+    return statistics.median(_timed(step_fn) for _ in range(steps))
+
+
+# --- peers
 
 def peer_available() -> bool:
     try:
@@ -112,86 +205,437 @@ def peer_step(hidden: int, layers: int):
     return one_step
 
 
-def median_step_time(step_fn, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        step_fn()
-    return statistics.median(_timed(step_fn) for _ in range(steps))
+def serve_peer(heap: bool, stdin=None, stdout=None) -> None:
+    """A peer process's loop: read {"hidden", "layers", "steps"} JSON lines, answer {"step_time_s"}/{"error"}.
+
+    The peer for the latest shape is kept, so repeats on one shape time a warm model. With
+    `heap`, malloc first gets simscale's settings (cpu_runtime.keep_freed_memory).
+    """
+    from simscale import cpu_runtime
+
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    if heap:
+        cpu_runtime.keep_freed_memory()
+    shape, step_fn = None, None
+    for line in stdin:
+        try:
+            request = json.loads(line)
+            if (request["hidden"], request["layers"]) != shape:
+                shape, step_fn = None, None  # free the previous shape's model first
+                step_fn = peer_step(request["hidden"], request["layers"])
+                shape = (request["hidden"], request["layers"])
+            reply = {"step_time_s": median_step_time(step_fn, request["steps"])}
+        except Exception:  # noqa: BLE001 - the parent reports it
+            reply = {"error": traceback.format_exc()}
+        stdout.write(json.dumps(reply) + "\n")
+        stdout.flush()
 
 
-def peer_step_time(hidden: int, layers: int, steps: int) -> float:
-    """The peer's median step time, measured in a fresh process so XLA's and torch's thread pools never compete."""
-    # The peer gets the heap settings simscale's processes run with (cpu_runtime: torch re-faults its
-    # large blocks each step too), and passive OpenMP waiting (spinning workers collapse torch's
-    # speed 5x when other processes share the cores): its best showing.
-    code = ("from simscale import cpu_runtime; cpu_runtime.keep_freed_memory(); from simscale.bench import *; "
-            f"print(median_step_time(peer_step({hidden}, {layers}), {steps}))")
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    return float(out.stdout.strip().splitlines()[-1])
+class PeerProcess:
+    """A long-lived child process timing one peer; XLA's and torch's thread pools never share a process."""
+
+    def __init__(self, name: str, heap: bool):
+        import tempfile
+
+        import simscale
+
+        self.name = name
+        env = dict(os.environ)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(simscale.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        self.omp_wait_policy = env["OMP_WAIT_POLICY"]
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        code = f"from simscale.bench import serve_peer; serve_peer(heap={heap!r})"
+        self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
+
+    def step_time(self, hidden: int, layers: int, steps: int) -> float:
+        """The peer's median step time on this shape, seconds; RuntimeError with the child's error."""
+        self._proc.stdin.write(json.dumps({"hidden": hidden, "layers": layers, "steps": steps}) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            self._stderr.seek(0)
+            status, tail = self._proc.wait(), self._stderr.read()[-3000:]
+            raise RuntimeError(f"peer {self.name!r} exited (status {status}):\n{tail}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"peer {self.name!r} failed on {hidden}x{layers}:\n{reply['error']}")
+        return reply["step_time_s"]
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait(timeout=60)
+        self._stderr.close()
 
 
-def bench_shape(hidden: int, layers: int, steps: int, peer: bool) -> dict:
-    """Median step time of simscale (and of the peer right after it, on the same shape)."""
+# --- measurement
+
+def speed(step_time_s: float, flops_per_token: float, peak_gflops: float) -> dict:
+    """step time -> tokens/s, model FLOP/s and the fraction of the matmul peak that is."""
+    tok_s = BATCH * SEQ_LEN / step_time_s
+    flops = flops_per_token * tok_s
+    return {"step_time_s": step_time_s, "tokens_per_s": tok_s, "model_flops_per_s": flops,
+            "fraction_of_peak": flops / (peak_gflops * 1e9)}
+
+
+def bench_shape(hidden: int, layers: int, steps: int, repeats: int, peers: list[PeerProcess],
+                peak_gflops: float) -> dict:
+    """simscale and each peer timed in turn, `repeats` times; the best step times and the min ratios."""
     from simscale.model import counting
 
-    ours, record = simscale_step(hidden, layers)
-    step_time = median_step_time(ours, steps)
-    tok_s = BATCH * SEQ_LEN / step_time
-    flops = record.pop("flops_per_token") * tok_s
-    record.update(step_time_s=step_time, tokens_per_s=tok_s, model_flops_per_s=flops,
-                  mfu=counting.mfu(flops, record["device"], record.pop("n_devices")))
-    if peer:
-        peer_time = peer_step_time(hidden, layers, steps)
-        record.update(peer="transformers LlamaForCausalLM + torch AdamW", peer_step_time_s=peer_time,
-                      peer_tokens_per_s=BATCH * SEQ_LEN / peer_time, speedup=peer_time / step_time)
+    ours, record, _ = simscale_step(hidden, layers)
+    flops_per_token = record.pop("flops_per_token")
+    rounds = []
+    for _ in range(repeats):
+        times = {"simscale": median_step_time(ours, steps)}
+        times.update((p.name, p.step_time(hidden, layers, steps)) for p in peers)
+        rounds.append(times)
+    record["repeats"] = rounds
+    record.update(speed(min(r["simscale"] for r in rounds), flops_per_token, peak_gflops))
+    record["mfu"] = counting.mfu(record["model_flops_per_s"], record["device"], record.pop("n_devices"))
+    record["peers"] = {}
+    for p in peers:
+        ratios = [r[p.name] / r["simscale"] for r in rounds]
+        record["peers"][p.name] = {**speed(min(r[p.name] for r in rounds), flops_per_token, peak_gflops),
+                                   "ratios": ratios, "min_ratio": min(ratios)}
     return record
 
 
 def table(records: list[dict]) -> str:
-    head = f"{'shape':>8} {'params':>11} {'compile s':>9} {'step ms':>8} {'tok/s':>9} {'GFLOP/s':>8}"
-    has_peer = any("peer_tokens_per_s" in r for r in records)
-    if has_peer:
-        head += f" {'peer tok/s':>10} {'ratio':>6}"
+    """A line per shape: simscale's speed and fraction of the matmul peak, then each peer's and min ratio."""
+    peer_names = list(records[0]["peers"]) if records else []
+    head = (f"{'shape':>6} {'params':>10} {'compile s':>9} {'step ms':>8} {'tok/s':>8} {'GFLOP/s':>7} "
+            f"{'peak':>5}")
+    for name in peer_names:
+        head += f" | {name + ' tok/s':>16} {'peak':>5} {'ratio min (per repeat)':>24}"
     lines = [head]
     for r in records:
-        line = (f"{r['name']:>8} {r['params']:>11,} {r['compile_time_s']:>9.1f} {1e3 * r['step_time_s']:>8.1f} "
-                f"{r['tokens_per_s']:>9,.0f} {r['model_flops_per_s'] / 1e9:>8.1f}")
-        if has_peer and "peer_tokens_per_s" in r:
-            line += f" {r['peer_tokens_per_s']:>10,.0f} {r['speedup']:>5.2f}x"
+        line = (f"{r['name']:>6} {r['params']:>10,} {r['compile_time_s']:>9.1f} "
+                f"{1e3 * r['step_time_s']:>8.1f} {r['tokens_per_s']:>8,.0f} "
+                f"{r['model_flops_per_s'] / 1e9:>7.1f} {r['fraction_of_peak']:>5.0%}")
+        for name in peer_names:
+            p = r["peers"][name]
+            each = "/".join(f"{x:.2f}" for x in p["ratios"])
+            line += (f" | {p['tokens_per_s']:>16,.0f} {p['fraction_of_peak']:>5.0%} "
+                     f"{p['min_ratio']:>5.2f}x ({each})")
         lines.append(line)
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def header(cpu: dict, matmul: dict) -> str:
+    sizes = ", ".join(f"{n}^3 {g:.0f}" for n, g in matmul["gflops"].items())
+    return (f"CPU: {describe_cpu(cpu)}\n"
+            f"f32 jax matmul GFLOP/s: {sizes}; peak {matmul['peak_gflops']:.0f} "
+            f"('peak' columns: model FLOP/s as a fraction of it)")
+
+
+# --- profile
+
+@dataclasses.dataclass(frozen=True)
+class HloOp:
+    """One instruction of the compiled step: what it computes (kind), for which part of the model (part)."""
+    name: str
+    shape: str
+    kind: str  # 'matmul', 'elementwise/reduce', 'copy/transpose' or 'control'
+    part: str
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, i
+
+
+def _proto_fields(buf: bytes):
+    """(field number, value) of a serialized protobuf message: ints for varints, bytes otherwise."""
+    i = 0
+    while i < len(buf):
+        tag, i = _varint(buf, i)
+        wire_type = tag & 7
+        if wire_type == 0:
+            value, i = _varint(buf, i)
+        elif wire_type == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        elif wire_type in (1, 5):
+            size = 8 if wire_type == 1 else 4
+            value, i = buf[i:i + size], i + size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire_type}")
+        yield tag >> 3, value
+
+
+def stack_frames(module_proto: bytes) -> dict[int, tuple[tuple[str, str], ...]]:
+    """Stack frame id -> ((file, function), ...) innermost first, from an HloModuleProto's stack_frame_index.
+
+    XLA's HLO text names only a stack_frame_id per instruction; the index (HloModuleProto field 17:
+    file_names 1, function_names 2, file_locations 3, stack_frames 4; ids 1-based) resolves it.
+    """
+    index = collections.defaultdict(list)
+    for number, value in _proto_fields(module_proto):
+        if number == 17:
+            for sub_number, sub_value in _proto_fields(value):
+                index[sub_number].append(sub_value)
+    files = [b.decode() for b in index[1]]
+    functions = [b.decode() for b in index[2]]
+    locations = [dict(_proto_fields(b)) for b in index[3]]
+    frames = [dict(_proto_fields(b)) for b in index[4]]
+
+    def chain(frame_id):
+        out = []
+        while frame_id:
+            frame = frames[frame_id - 1]
+            loc = locations[frame.get(1, 0) - 1]
+            out.append((files[loc.get(1, 0) - 1], functions[loc.get(2, 0) - 1]))
+            frame_id = frame.get(2, 0)
+        return tuple(out)
+
+    return {i: chain(i) for i in range(1, len(frames) + 1)}
+
+
+_ATTENTION_FUNCTIONS = {"causal_attention", "_probs", "_attention", "_forward", "_backward", "attention"}
+_LLAMA_PARTS = {"rotary": "rotary embedding", "rotary_tables": "rotary embedding", "project": "projections",
+                "rms_norm": "RMSNorm", "block": "SwiGLU + residuals", "hidden_states": "embedding",
+                "apply": "output head + loss"}
+
+
+def model_part(frames: tuple[tuple[str, str], ...]) -> str:
+    """The part of the model an op belongs to, from its innermost frame in simscale or optax."""
+    for file, function in frames:
+        name = function.rsplit(".", 1)[-1]
+        if "/optax/" in file or file.endswith("simscale/train/optim.py"):
+            return "optimizer update"
+        if file.endswith("simscale/train/step.py") and name != "compile":
+            return "optimizer update" if name == "train_fn" else "output head + loss"
+        if file.endswith(("simscale/model/cpu_kernels.py", "simscale/model/llama.py")):
+            if name in _ATTENTION_FUNCTIONS:
+                return "attention (QK, softmax, PV)"
+            default = "projections" if file.endswith("cpu_kernels.py") else "model, other"
+            return _LLAMA_PARTS.get(name, default)
+    return "other"
+
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{$")
+_CALLED = re.compile(r"\b(?:calls|to_apply)=%([\w.\-]+)")
+_CONTROL = {"while", "call", "conditional", "tuple", "get-tuple-element", "parameter", "constant"}
+
+
+def _shape_and_opcode(rest: str) -> tuple[str, str]:
+    """'f32[2,3]{1,0} dot(%a, %b), ...' -> ('f32[2,3]{1,0}', 'dot'); tuple shapes '(s32[], ...)' too."""
+    if rest.startswith("("):
+        depth = 0
+        for j, c in enumerate(rest):
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            if depth == 0:
+                break
+        shape, remainder = rest[:j + 1], rest[j + 2:]
+    else:
+        shape, _, remainder = rest.partition(" ")
+    return shape, remainder.split("(", 1)[0]
+
+
+def _op_kind(opcode: str, called: list[str], has_dot: dict[str, bool], name: str) -> str:
+    calls_dot = opcode in ("fusion", "custom-call") and any(map(has_dot.get, called))
+    if opcode in ("dot", "convolution") or calls_dot:
+        return "matmul"
+    if opcode in _CONTROL:
+        return "control"
+    if opcode in ("copy", "transpose") or "transpose" in name or "copy" in name:
+        return "copy/transpose"
+    return "elementwise/reduce"
+
+
+def hlo_ops(compiled) -> dict[str, HloOp]:
+    """Every instruction of a compiled jax executable by name (the names the profiler's events carry)."""
+    module = compiled.runtime_executable().hlo_modules()[0]
+    frames = stack_frames(module.as_serialized_hlo_module_proto())
+    parsed, has_dot, computation = [], collections.defaultdict(bool), None
+    for line in compiled.as_text().splitlines():
+        if m := _COMPUTATION.match(line):
+            computation = m.group(1)
+        elif m := _INSTRUCTION.match(line):
+            shape, opcode = _shape_and_opcode(m.group(2))
+            has_dot[computation] |= opcode in ("dot", "convolution")
+            frame = re.search(r"stack_frame_id=(\d+)", m.group(2))
+            parsed.append((m.group(1), shape, opcode, _CALLED.findall(m.group(2)),
+                           frames.get(int(frame.group(1)), ()) if frame else ()))
+    return {name: HloOp(name, shape, _op_kind(opcode, called, has_dot, name), model_part(stack))
+            for name, shape, opcode, called, stack in parsed}
+
+
+def trace_events(trace_dir: str, names) -> dict[int, list[tuple[float, float, str]]]:
+    """Thread id -> [(start us, end us, op name)] of the newest jax.profiler trace under trace_dir."""
+    pattern = os.path.join(trace_dir, "**", "*.trace.json.gz")
+    paths = sorted(glob.glob(pattern, recursive=True), key=os.path.getmtime)
+    if not paths:
+        raise FileNotFoundError(f"no *.trace.json.gz under {trace_dir}: did jax.profiler write a trace?")
+    with gzip.open(paths[-1]) as f:
+        events = json.load(f)["traceEvents"]
+    by_thread = collections.defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in names:
+            by_thread[e["tid"]].append((e["ts"], e["ts"] + e["dur"], e["name"]))
+    return by_thread
+
+
+def _innermost(events: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """One thread's nested events -> non-overlapping segments, each given to its innermost open event."""
+    segments, stack, cursor = [], [], 0.0
+
+    def close_until(t):
+        nonlocal cursor
+        while stack and stack[-1][1] <= t:
+            _, end, name = stack.pop()
+            if end > cursor:
+                segments.append((cursor, end, name))
+            cursor = max(cursor, end)
+
+    for start, end, name in sorted(events, key=lambda e: (e[0], -e[1])):
+        close_until(start)
+        if stack and start > cursor:
+            segments.append((cursor, start, stack[-1][2]))
+        stack.append((start, min(end, stack[-1][1]) if stack else end, name))
+        cursor = start
+    close_until(float("inf"))
+    return segments
+
+
+def op_wall_times(by_thread) -> tuple[dict[str, float], float]:
+    """(op name -> us of wall time, us with any op running); ops running at once on several threads share."""
+    edges = []
+    for events in by_thread.values():
+        for start, end, name in _innermost(events):
+            edges += [(start, 1, name), (end, -1, name)]
+    edges.sort(key=lambda e: (e[0], e[1]))
+    times, active, busy, last = collections.defaultdict(float), collections.Counter(), 0.0, None
+    for t, delta, name in edges:
+        n_active = sum(active.values())
+        if n_active and last is not None and t > last:
+            for op, count in active.items():
+                times[op] += (t - last) * count / n_active
+            busy += t - last
+        active[name] += delta
+        if not active[name]:
+            del active[name]
+        last = t
+    return dict(times), busy
+
+
+def profile_shape(hidden: int, layers: int, steps: int, trace_dir: str, top: int = 12) -> dict:
+    """Trace `steps` simscale steps and split their wall time by model part, by kind of op, and by op."""
+    import jax
+
+    ours, record, compiled = simscale_step(hidden, layers)
+    for _ in range(3):
+        ours()  # warm up outside the trace
+    jax.profiler.start_trace(trace_dir)
+    try:
+        wall_us = 1e6 * sum(_timed(ours) for _ in range(steps))
+    finally:
+        jax.profiler.stop_trace()
+    ops = hlo_ops(compiled)
+    times, busy_us = op_wall_times(trace_events(trace_dir, ops))
+    parts, kinds = collections.Counter(), collections.Counter()
+    for name, us in times.items():
+        parts[ops[name].part] += us / wall_us
+        kinds[ops[name].kind] += us / wall_us
+    idle = max(0.0, 1 - busy_us / wall_us)
+    parts["idle: no op running (dispatch, waits)"] = kinds["idle: no op running (dispatch, waits)"] = idle
+    top_ops = [{**dataclasses.asdict(ops[name]), "fraction": us / wall_us}
+               for name, us in sorted(times.items(), key=lambda kv: -kv[1])[:top]]
+    return {"name": record["name"], "profiled_steps": steps, "step_time_s": wall_us / 1e6 / steps,
+            "parts": dict(parts.most_common()), "kinds": dict(kinds.most_common()), "top_ops": top_ops}
+
+
+def profile_table(profile: dict) -> str:
+    lines = [f"{profile['name']}: {1e3 * profile['step_time_s']:.1f} ms/step traced "
+             f"({profile['profiled_steps']} steps, share of wall time)"]
+    for title in ("parts", "kinds"):
+        lines.append(f"  by {title[:-1]}: " + ", ".join(f"{k} {v:.1%}" for k, v in profile[title].items()))
+    lines.append("  top ops:")
+    lines += [f"    {op['fraction']:6.1%}  {op['name']:<40} {op['kind']:<18} {op['part']:<28} {op['shape']}"
+              for op in profile["top_ops"]]
+    return "\n".join(lines)
+
+
+# --- CLI
+
+def run_bench(shapes, steps: int, repeats: int, peer_names: list[str], peak_gflops: float) -> list[dict]:
+    """bench_shape for every shape, with one child process per peer for the whole run."""
+    peers = []
+    try:
+        peers = [PeerProcess(name, PEERS[name]) for name in peer_names]
+        records = []
+        for hidden, layers in shapes:
+            record = bench_shape(hidden, layers, steps, repeats, peers, peak_gflops)
+            records.append(record)
+            summary = ", ".join(f"{n} min ratio {p['min_ratio']:.2f}x" for n, p in record["peers"].items())
+            print(f"{record['name']}: {record['tokens_per_s']:,.0f} tok/s, "
+                  f"{record['fraction_of_peak']:.0%} of peak" + (f"; {summary}" if summary else ""),
+                  file=sys.stderr, flush=True)
+        return records
+    finally:
+        for p in peers:
+            p.close()
+
+
+def _parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m simscale.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="64x2,128x4,256x4", help="HIDDENxLAYERS, comma separated")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per shape (median reported)")
-    parser.add_argument("--json", help="write the records to this file")
+    parser.add_argument("--steps", type=int, default=10, help="timed (or traced) steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating simscale/peer rounds per shape")
+    parser.add_argument("--matmul-sizes", default=",".join(map(str, MATMUL_SIZES)),
+                        help="N of the N x N x N float32 matmuls measured as the reference peak")
+    parser.add_argument("--json", help="write the machine, matmul reference and records to this file")
     parser.add_argument("--no-peer", action="store_true", help="skip the torch/transformers comparison")
+    parser.add_argument("--profile", metavar="DIR", help="trace the steps into DIR and split their time")
     args = parser.parse_args(argv)
+    shapes = parse_shapes(args.shapes)
+    args.matmul_sizes = parse_sizes(args.matmul_sizes)
+    for flag in ("steps", "repeats"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} {getattr(args, flag)}: need at least 1")
+    return args, shapes
+
+
+def main(argv=None) -> int:
     from simscale import cpu_runtime
 
     cpu_runtime.configure()
     try:
-        shapes = parse_shapes(args.shapes)
-        if args.steps < 1:
-            raise ValueError(f"--steps {args.steps}: need at least 1")
+        args, shapes = _parse_args(argv)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    peer = not args.no_peer and peer_available()
-    if not args.no_peer and not peer:
-        print("(torch/transformers not installed: no peer comparison)", file=sys.stderr)
-    records = []
-    for hidden, layers in shapes:
-        record = bench_shape(hidden, layers, args.steps, peer)
-        records.append(record)
-        print(f"{record['name']}: {record['tokens_per_s']:,.0f} tok/s"
-              + (f", peer {record['peer_tokens_per_s']:,.0f} tok/s" if peer else ""), file=sys.stderr, flush=True)
-    print(table(records))
+    cpu, matmul = cpu_info(), matmul_reference(args.matmul_sizes)
+    print(header(cpu, matmul), flush=True)
+    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu, "matmul": matmul}
+    if args.profile:
+        out["profiles"] = [profile_shape(h, n, args.steps, os.path.join(args.profile, f"{h}x{n}"))
+                           for h, n in shapes]
+        print("\n".join(profile_table(p) for p in out["profiles"]))
+    else:
+        peer = not args.no_peer and peer_available()
+        if not args.no_peer and not peer:
+            print("(torch/transformers not installed: no peer comparison)", file=sys.stderr)
+        peer_names = list(PEERS) if peer else []
+        out["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE") if peer else None
+        out["shapes"] = run_bench(shapes, args.steps, args.repeats, peer_names, matmul["peak_gflops"])
+        out["matmul_after"] = matmul_reference(args.matmul_sizes)
+        print(table(out["shapes"]))
+        print(f"f32 jax matmul peak after the run: {out['matmul_after']['peak_gflops']:.0f} GFLOP/s "
+              f"(before: {matmul['peak_gflops']:.0f}; a change means the machine's load changed)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
+            json.dump(out, f, indent=1)
     return 0
 
 

@@ -1,26 +1,98 @@
-"""The benchmark CLI: argument errors and the JSON records (a tiny shape, no peer)."""
+"""The benchmark: argument errors, its JSON (tiny shape, real steps and peers), the profile's logic."""
 import json
 
 import pytest
 
 from simscale import bench
 
-KEYS = {"name", "hidden", "layers", "vocab", "seq_len", "batch", "compile_time_s", "step_time_s", "tokens_per_s",
-        "model_flops_per_s", "mfu"}
+KEYS = {"name", "hidden", "layers", "vocab", "seq_len", "batch", "compile_time_s", "step_time_s",
+        "tokens_per_s", "model_flops_per_s", "fraction_of_peak", "mfu", "repeats", "peers"}
+TINY = ["--shapes", "16x1", "--steps", "1", "--matmul-sizes", "64,128"]
 
 
-def test_parse_shapes():
+def test_parse_shapes_and_sizes():
     assert bench.parse_shapes("64x2,128x4") == [(64, 2), (128, 4)]
     for bad in ("64y2", "64x", "", "0x2"):
         with pytest.raises(ValueError, match="HIDDENxLAYERS"):
             bench.parse_shapes(bad)
+    assert bench.parse_sizes("512,2048") == [512, 2048]
+    with pytest.raises(ValueError, match="matmul-sizes"):
+        bench.parse_sizes("512,x")
+
+
+def test_cpu_info_reads_the_first_processor(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                       "model name\t: AMD EPYC 9B14\n"
+                       "flags\t\t: fpu avx2 avx512f\n\nmodel name\t: second\n")
+    cpu = bench.cpu_info(str(cpuinfo))
+    assert (cpu["family"], cpu["model"], cpu["model_name"], cpu["vector"]) == ("25", "17", "AMD EPYC 9B14",
+                                                                               ["avx2", "avx512f"])
+    assert "family 25, model 17, avx2+avx512f" in bench.describe_cpu(cpu)
 
 
 def test_cli_writes_records(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["--shapes", "16x1", "--steps", "2", "--no-peer", "--json", str(out)]) == 0
-    (record,) = json.loads(out.read_text())
+    assert bench.main([*TINY, "--repeats", "2", "--no-peer", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    peak = result["matmul"]["peak_gflops"]
+    assert peak == max(result["matmul"]["gflops"].values()) > 0
+    assert set(result["matmul"]["gflops"]) == {"64", "128"}
+    (record,) = result["shapes"]
     assert set(record) >= KEYS and record["name"] == "16x1" and record["vocab"] == 5000
+    assert record["peers"] == {}
     assert record["tokens_per_s"] == pytest.approx(32 * 128 / record["step_time_s"])
-    assert "16x1" in capsys.readouterr().out
+    assert record["fraction_of_peak"] == pytest.approx(record["model_flops_per_s"] / (peak * 1e9))
+    assert len(record["repeats"]) == 2
+    assert record["step_time_s"] == min(r["simscale"] for r in record["repeats"])
+    printed = capsys.readouterr().out
+    assert "16x1" in printed and "matmul" in printed and result["cpu"]["model_name"] in printed
     assert bench.main(["--shapes", "16z1"]) == 1
+    assert bench.main(["--repeats", "0"]) == 1
+
+
+@pytest.mark.skipif(not bench.peer_available(), reason="torch/transformers not installed")
+def test_peer_alternates_with_simscale_and_reports_its_errors():
+    peer = bench.PeerProcess("torch+heap", heap=True)  # one child: importing torch is most of the time
+    try:
+        record = bench.bench_shape(16, 1, steps=1, repeats=2, peers=[peer], peak_gflops=100.0)
+        result = record["peers"]["torch+heap"]
+        assert result["ratios"] == [r["torch+heap"] / r["simscale"] for r in record["repeats"]]
+        assert result["min_ratio"] == min(result["ratios"]) > 0 and len(result["ratios"]) == 2
+        best = min(r["torch+heap"] for r in record["repeats"])
+        assert result["tokens_per_s"] == pytest.approx(32 * 128 / best)
+        with pytest.raises(RuntimeError, match="peer 'torch\\+heap' failed on 16x1"):
+            peer.step_time(16, 1, steps=0)  # no timed steps: the child's median fails
+    finally:
+        peer.close()
+
+
+def test_innermost_and_wall_times():
+    # thread 1: a while loop [0, 10) containing op a [2, 4); thread 2: op b [3, 5); nothing runs in [10, 12)
+    events = {1: [(0.0, 10.0, "while"), (2.0, 4.0, "a")], 2: [(3.0, 5.0, "b")]}
+    assert bench._innermost(events[1]) == [(0.0, 2.0, "while"), (2.0, 4.0, "a"), (4.0, 10.0, "while")]
+    times, busy = bench.op_wall_times(events)
+    assert busy == 10.0 and sum(times.values()) == pytest.approx(busy)
+    assert times == pytest.approx({"while": 2.0 + 0.5 + 5.0, "a": 1.0 + 0.5, "b": 0.5 + 0.5})
+
+
+def test_model_part_uses_the_innermost_simscale_frame():
+    step, llama = "/x/simscale/train/step.py", "/x/simscale/model/llama.py"
+    assert bench.model_part(((llama, "rms_norm"), (llama, "block"), (step, "_mean_loss"))) == "RMSNorm"
+    optax_frame = ("/y/optax/_src/transform.py", "update_fn")
+    assert bench.model_part((optax_frame, (step, "build.<locals>.train_fn"))) == "optimizer update"
+    assert bench.model_part(((step, "_head_chunk_grads.<locals>.chunk"),)) == "output head + loss"
+    assert bench.model_part((("/x/simscale/model/cpu_kernels.py", "_backward"),)).startswith("attention")
+    assert bench.model_part(()) == "other"
+
+
+def test_profile_splits_a_real_step(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    assert bench.main([*TINY, "--profile", str(tmp_path / "trace"), "--json", str(out)]) == 0
+    (profile,) = json.loads(out.read_text())["profiles"]
+    assert sum(profile["parts"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert sum(profile["kinds"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert profile["parts"]["output head + loss"] > 0 and profile["kinds"]["matmul"] > 0
+    assert {"optimizer update", "projections"} <= set(profile["parts"])
+    assert any(op["kind"] == "matmul" and op["shape"].startswith("f32[") for op in profile["top_ops"])
+    assert "top ops" in capsys.readouterr().out
