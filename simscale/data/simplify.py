@@ -166,8 +166,8 @@ class SpanFilter:
                 break
         return kept, _words(codes, 0, n)
 
-    def spans(self, text: str) -> tuple[list[str], Stats]:
-        """A document's kept spans and its stats (bytes_out: the spans' bytes, markup excluded)."""
+    def kept(self, text: str) -> tuple[list[str], Stats]:
+        """A document's kept spans' text and its stats (bytes_out: the spans' bytes, markup excluded)."""
         kept, words_in = self._run(text)
         spans = [s for s, _, _ in kept]
         stats = Stats(documents_in=1, documents_out=int(bool(kept)), words_in=words_in,
@@ -178,7 +178,7 @@ class SpanFilter:
 
     def document(self, text: str) -> tuple[str, Stats]:
         """A document's kept spans as '<s> span </s> <s> span </s>' ('' if none) and its stats."""
-        spans, stats = self.spans(text)
+        spans, stats = self.kept(text)
         return wrap(spans), stats
 
 
@@ -209,7 +209,7 @@ def _init_worker(words, params):
 
 def _work(job: tuple[list[str], bool]) -> list[tuple]:
     texts, as_spans = job
-    return [(_worker_filter.spans if as_spans else _worker_filter.document)(t) for t in texts]
+    return [(_worker_filter.kept if as_spans else _worker_filter.document)(t) for t in texts]
 
 
 def simplify_documents(texts: Iterable[str], words: Iterable[str], params: FilterParams = FilterParams(),
@@ -219,7 +219,7 @@ def simplify_documents(texts: Iterable[str], words: Iterable[str], params: Filte
     workers = workers or os.cpu_count() or 1
     if workers == 1:
         f = SpanFilter(words, params)
-        yield from map(f.spans if as_spans else f.document, texts)
+        yield from map(f.kept if as_spans else f.document, texts)
         return
     ctx = multiprocessing.get_context("spawn")
     jobs = ((batch, as_spans) for batch in _chunks(texts, chunk))
