@@ -73,7 +73,7 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reported(workdir, tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    assert main(["report", "--workdir", str(workdir), "--out", str(out), "--bootstrap", "10"]) == 0
+    assert main(["report", "--workdir", str(workdir), "--out", str(out), "--bootstrap", "10", "--params", "total"]) == 0
     return out, json.loads((out / "fits.json").read_text())
 
 
@@ -105,23 +105,38 @@ def test_report_writes_figures_fits_and_summary(reported):
         assert (out / f"{name}.pdf").exists()
     assert fits["figures_skipped"] == {}
     a3 = fits["variants"]["simplified"]["approach3"]
-    assert a3["source"] == "curves" and a3["n_points"] == 6 * 8
+    # every run's curve past its first 10% of tokens: 9 of the 10 eval points (no warmup recorded)
+    assert a3["source"] == "curves" and a3["n_points"] == 6 * 9 and a3["n_runs"] == 6
+    assert a3["N_params"] == "total" and a3["bootstrap_unit"] == "runs"
     assert a3["alpha"] == pytest.approx(LAW["alpha"], abs=0.05)
     assert a3["beta"] == pytest.approx(LAW["beta"], abs=0.05)
     assert set(a3["ci"]) == {"E", "A", "B", "alpha", "beta"}
     assert a3["allocation"]["k"] == pytest.approx(6.3)
-    assert a3["extrapolation"]["mean_abs_rel_error"] < 0.02
+    assert a3["extrapolation"]["mean_abs_rel_error"] < 0.02 and a3["extrapolation"]["n_starts"] == 4500
+    for k in ("alpha", "beta"):
+        assert a3["vpnls"][k] == pytest.approx(LAW[k], abs=0.05)
     assert fits["variants"]["unrestricted"]["approach3"]["r2"] > 0.99
     a2 = fits["variants"]["simplified"]["approach2"]  # one-epoch curves: most minima lie past the largest model
     assert a2["source"] == "curves" and len(a2["parabolas"]) == len(a2["profiles"]) >= 3
     assert len(a2["minima"]) < 3 and "outside the sampled model sizes" in a2["error"]
     one = fits["variants"]["simplified"]["one_variable"]
     assert {"N_power", "N_kaplan", "D_power", "D_kaplan", "C_power", "C_kaplan"} <= set(one)
+    assert one["N_power"]["depths"] == [2, 4] and one["N_power"]["mixed_depths"] and one["N_power"]["n_runs"] == 6
+    assert one["D_power"]["n_points"] >= 5 and one["D_power"]["n_runs"] >= 1
     zs = fits["zero_shot"]["standard"]
-    assert zs["chance"] == 0.5
-    assert zs["size_multiplier"]["geomean"] == pytest.approx(6.0, rel=1e-6)
+    assert zs["chance"] == 0.5 and zs["tasks"] == ["blimp_anaphor", "copa"]
+    # simplified data is worth a 6x larger model: exact for the 4 smallest; 6 x N of the 2 largest
+    # is beyond the largest unrestricted model, so they count as lower bounds (> N_max / N)
+    m = zs["size_multiplier"]
+    assert m["median"] == pytest.approx(6.0, rel=1e-6) and m["n_above"] == 2 and m["n_below"] == 0
+    assert m["ci"][0] <= 6.0 and (m["ci"][1] is None or m["ci"][1] >= 6.0)
+    assert [p["bound"] for p in m["per_model"]].count(">") == 2
+    lad = fits["variants"]["simplified"]["accuracy_ladder"]["standard"]
+    assert set(lad["tasks"]) == {"blimp_anaphor", "copa"} and lad["tasks"]["copa"]["task_loss"] == "eval_loss"
     summary = (out / "summary.md").read_text()
-    assert "| alpha |" in summary and "6.00x the parameters" in summary and "failed-run" in summary
+    assert "| alpha |" in summary and "failed-run" in summary
+    assert "Unrestricted-data models need 6.00x [" in summary and "2 above the grid, counted as bounds" in summary
+    assert "mean accuracy over 2 tasks (blimp_anaphor, copa)" in summary
     points = read_points(out / "points.csv", ("N", "D", "C", "loss"))
     assert len(points["N"]) == 12
 

@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     r.add_argument("--workdir", required=True, nargs="+", help="one or more sweep workdirs")
     r.add_argument("--out", default="figures")
     r.add_argument("--flops", default=None, help="FLOPs convention for C, e.g. chinchilla or 6n (default: each run's own)")
-    r.add_argument("--params", choices=("total", "nonembedding"), default="total", help="parameter count used as N")
+    r.add_argument("--params", choices=("nonembedding", "total"), default="nonembedding",
+                   help="parameter count used as N in every fit and figure (default: non-embedding, as Kaplan et al.)")
     b = sub.add_parser("bench", help="time the 4,500-start approach-3 grid and the bootstrap on synthetic points")
     b.add_argument("--points", type=int, default=300)
     for p in (f, r, b):

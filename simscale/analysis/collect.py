@@ -38,6 +38,8 @@ class Run:
     train_loss_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     eval_tokens_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # eval-loss curve
     eval_loss_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    eval_stderr_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # nan where unknown
+    warmup_tokens: float = 0.0  # train.warmup_steps x batch_size x seq_len from config.json (0 if unknown)
     evals: list = dataclasses.field(default_factory=list)  # eval.json records
 
     @property
@@ -68,6 +70,20 @@ def _curve(rows, key):
     pts = [(float(t), float(v)) for t, v in pts if math.isfinite(float(v))]
     arr = np.array(sorted(pts), dtype=np.float64).reshape(-1, 2)
     return arr[:, 0], arr[:, 1]
+
+
+def _stderr_curve(rows, tokens_t) -> np.ndarray:
+    """eval_loss_stderr at each eval point's token count (nan where a row has none)."""
+    by_tokens = {float(r["tokens"]): _f(r.get("eval_loss_stderr")) for r in rows
+                 if r.get("eval_loss") is not None and r.get("tokens") is not None}
+    return np.array([by_tokens.get(float(t), math.nan) for t in tokens_t], dtype=np.float64)
+
+
+def _warmup_tokens(config: dict) -> float:
+    """Tokens seen during the learning-rate warmup, from a run's config.json (0 when not recorded)."""
+    train = config.get("train") or {}
+    value = _f(train.get("warmup_steps")) * _f(train.get("batch_size")) * _f(train.get("seq_len"))
+    return value if math.isfinite(value) and value > 0 else 0.0
 
 
 def _f(value) -> float:
@@ -103,7 +119,8 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
         D=_f(result.get("tokens")), flops=flops, flops_convention=result.get("flops_convention"),
         loss=_f(result.get("eval_loss")), loss_stderr=_f(result.get("eval_loss_stderr")),
         wall_time_s=_f(result.get("wall_time_s")), tokens_t=tokens_t, train_loss_t=train_t,
-        eval_tokens_t=eval_tokens_t, eval_loss_t=eval_t, evals=evals if isinstance(evals, list) else [],
+        eval_tokens_t=eval_tokens_t, eval_loss_t=eval_t, eval_stderr_t=_stderr_curve(rows, eval_tokens_t),
+        warmup_tokens=_warmup_tokens(config), evals=evals if isinstance(evals, list) else [],
     )
     if not result:
         warnings.append(f"{run_dir}: no result.json (status {status}); left out of the fits")

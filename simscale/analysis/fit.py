@@ -151,6 +151,7 @@ SCREEN_FTOL = 1e-6  # float32 pass: a start stops when its relative decrease fal
 POLISH = 8  # best float32 optima refined in float64 (per problem)
 BOOT_STARTS = 4  # distinct best grid optima each bootstrap resample starts from
 DISTINCT_DECIMALS = 3  # optima whose raw parameters agree to this many decimals are one optimum
+MIN_BOOT_RUNS = 3  # fewer runs than this: no bootstrap interval (resampling 1-2 runs says nothing)
 
 
 def _objective(law: Law, logx_nK, logl_n, weights, delta, dtype):
@@ -236,6 +237,7 @@ class Fit:
     fit_time_s: float
     boot_params: dict = dataclasses.field(default_factory=dict, repr=False)  # name -> (K,) samples
     optima: np.ndarray | None = dataclasses.field(default=None, repr=False)  # distinct best optima (raw)
+    ci_note: str = ""  # why there is no interval despite a requested bootstrap
 
     def predict(self, x_nK) -> np.ndarray:
         return LAWS[self.law].predict(self.theta, x_nK)
@@ -257,6 +259,8 @@ class Fit:
             bootstrap_unit="runs" if self.n_runs < self.n_points else "points",
             fit_time_s=round(self.fit_time_s, 3),
         )
+        if self.ci_note:
+            out["ci_note"] = self.ci_note
         return out
 
 
@@ -337,14 +341,16 @@ def fit_law(
     r2 = 1.0 - np.sum((loss_n - pred) ** 2) / max(np.sum((loss_n - loss_n.mean()) ** 2), 1e-300)
     rmse_log = float(np.sqrt(np.mean((np.log(pred) - logl) ** 2)))
     optima = distinct_optima(theta_RP, boot_starts)
-    ci, boot = {}, {}
+    ci, boot, n_runs, note = {}, {}, len(np.unique(groups_n)), ""
+    if 0 < bootstrap and n_runs < MIN_BOOT_RUNS:
+        note, bootstrap = f"no interval: the points come from {n_runs} run(s), a run-level bootstrap needs 3", 0
     if bootstrap > 0:
         W_Kn = run_weights(groups_n, bootstrap, seed)
         starts_KJP = np.broadcast_to(optima, (bootstrap,) + optima.shape)
         boot, ci = _percentiles(law, bootstrap_optima(law, logx, logl, W_Kn, starts_KJP, delta), params, level)
     return Fit(
-        law.name, tuple(inputs), theta, params, ci, level, float(f_R[0]), len(logl), len(np.unique(groups_n)),
-        float(r2), rmse_log, len(starts), bootstrap, time.perf_counter() - t0, boot, optima,
+        law.name, tuple(inputs), theta, params, ci, level, float(f_R[0]), len(logl), n_runs,
+        float(r2), rmse_log, len(starts), bootstrap, time.perf_counter() - t0, boot, optima, note,
     )
 
 
