@@ -23,10 +23,15 @@ def unidentified_design():
     return x, law_loss(x) * np.exp(np.random.default_rng(0).normal(0, 0.002, len(x)))
 
 
-def test_extrapolation_is_out_of_sample():
+@pytest.fixture(scope="module")
+def unidentified():
     x, loss = unidentified_design()
+    return x, loss, extrapolation(APPROACH3, x, loss)
+
+
+def test_extrapolation_is_out_of_sample(unidentified):
+    x, loss, honest = unidentified
     held_out = x[:, 0] == 1e9
-    honest = extrapolation(APPROACH3, x, loss)
     leaky = extrapolation(APPROACH3, x, loss, starts=fit_law(APPROACH3, x, loss).theta)  # the old check
     assert honest["n_starts"] == 4500 and honest["n_test"] == 8 and honest["n_train"] == 16
     # The leaky refit stays at the optimum fitted with the held-out points and looks excellent.
@@ -40,9 +45,8 @@ def test_extrapolation_is_out_of_sample():
     assert leaky_shifted["params"]["alpha"] != pytest.approx(leaky["params"]["alpha"], abs=1e-3)
 
 
-def test_extrapolation_errors_in_nats_and_relative():
-    x, loss = unidentified_design()
-    out = extrapolation(APPROACH3, x, loss)
+def test_extrapolation_errors_in_nats_and_relative(unidentified):
+    x, loss, out = unidentified
     train = ~(x[:, 0] == 1e9)
     assert out["mean_abs_rel_error"] == pytest.approx(out["mean_abs_error"] / loss[~train].mean(), rel=0.05)
     assert out["error_over_train_sd"] == pytest.approx(out["mean_abs_error"] / loss[train].std())

@@ -148,6 +148,7 @@ def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=2.2e-9, c1=1e-4,
 
 
 SCREEN_FTOL = 1e-6  # float32 pass: a start stops when its relative decrease falls below this
+SCREEN_MAX_ITER = 200  # float32 pass: iterations per start (the refined ones go on in float64)
 POLISH = 8  # best float32 optima refined in float64 (per problem)
 BOOT_STARTS = 4  # distinct best grid optima each bootstrap resample starts from
 DISTINCT_DECIMALS = 3  # optima whose raw parameters agree to this many decimals are one optimum
@@ -194,7 +195,7 @@ def multistart(law: Law, logx_nK, logl_n, weights, starts_SP, problem_S=None, po
     problem_S = np.zeros(len(starts_SP), int) if problem_S is None else np.asarray(problem_S)
     logl_n, weights = np.asarray(logl_n, np.float64), np.asarray(weights, np.float64)
     screen = _objective(law, logx_nK, logl_n, weights, delta, np.float32)
-    theta_SP, f_S, _ = lbfgs(screen, starts_SP, ftol=SCREEN_FTOL)
+    theta_SP, f_S, _ = lbfgs(screen, starts_SP, max_iter=SCREEN_MAX_ITER, ftol=SCREEN_FTOL)
     sel = _best_rows(f_S, problem_S, polish)
     refine = _objective(law, logx_nK, _rows(logl_n, sel), _rows(weights, sel), delta, np.float64)
     theta_RP, f_R, _ = lbfgs(refine, theta_SP[sel])
