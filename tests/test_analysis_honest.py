@@ -190,7 +190,8 @@ def test_curve_points_skip_warmup_and_the_first_tenth():
 
     t = np.linspace(1e8, 1e9, 10)
     runs = [Run("a", "w", "done", N=1e6, D=1e9, eval_tokens_t=t, eval_loss_t=np.full(10, 3.0)),
-            Run("b", "w", "done", N=2e6, D=1e9, eval_tokens_t=t, eval_loss_t=np.full(10, 2.0), warmup_tokens=3.5e8)]
+            Run("b", "w", "done", N=2e6, D=1e9, eval_tokens_t=t, eval_loss_t=np.full(10, 2.0),
+                warmup_tokens=3.5e8)]
     p = points.curve_points(runs)
     # run a: tokens > 1e8 (10%) -> 9 points; run b: tokens > 3.5e8 (its warmup) -> 4e8 ... 1e9, 7 points
     assert list(np.bincount(p["run"])) == [9, 7]

@@ -73,7 +73,8 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reported(workdir, tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    assert main(["report", "--workdir", str(workdir), "--out", str(out), "--bootstrap", "10", "--params", "total"]) == 0
+    args = ["report", "--workdir", str(workdir), "--out", str(out), "--bootstrap", "10", "--params", "total"]
+    assert main(args) == 0
     return out, json.loads((out / "fits.json").read_text())
 
 
@@ -121,7 +122,8 @@ def test_report_writes_figures_fits_and_summary(reported):
     assert len(a2["minima"]) < 3 and "outside the sampled model sizes" in a2["error"]
     one = fits["variants"]["simplified"]["one_variable"]
     assert {"N_power", "N_kaplan", "D_power", "D_kaplan", "C_power", "C_kaplan"} <= set(one)
-    assert one["N_power"]["depths"] == [2, 4] and one["N_power"]["mixed_depths"] and one["N_power"]["n_runs"] == 6
+    assert one["N_power"]["depths"] == [2, 4] and one["N_power"]["mixed_depths"]
+    assert one["N_power"]["n_runs"] == 6
     assert one["D_power"]["n_points"] >= 5 and one["D_power"]["n_runs"] >= 1
     zs = fits["zero_shot"]["standard"]
     assert zs["chance"] == 0.5 and zs["tasks"] == ["blimp_anaphor", "copa"]
@@ -135,7 +137,8 @@ def test_report_writes_figures_fits_and_summary(reported):
     assert set(lad["tasks"]) == {"blimp_anaphor", "copa"} and lad["tasks"]["copa"]["task_loss"] == "eval_loss"
     summary = (out / "summary.md").read_text()
     assert "| alpha |" in summary and "failed-run" in summary
-    assert "Unrestricted-data models need 6.00x [" in summary and "2 above the grid, counted as bounds" in summary
+    assert "Unrestricted-data models need 6.00x [" in summary
+    assert "2 above the grid, counted as bounds" in summary
     assert "mean accuracy over 2 tasks (blimp_anaphor, copa)" in summary
     points = read_points(out / "points.csv", ("N", "D", "C", "loss"))
     assert len(points["N"]) == 12
@@ -275,7 +278,8 @@ def test_report_extrapolation_does_not_see_the_held_out_model(tmp_path):
             write_run(w / "runs", f"r{h}{l}", h, l, "simplified", evals=False)
         biggest = w / "runs" / "r5124" / "metrics.jsonl"
         rows = [json.loads(line) for line in biggest.read_text().splitlines()[:-1]]
-        biggest.write_text("".join(json.dumps(dict(r, eval_loss=r["eval_loss"] * shift)) + "\n" for r in rows))
+        rows = [dict(r, eval_loss=r["eval_loss"] * shift) for r in rows]
+        biggest.write_text("".join(json.dumps(r) + "\n" for r in rows))
         a3 = _approach3(finished(collect([w])[0]), None, 0, 0, "nonembedding")
         params.append(a3["extrapolation"]["params"])
         assert a3["extrapolation"]["n_starts"] == 4500 and a3["n_runs"] == 6

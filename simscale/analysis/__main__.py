@@ -64,8 +64,10 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="figures")
     r.add_argument("--flops", default=None, help="FLOPs convention for C, e.g. chinchilla or 6n (default: each run's own)")
     r.add_argument("--params", choices=("nonembedding", "total"), default="nonembedding",
-                   help="parameter count used as N in every fit and figure (default: non-embedding, as Kaplan et al.)")
-    b = sub.add_parser("bench", help="time the fit command end to end, the 4,500-start grid and the run bootstrap")
+                   help="parameter count used as N in every fit and figure (default: non-embedding, "
+                        "as Kaplan et al.)")
+    b = sub.add_parser("bench", help="time the fit command end to end, the 4,500-start grid and the "
+                                     "run bootstrap")
     b.add_argument("--points", type=int, default=240)
     for p in (f, r, b):
         p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")

@@ -52,16 +52,18 @@ def noisy_loss(law, truth: dict, x_nK, sigma: float, seed: int) -> np.ndarray:
 
 
 def _cli_fit_seconds(x_nK, loss_n) -> float:
-    """Wall time of `python -m simscale.analysis fit --csv ... --law approach3 --bootstrap 0` in a new process."""
+    """Wall time of `python -m simscale.analysis fit --csv F --law approach3 --bootstrap 0` (new process)."""
     with tempfile.TemporaryDirectory() as tmp:
         csv = pathlib.Path(tmp) / "points.csv"
         rows = (f"{n},{d},{l}\n" for (n, d), l in zip(x_nK.tolist(), loss_n.tolist()))
         csv.write_text("N,D,loss\n" + "".join(rows))
         root = str(pathlib.Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        paths = [root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+        command = [sys.executable, "-m", "simscale.analysis", "fit", "--csv", str(csv), "--law", "approach3",
+                   "--bootstrap", "0"]
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "simscale.analysis", "fit", "--csv", str(csv), "--law", "approach3",
-                        "--bootstrap", "0"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0
 
 
@@ -77,13 +79,14 @@ def bench(points: int = 240, bootstrap: int = 1000, sigma: float = 0.01, seed: i
     t0 = time.perf_counter()
     fit = fit_law(APPROACH3, x, loss, groups=run)
     grid_s = time.perf_counter() - t0
-    log(f"approach 3 in-process, {len(x)} points of {fit.n_runs} runs, {fit.n_starts} starts: {grid_s:.2f} s; "
+    log(f"approach 3 in-process, {len(x)} points of {fit.n_runs} runs, {fit.n_starts} starts: "
+        f"{grid_s:.2f} s; "
         + ", ".join(f"{k} {v:.4g}" for k, v in fit.params.items()))
     t0 = time.perf_counter()
     boot = fit_law(APPROACH3, x, loss, bootstrap=bootstrap, seed=seed, groups=run)
     boot_s = time.perf_counter() - t0 - grid_s
-    log(f"run-level bootstrap, {bootstrap} resamples of {fit.n_runs} runs from the {len(boot.optima)} best distinct "
-        f"grid optima: {boot_s:.2f} s (beyond the grid); "
+    log(f"run-level bootstrap, {bootstrap} resamples of {fit.n_runs} runs from the {len(boot.optima)} best "
+        f"distinct grid optima: {boot_s:.2f} s (beyond the grid); "
         + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in boot.ci.items()))
     return dict(points=len(x), runs=fit.n_runs, starts=fit.n_starts, cli_s=cli_s, grid_s=grid_s,
                 bootstrap=bootstrap, bootstrap_s=boot_s, params=fit.params, ci=boot.ci)

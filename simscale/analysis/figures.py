@@ -114,8 +114,8 @@ def fig_loss_vs_compute(runs, results, out, convention=None):
             c_t = r.eval_tokens_t * r.C(convention) / r.D
             ax.plot(c_t, r.eval_loss_t, color=color, alpha=0.25, lw=0.8)
             _band(ax, c_t, r.eval_loss_t, r.eval_stderr_t, color, alpha=0.1)
-        _points(ax, [r.C(convention) for r in rs], [r.loss for r in rs], [r.loss_stderr for r in rs], color=color,
-                label=f"{v}: final (95% CI)", zorder=3)
+        _points(ax, [r.C(convention) for r in rs], [r.loss for r in rs], [r.loss_stderr for r in rs],
+                color=color, label=f"{v}: final (95% CI)", zorder=3)
         c = np.geomspace(min(r.C(convention) for r in rs) / 3, max(r.C(convention) for r in rs) * 10, 100)
         fit = _a3(results, v)
         if fit and "error" not in fit["allocation"]:
@@ -154,7 +154,8 @@ def fig_loss_vs_params(runs, results, out, convention=None):
         for d, color in zip(budgets, colors):
             pts = sorted((r.N, np.interp(np.log(d), np.log(r.eval_tokens_t), r.eval_loss_t),
                           np.interp(np.log(d), np.log(r.eval_tokens_t), r.eval_stderr_t)) for r in rs
-                         if len(r.eval_tokens_t) and r.eval_tokens_t[0] * 0.99 <= d <= r.eval_tokens_t[-1] * 1.01)
+                         if len(r.eval_tokens_t)
+                         and r.eval_tokens_t[0] * 0.99 <= d <= r.eval_tokens_t[-1] * 1.01)
             if not pts:
                 continue
             _points(ax, *zip(*pts), fmt="o-", lw=0.8, color=color, label=f"D = {d:.3g}")
@@ -178,7 +179,8 @@ def fig_loss_vs_tokens(runs, results, out, convention=None):
         fit = _a3(results, v)
         for r in sorted((r for r in done if str(r.variant) == v), key=lambda r: r.N):
             color = plt.cm.viridis(norm(r.N))
-            _points(ax, r.eval_tokens_t, r.eval_loss_t, r.eval_stderr_t, fmt="o-", ms=3, color=color, label=r.shape)
+            _points(ax, r.eval_tokens_t, r.eval_loss_t, r.eval_stderr_t, fmt="o-", ms=3, color=color,
+                    label=r.shape)
             if fit:
                 d = np.geomspace(r.eval_tokens_t[0], r.eval_tokens_t[-1] * 4, 50)
                 ax.plot(d, fit["E"] + fit["A"] / r.N ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls=":")
@@ -249,7 +251,8 @@ def _c_range(runs, convention):
     return (min(c) / 3, max(c) * 10) if c else (1e15, 1e20)
 
 
-ZERO_SHOT_PANELS = {"standard": "standard tasks (all)", "standard_shared": "standard tasks shared with simplified",
+ZERO_SHOT_PANELS = {"standard": "standard tasks (all)",
+                    "standard_shared": "standard tasks shared with simplified",
                     "simplified": "simplified tasks"}
 
 

@@ -107,7 +107,8 @@ def lbfgs(fun, x0_BP, max_iter=1000, memory=10, gtol=1e-9, ftol=2.2e-9, c1=1e-4,
     f_out, g = fun(x_out, np.arange(B))
     rows = np.flatnonzero(np.isfinite(f_out) & (np.abs(g).max(-1) > gtol))  # problems in the compact state
     x, f, g = x_out[rows], f_out[rows], g[rows]
-    S, Y, rho = np.zeros((memory, len(rows), P)), np.zeros((memory, len(rows), P)), np.zeros((memory, len(rows)))
+    S, Y = np.zeros((memory, len(rows), P)), np.zeros((memory, len(rows), P))
+    rho = np.zeros((memory, len(rows)))
     gamma = np.full(len(rows), np.nan)
     live = np.ones(len(rows), bool)
     newest, it = memory - 1, 0
@@ -271,13 +272,14 @@ def _check_points(law: Law, x_nK, loss_n, inputs, groups_n):
     x_nK = np.asarray(x_nK, dtype=np.float64).reshape(len(loss_n), -1)
     groups_n = np.arange(len(loss_n)) if groups_n is None else np.asarray(groups_n)
     if len(groups_n) != len(loss_n):
-        raise ValueError(f"groups has {len(groups_n)} entries for {len(loss_n)} points: give one run label per point")
+        raise ValueError(f"groups has {len(groups_n)} entries for {len(loss_n)} points: "
+                         "give one run label per point")
     ok = np.isfinite(loss_n) & (loss_n > 0) & np.all(np.isfinite(x_nK) & (x_nK > 0), axis=1)
     need = len(law.raw) + 2
     if ok.sum() < need:
         raise ValueError(
-            f"too few points for the {law.name} law in {', '.join(inputs)}: a fit of {len(law.raw)} parameters "
-            f"needs at least {need} points (parameters + 2) with finite positive loss and inputs, "
+            f"too few points for the {law.name} law in {', '.join(inputs)}: a fit of {len(law.raw)} "
+            f"parameters needs at least {need} points (parameters + 2) with finite positive loss and inputs, "
             f"got {int(ok.sum())} (of {len(loss_n)})"
         )
     return x_nK[ok], loss_n[ok], groups_n[ok]
@@ -344,11 +346,13 @@ def fit_law(
     optima = distinct_optima(theta_RP, boot_starts)
     ci, boot, n_runs, note = {}, {}, len(np.unique(groups_n)), ""
     if 0 < bootstrap and n_runs < MIN_BOOT_RUNS:
-        note, bootstrap = f"no interval: the points come from {n_runs} run(s), a run-level bootstrap needs 3", 0
+        note = f"no interval: the points come from {n_runs} run(s); a run bootstrap needs {MIN_BOOT_RUNS}"
+        bootstrap = 0
     if bootstrap > 0:
         W_Kn = run_weights(groups_n, bootstrap, seed)
         starts_KJP = np.broadcast_to(optima, (bootstrap,) + optima.shape)
-        boot, ci = _percentiles(law, bootstrap_optima(law, logx, logl, W_Kn, starts_KJP, delta), params, level)
+        theta_KP = bootstrap_optima(law, logx, logl, W_Kn, starts_KJP, delta)
+        boot, ci = _percentiles(law, theta_KP, params, level)
     return Fit(
         law.name, tuple(inputs), theta, params, ci, level, float(f_R[0]), len(logl), n_runs,
         float(r2), rmse_log, len(starts), bootstrap, time.perf_counter() - t0, boot, optima, note,

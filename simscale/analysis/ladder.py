@@ -71,7 +71,7 @@ def step1(N_m, D_m, loss_m, target: int, bootstrap: int = 200, seed: int = 0) ->
 
 
 def step2(s1: dict, loss_m, acc_m, n_m, chance: float, target: int, level: float = 0.95) -> dict:
-    """Accuracy of model `target` from step 1's task losses through the sigmoid fitted to the smaller models."""
+    """Accuracy of model `target`: step 1's task losses through the sigmoid fitted to the smaller models."""
     loss_m, acc_m, n_m = (np.asarray(a, float) for a in (loss_m, acc_m, n_m))
     small, W_Km, loss_K = s1["small"], s1["W_Km"], s1["loss_K"]
     kl_K2 = fit_sigmoid(loss_m[small], acc_m[small], n_m[small], chance, W_Km)
@@ -90,4 +90,5 @@ def predict(N_m, D_m, loss_m, acc_m, n_m, chance: float, target: int, bootstrap:
             level: float = 0.95, seed: int = 0) -> dict:
     """Predict model `target`'s accuracy from the models with smaller N (both steps, with interval)."""
     s1 = step1(N_m, D_m, loss_m, target, bootstrap, seed)
-    return dict(step2(s1, loss_m, acc_m, n_m, chance, target, level), N=float(N_m[target]), D=float(D_m[target]))
+    out = step2(s1, loss_m, acc_m, n_m, chance, target, level)
+    return dict(out, N=float(N_m[target]), D=float(D_m[target]))

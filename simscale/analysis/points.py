@@ -1,7 +1,9 @@
 """Point sets the fits use, built from runs: finals, learning-curve points, isoFLOP profiles.
 
 Every point set carries `run`, the index of the run each point comes from, so that
-bootstraps can resample whole runs. Learning-curve points (eval loss at intermediate token counts) stand in when a
+bootstraps can resample whole runs.
+
+Learning-curve points (eval loss at intermediate token counts) stand in when a
 sweep trains every shape on one budget (the paper's grid): they are honest
 measurements, but under a cosine schedule an intermediate point is not the loss
 a run tuned to that budget would reach, so fits on them lean pessimistic.
@@ -61,7 +63,8 @@ def envelope_index(X, loss, bins: int = 20) -> np.ndarray:
     logx = np.log(X[ok])
     edges = np.linspace(logx.min(), logx.max() + 1e-9, bins + 1)
     which = np.digitize(logx, edges) - 1
-    return np.array([ok[which == b][np.argmin(loss[ok][which == b])] for b in range(bins) if np.any(which == b)])
+    return np.array([ok[which == b][np.argmin(loss[ok][which == b])] for b in range(bins)
+                     if np.any(which == b)])
 
 
 def envelope(C, loss, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +87,9 @@ def isoflop_profiles(runs: list[Run], convention=None, levels: int = 6) -> tuple
         for g in np.unique(labels):
             sel = labels == g
             if len(np.unique(f["N"][sel])) >= 3:
-                profiles.append(dict(C=float(np.exp(np.log(f["C"][sel]).mean())), N=f["N"][sel], loss=f["loss"][sel],
-                                     stderr=np.array([runs[i].loss_stderr for i in np.flatnonzero(sel)])))
+                stderr = np.array([runs[i].loss_stderr for i in np.flatnonzero(sel)])
+                profiles.append(dict(C=float(np.exp(np.log(f["C"][sel]).mean())), N=f["N"][sel],
+                                     loss=f["loss"][sel], stderr=stderr))
     if len(profiles) >= 3:
         return profiles, "final"
     curves = [(r.N, r.eval_tokens_t * r.C(convention) / r.D, r.eval_loss_t, r.eval_stderr_t) for r in runs

@@ -68,7 +68,8 @@ def _one_variable(runs, convention, bootstrap, seed, params) -> dict:
     out = {}
     for var, (x, loss, run) in data.items():
         for form in ("power", "kaplan"):
-            rec = _attempt(_fit_json, form, x[:, None], loss, (var,), bootstrap=bootstrap, seed=seed, groups=run)
+            rec = _attempt(_fit_json, form, x[:, None], loss, (var,), bootstrap=bootstrap, seed=seed,
+                           groups=run)
             if var == "N":
                 rec.update(N_params=params, depths=depths, mixed_depths=len(depths) > 1)
             out[f"{var}_{form}"] = rec
@@ -121,7 +122,9 @@ def run_scores(runs: list[Run], task_variant: str, metric: str = "acc") -> dict[
     """
     tasks = common_tasks(runs, task_variant, metric)
     per_run = {r.run_id: _task_records(r, task_variant, metric) for r in runs}
-    return {k: float(np.mean([v[t]["value"] for t in tasks])) for k, v in per_run.items() if v} if tasks else {}
+    if not tasks:
+        return {}
+    return {k: float(np.mean([v[t]["value"] for t in tasks])) for k, v in per_run.items() if v}
 
 
 def _suite(runs: list[Run], task_variant: str, tasks: list[str], seed: int) -> dict:
@@ -133,7 +136,8 @@ def _suite(runs: list[Run], task_variant: str, tasks: list[str], seed: int) -> d
         if r.variant not in by_var or not recs:
             continue
         acc, n = np.array([recs[t]["value"] for t in tasks]), np.array([recs[t].get("n") or 0 for t in tasks])
-        se = np.array([recs[t].get("stderr") or math.sqrt(a * (1 - a) / max(k, 1)) for t, a, k in zip(tasks, acc, n)])
+        se = np.array([recs[t].get("stderr") or math.sqrt(a * (1 - a) / max(k, 1))
+                       for t, a, k in zip(tasks, acc, n)])
         by_var[r.variant].append((r.N, float(acc.mean()), float(math.sqrt((se**2).sum()) / len(tasks))))
         arrays[r.variant].append((r.N, acc, np.maximum(n, 1)))
         chance += [recs[t]["chance"] for t in tasks if isinstance(recs[t].get("chance"), (int, float))]
@@ -186,8 +190,8 @@ def _ladder(runs: list[Run], bootstrap: int, seed: int) -> dict:
                 preds[task] = s1
                 continue
             chance = recs[target].get("chance") or 0.0
-            preds[task] = dict(ladder.step2(s1, loss, [e["value"] for e in recs], [e.get("n") or 1 for e in recs],
-                                            chance, target), task_loss=source)
+            acc, n = [e["value"] for e in recs], [e.get("n") or 1 for e in recs]
+            preds[task] = dict(ladder.step2(s1, loss, acc, n, chance, target), task_loss=source)
         if preds:
             errors = [p["acc_error"] for p in preds.values() if "acc_error" in p]
             out[task_variant] = dict(tasks=preds, N=float(N[target]),
@@ -228,23 +232,27 @@ def _approach3_lines(a3: dict) -> list[str]:
         return [f"- Approach 3: not fitted ({a3['error']})"]
     lines = ["| parameter | value [CI] |", "|---|---|"]
     lines += [f"| {k} | {_fmt(a3[k], a3['ci'].get(k))} |" for k in ("E", "A", "B", "alpha", "beta")]
-    lines += ["", f"- Approach 3 (N: {a3['N_params']} parameters) on {a3['n_points']} {a3['source']} points of "
-                  f"{a3['n_runs']} runs: R² {a3['r2']:.4f}, RMSE(log L) {a3['rmse_log']:.4f}, {a3['n_starts']} "
-                  f"starts, {a3['bootstrap']} bootstrap resamples of {a3['bootstrap_unit']}, {a3['fit_time_s']:.1f} s."]
+    lines += ["", f"- Approach 3 (N: {a3['N_params']} parameters) on {a3['n_points']} {a3['source']} points "
+                  f"of {a3['n_runs']} runs: R² {a3['r2']:.4f}, RMSE(log L) {a3['rmse_log']:.4f}, "
+                  f"{a3['n_starts']} starts, {a3['bootstrap']} bootstrap resamples of "
+                  f"{a3['bootstrap_unit']}, {a3['fit_time_s']:.1f} s."]
     al, ex, vp = a3["allocation"], a3["extrapolation"], a3["vpnls"]
-    lines.append(f"- Compute-optimal (C = {al['k']:.3g} N D): N_opt ∝ C^{al['a']:.3f}, D_opt ∝ C^{al['b']:.3f}, "
-                 f"G = {al['G']:.4g}." if "error" not in al else f"- Allocation: {al['error']}")
+    lines.append(f"- Compute-optimal (C = {al['k']:.3g} N D): N_opt ∝ C^{al['a']:.3f}, "
+                 f"D_opt ∝ C^{al['b']:.3f}, G = {al['G']:.4g}." if "error" not in al
+                 else f"- Allocation: {al['error']}")
     lines.append(f"- Extrapolation out of sample ({ex['held_out']} held out, {ex['n_test']} points, refit on "
-                 f"{ex['n_train']} points from {ex['n_starts']} starts): mean |error| {ex['mean_abs_error']:.4f} nats "
-                 f"({ex['mean_abs_rel_error']:.2%} of the held-out loss, {ex['error_over_train_sd']:.2f} x the "
-                 f"training losses' standard deviation), max {ex['max_abs_error']:.4f} nats."
+                 f"{ex['n_train']} points from {ex['n_starts']} starts): mean |error| "
+                 f"{ex['mean_abs_error']:.4f} nats ({ex['mean_abs_rel_error']:.2%} of the held-out loss, "
+                 f"{ex['error_over_train_sd']:.2f} x the training losses' standard deviation), max "
+                 f"{ex['max_abs_error']:.4f} nats."
                  if "error" not in ex else f"- Extrapolation: {ex['error']}")
     if "error" in vp:
         lines.append(f"- vpnls cross-check: {vp['error']}")
     else:
+        exponent = f"; N_opt ∝ C^{vp['allocation']['a']:.3f}" if "error" not in vp["allocation"] else ""
         lines.append("- vpnls cross-check (least squares, grid over alpha and beta): "
                      + ", ".join(f"{k} {vp[k]:.4g}" for k in ("E", "A", "B", "alpha", "beta"))
-                     + (f"; N_opt ∝ C^{vp['allocation']['a']:.3f}" if "error" not in vp["allocation"] else "") + ".")
+                     + exponent + ".")
     return lines
 
 
@@ -256,8 +264,8 @@ def _approach2_line(a2: dict) -> str:
     vs = a2.get("vs_vpnls", {})
     if "N_opt_ratio" in vs:
         r = vs["N_opt_ratio"]
-        line += (f" Parabola minima / vpnls optimum: {min(r):.2f}-{max(r):.2f}x (isoFLOP parabolas are biased "
-                 f"when sizes are sampled off-centre or alpha ≠ beta).")
+        line += (f" Parabola minima / vpnls optimum: {min(r):.2f}-{max(r):.2f}x (isoFLOP parabolas are "
+                 f"biased when sizes are sampled off-centre or alpha ≠ beta).")
     return line
 
 
@@ -280,16 +288,16 @@ def _one_variable_line(name: str, fit: dict) -> str:
 def _zero_shot_lines(zs: dict) -> list[str]:
     lines = []
     for name, z in zs.items():
-        what = {"standard": "standard tasks (all)", "standard_shared": "standard tasks shared with simplified",
-                "simplified": "simplified tasks"}.get(name, name)
-        lines.append(f"- Zero-shot, {what}: mean accuracy over {z['n_tasks']} tasks ({', '.join(z['tasks'])}).")
+        what = figures.ZERO_SHOT_PANELS.get(name, name)
+        lines.append(f"- Zero-shot, {what}: mean accuracy over {z['n_tasks']} tasks "
+                     f"({', '.join(z['tasks'])}).")
         m = z.get("size_multiplier")
         if m:
             bounds = f"; {m['n_below']} below and {m['n_above']} above the grid, counted as bounds" \
                 if m["n_below"] or m["n_above"] else ""
-            lines.append(f"  Unrestricted-data models need {m['text']} the parameters of simplified-data ones "
-                         f"for equal mean accuracy (median over {m['n']} models, {m['ci_level']:.0%} interval from "
-                         f"{m['draws']} parametric bootstrap draws{bounds}).")
+            lines.append(f"  Unrestricted-data models need {m['text']} the parameters of simplified-data "
+                         f"ones for equal mean accuracy (median over {m['n']} models, {m['ci_level']:.0%} "
+                         f"interval from {m['draws']} parametric bootstrap draws{bounds}).")
         else:
             lines.append("  No size multiplier (a data variant is missing or has fewer than 2 models).")
     return lines
@@ -304,8 +312,8 @@ def _ladder_lines(lad: dict) -> list[str]:
         if not ok:
             continue
         src = sorted({p["task_loss"] for p in ok.values()})
-        lines += [f"- Accuracy ladder ({task_variant} tasks, N = {v['N']:.3g} predicted from the smaller models "
-                  f"via task loss = {'/'.join(src)}): mean |error| {v['mean_abs_error']:.3f}.", "",
+        lines += [f"- Accuracy ladder ({task_variant} tasks, N = {v['N']:.3g} predicted from the smaller "
+                  f"models via task loss = {'/'.join(src)}): mean |error| {v['mean_abs_error']:.3f}.", "",
                   "| task | predicted [CI] | measured ± se |", "|---|---|---|"]
         lines += [f"| {t} | {p['predicted']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] | "
                   f"{p['measured']:.3f} ± {p['measured_stderr']:.3f} |" for t, p in ok.items()]

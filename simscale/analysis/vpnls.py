@@ -54,7 +54,8 @@ def fit_vpnls(N, D, loss, alpha_range=(0.01, 2.0), beta_range=(0.01, 2.0), grid:
     N, D, y = (np.asarray(a, np.float64) for a in (N, D, loss))
     ok = np.isfinite(N) & np.isfinite(D) & np.isfinite(y) & (N > 0) & (D > 0)
     if ok.sum() < 7:
-        raise ValueError(f"the vpnls fit of 5 parameters needs at least 7 points (parameters + 2), got {int(ok.sum())}")
+        raise ValueError("the vpnls fit of 5 parameters needs at least 7 points (parameters + 2), "
+                         f"got {int(ok.sum())}")
     logn, logd, y = np.log(N[ok]), np.log(D[ok]), y[ok]
     (a_lo, a_hi), (b_lo, b_hi) = alpha_range, beta_range
     for _ in range(refine + 1):

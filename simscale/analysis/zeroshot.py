@@ -52,7 +52,8 @@ def log_multipliers(N_ref, score_ref, var_ref, N, scores) -> tuple[np.ndarray, n
     the value of a bound (log of N_min / N or N_max / N) is given by `bound_values`."""
     order = np.argsort(N_ref)
     logn = np.log(np.asarray(N_ref, float)[order])
-    fit = isotonic(np.asarray(score_ref, float)[order], 1.0 / np.maximum(np.asarray(var_ref, float)[order], 1e-12))
+    weights = 1.0 / np.maximum(np.asarray(var_ref, float)[order], 1e-12)
+    fit = isotonic(np.asarray(score_ref, float)[order], weights)
     out, side = np.empty(len(scores)), np.empty(len(scores), int)
     for i, (n, s) in enumerate(zip(N, scores)):
         logu, side[i] = invert(logn, fit, s)
@@ -110,8 +111,9 @@ def size_multiplier(N_ref, acc_ref_mT, n_ref_mT, N, acc_mT, n_mT, draws: int = 1
                       ci=[_exp(per_ci[0, i]), _exp(per_ci[1, i])]) for i in range(len(N))]
     with np.errstate(invalid="ignore"):
         median = float(np.median(logm))
-    return dict(per_model=per_model, n=len(N), n_below=int(np.sum(side == BELOW)), n_above=int(np.sum(side == ABOVE)),
-                median=_exp(median), median_side=int(np.sign(median)) if np.isinf(median) else INSIDE,  # nan median: side 0, value None
+    return dict(per_model=per_model, n=len(N), n_below=int(np.sum(side == BELOW)),
+                n_above=int(np.sum(side == ABOVE)), median=_exp(median),
+                median_side=int(np.sign(median)) if np.isinf(median) else INSIDE,  # nan median: 0, value None
                 ci=[_exp(med_ci[0]), _exp(med_ci[1])], ci_level=level, draws=draws,
                 grid=[float(np.min(N_ref) / np.max(N)), float(np.max(N_ref) / np.min(N))],
                 bootstrap="parametric: Binomial(n, acc) per model and task")
