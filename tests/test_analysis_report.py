@@ -284,3 +284,18 @@ def test_report_extrapolation_does_not_see_the_held_out_model(tmp_path):
         params.append(a3["extrapolation"]["params"])
         assert a3["extrapolation"]["n_starts"] == 4500 and a3["n_runs"] == 6
     assert params[0] == params[1]
+
+
+def test_fit_cli_resamples_runs_named_by_a_column(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    n = np.repeat(np.geomspace(1e6, 1e8, 6), 4)
+    d = np.tile(np.geomspace(1e8, 1e10, 4), 6)
+    run = np.repeat([f"run{i}" for i in range(6)], 4)
+    loss = law_loss(n, d) * np.exp(np.repeat(rng.normal(0, 0.01, 6), 4))
+    csv = tmp_path / "curves.csv"
+    csv.write_text("run,N,D,loss\n" + "".join(f"{r},{a},{b},{c}\n" for r, a, b, c in zip(run, n, d, loss)))
+    assert main(["fit", "--csv", str(csv), "--law", "d", "--runs", "run", "--bootstrap", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_points"] == 24 and out["n_runs"] == 6 and out["bootstrap_unit"] == "runs"
+    assert main(["fit", "--csv", str(csv), "--law", "d", "--runs", "nope"]) == 2
+    assert "lacks column(s) ['nope']" in capsys.readouterr().err

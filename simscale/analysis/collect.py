@@ -159,8 +159,8 @@ def write_points(runs: list[Run], path, convention: str | None = None) -> None:
             w.writerow([r.run_id, r.variant, r.hidden, r.layers, r.N, r.N_nonemb, r.D, r.C(convention), r.loss])
 
 
-def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Numeric `columns` of a CSV (header names matched case-insensitively)."""
+def _read_columns(path, columns: tuple[str, ...]) -> dict[str, list[str]]:
+    """Raw text of `columns` of a CSV (header names matched case-insensitively)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {path}")
@@ -171,4 +171,14 @@ def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
         if missing:
             raise ValueError(f"{path} lacks column(s) {missing}; it has {reader.fieldnames}")
         rows = list(reader)
-    return {c: np.array([_f(r[header[c.lower()]]) for r in rows], dtype=np.float64) for c in columns}
+    return {c: [r[header[c.lower()]] for r in rows] for c in columns}
+
+
+def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Numeric `columns` of a CSV (header names matched case-insensitively)."""
+    return {c: np.array([_f(v) for v in vals], dtype=np.float64) for c, vals in _read_columns(path, columns).items()}
+
+
+def read_labels(path, column: str) -> np.ndarray:
+    """A text column of a CSV (e.g. run ids), as strings."""
+    return np.array(_read_columns(path, (column,))[column], dtype=str)
