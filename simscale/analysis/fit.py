@@ -240,6 +240,7 @@ class Fit:
     boot_params: dict = dataclasses.field(default_factory=dict, repr=False)  # name -> (K,) samples
     optima: np.ndarray | None = dataclasses.field(default=None, repr=False)  # distinct best optima (raw)
     ci_note: str = ""  # why there is no interval despite a requested bootstrap
+    bootstrap_unit: str = "points"  # what a resample draws: "runs" (groups given) or "points"
 
     def predict(self, x_nK) -> np.ndarray:
         return LAWS[self.law].predict(self.theta, x_nK)
@@ -258,7 +259,7 @@ class Fit:
             rmse_log=float(self.rmse_log),
             n_starts=self.n_starts,
             bootstrap=self.bootstrap,
-            bootstrap_unit="runs" if self.n_runs < self.n_points else "points",
+            bootstrap_unit=self.bootstrap_unit,
             fit_time_s=round(self.fit_time_s, 3),
         )
         if self.ci_note:
@@ -356,6 +357,7 @@ def fit_law(
     return Fit(
         law.name, tuple(inputs), theta, params, ci, level, float(f_R[0]), len(logl), n_runs,
         float(r2), rmse_log, len(starts), bootstrap, time.perf_counter() - t0, boot, optima, note,
+        "points" if groups is None else "runs",
     )
 
 
