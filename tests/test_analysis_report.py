@@ -126,7 +126,7 @@ def test_report_writes_figures_fits_and_summary(reported):
     assert one["N_power"]["n_runs"] == 6
     assert one["D_power"]["n_points"] >= 5 and one["D_power"]["n_runs"] >= 1
     zs = fits["zero_shot"]["standard"]
-    assert zs["chance"] == 0.5 and zs["tasks"] == ["blimp_anaphor", "copa"]
+    assert zs["chance"] == 0.5 and zs["tasks"] == ["blimp_anaphor", "copa"] and zs["N_params"] == "total"
     # simplified data is worth a 6x larger model: exact for the 4 smallest; 6 x N of the 2 largest
     # is beyond the largest unrestricted model, so they count as lower bounds (> N_max / N)
     m = zs["size_multiplier"]
@@ -135,6 +135,7 @@ def test_report_writes_figures_fits_and_summary(reported):
     assert [p["bound"] for p in m["per_model"]].count(">") == 2
     lad = fits["variants"]["simplified"]["accuracy_ladder"]["standard"]
     assert set(lad["tasks"]) == {"blimp_anaphor", "copa"} and lad["tasks"]["copa"]["task_loss"] == "eval_loss"
+    assert lad["N_params"] == "total"
     summary = (out / "summary.md").read_text()
     assert "| alpha |" in summary and "failed-run" in summary
     assert "Unrestricted-data models need 6.00x [" in summary

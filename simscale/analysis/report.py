@@ -152,7 +152,7 @@ def _suite(runs: list[Run], task_variant: str, tasks: list[str], seed: int) -> d
     return entry
 
 
-def _zero_shot(runs: list[Run], seed: int = 0) -> dict:
+def _zero_shot(runs: list[Run], seed: int = 0, params: str = "nonembedding") -> dict:
     """Suite means per task variant, each naming the tasks it averages.
 
     `standard`: all standard tasks; `simplified` and `standard_shared`: the tasks both variants
@@ -164,11 +164,12 @@ def _zero_shot(runs: list[Run], seed: int = 0) -> dict:
     for name, task_variant, tasks in (("standard", "standard", std), ("standard_shared", "standard", shared),
                                       ("simplified", "simplified", shared or simp)):
         if tasks and not (name == "standard_shared" and not simp):
-            out[name] = dict(_suite(runs, task_variant, tasks, seed), task_variant=task_variant)
+            entry = _suite(runs, task_variant, tasks, seed)
+            out[name] = dict(entry, task_variant=task_variant, N_params=params)
     return out
 
 
-def _ladder(runs: list[Run], bootstrap: int, seed: int) -> dict:
+def _ladder(runs: list[Run], bootstrap: int, seed: int, params: str = "nonembedding") -> dict:
     """Each task's accuracy of the largest model predicted from the smaller ones (ladder.py)."""
     if len(runs) < 3:
         raise ValueError(f"the accuracy ladder needs 3 or more runs, got {len(runs)}")
@@ -194,7 +195,7 @@ def _ladder(runs: list[Run], bootstrap: int, seed: int) -> dict:
             preds[task] = dict(ladder.step2(s1, loss, acc, n, chance, target), task_loss=source)
         if preds:
             errors = [p["acc_error"] for p in preds.values() if "acc_error" in p]
-            out[task_variant] = dict(tasks=preds, N=float(N[target]),
+            out[task_variant] = dict(tasks=preds, N=float(N[target]), N_params=params,
                                      mean_abs_error=float(np.mean(np.abs(errors))) if errors else None)
     return out
 
@@ -216,9 +217,9 @@ def analyse(runs: list[Run], convention: str | None = None, bootstrap: int = 100
             approach3=a3,
             approach2=_approach2(rs, convention, a3),
             one_variable=_one_variable(rs, convention, bootstrap, seed, params),
-            accuracy_ladder=_attempt(_ladder, rs, min(bootstrap, 200), seed),
+            accuracy_ladder=_attempt(_ladder, rs, min(bootstrap, 200), seed, params),
         )
-    results["zero_shot"] = _zero_shot(done, seed)
+    results["zero_shot"] = _zero_shot(done, seed, params)
     return results
 
 
