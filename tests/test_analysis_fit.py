@@ -137,6 +137,5 @@ def test_size_multiplier_on_synthetic_accuracy_curves():
     n_simpl = np.geomspace(1e6, 2e7, 5)
     mult = zeroshot.size_multipliers(n_ref, acc(n_ref), n_simpl, acc(6 * n_simpl))
     np.testing.assert_allclose(mult, 6.0, rtol=1e-6)
-    assert zeroshot.summarise_multipliers(mult)["geomean"] == pytest.approx(6.0)
     # out of the reference curve's range: no match
     assert np.isnan(zeroshot.size_multipliers(n_ref, acc(n_ref), [1e9], [acc(1e10)])[0])

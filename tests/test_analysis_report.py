@@ -73,7 +73,8 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reported(workdir, tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    assert main(["report", "--workdir", str(workdir), "--out", str(out), "--bootstrap", "10"]) == 0
+    args = ["report", "--workdir", str(workdir), "--out", str(out), "--bootstrap", "10", "--params", "total"]
+    assert main(args) == 0
     return out, json.loads((out / "fits.json").read_text())
 
 
@@ -105,23 +106,41 @@ def test_report_writes_figures_fits_and_summary(reported):
         assert (out / f"{name}.pdf").exists()
     assert fits["figures_skipped"] == {}
     a3 = fits["variants"]["simplified"]["approach3"]
-    assert a3["source"] == "curves" and a3["n_points"] == 6 * 8
+    # every run's curve past its first 10% of tokens: 9 of the 10 eval points (no warmup recorded)
+    assert a3["source"] == "curves" and a3["n_points"] == 6 * 9 and a3["n_runs"] == 6
+    assert a3["N_params"] == "total" and a3["bootstrap_unit"] == "runs"
     assert a3["alpha"] == pytest.approx(LAW["alpha"], abs=0.05)
     assert a3["beta"] == pytest.approx(LAW["beta"], abs=0.05)
     assert set(a3["ci"]) == {"E", "A", "B", "alpha", "beta"}
     assert a3["allocation"]["k"] == pytest.approx(6.3)
-    assert a3["extrapolation"]["mean_abs_rel_error"] < 0.02
+    assert a3["extrapolation"]["mean_abs_rel_error"] < 0.02 and a3["extrapolation"]["n_starts"] == 4500
+    for k in ("alpha", "beta"):
+        assert a3["vpnls"][k] == pytest.approx(LAW[k], abs=0.05)
     assert fits["variants"]["unrestricted"]["approach3"]["r2"] > 0.99
     a2 = fits["variants"]["simplified"]["approach2"]  # one-epoch curves: most minima lie past the largest model
     assert a2["source"] == "curves" and len(a2["parabolas"]) == len(a2["profiles"]) >= 3
     assert len(a2["minima"]) < 3 and "outside the sampled model sizes" in a2["error"]
     one = fits["variants"]["simplified"]["one_variable"]
     assert {"N_power", "N_kaplan", "D_power", "D_kaplan", "C_power", "C_kaplan"} <= set(one)
+    assert one["N_power"]["depths"] == [2, 4] and one["N_power"]["mixed_depths"]
+    assert one["N_power"]["n_runs"] == 6
+    assert one["D_power"]["n_points"] >= 5 and one["D_power"]["n_runs"] >= 1
     zs = fits["zero_shot"]["standard"]
-    assert zs["chance"] == 0.5
-    assert zs["size_multiplier"]["geomean"] == pytest.approx(6.0, rel=1e-6)
+    assert zs["chance"] == 0.5 and zs["tasks"] == ["blimp_anaphor", "copa"] and zs["N_params"] == "total"
+    # simplified data is worth a 6x larger model: exact for the 4 smallest; 6 x N of the 2 largest
+    # is beyond the largest unrestricted model, so they count as lower bounds (> N_max / N)
+    m = zs["size_multiplier"]
+    assert m["median"] == pytest.approx(6.0, rel=1e-6) and m["n_above"] == 2 and m["n_below"] == 0
+    assert m["ci"][0] <= 6.0 and (m["ci"][1] is None or m["ci"][1] >= 6.0)
+    assert [p["bound"] for p in m["per_model"]].count(">") == 2
+    lad = fits["variants"]["simplified"]["accuracy_ladder"]["standard"]
+    assert set(lad["tasks"]) == {"blimp_anaphor", "copa"} and lad["tasks"]["copa"]["task_loss"] == "eval_loss"
+    assert lad["N_params"] == "total"
     summary = (out / "summary.md").read_text()
-    assert "| alpha |" in summary and "6.00x the parameters" in summary and "failed-run" in summary
+    assert "| alpha |" in summary and "failed-run" in summary
+    assert "Unrestricted-data models need 6.00x [" in summary
+    assert "2 above the grid, counted as bounds" in summary
+    assert "mean accuracy over 2 tasks (blimp_anaphor, copa)" in summary
     points = read_points(out / "points.csv", ("N", "D", "C", "loss"))
     assert len(points["N"]) == 12
 
@@ -134,6 +153,7 @@ def test_figures_are_drawn_without_finished_runs(tmp_path):
     assert main(["report", "--workdir", str(w), "--out", str(out), "--bootstrap", "0"]) == 1
     fits = json.loads((out / "fits.json").read_text())
     assert fits["n_finished"] == 0 and fits["variants"] == {}
+    assert fits["params"] == "nonembedding"  # Kaplan's convention unless --params total
     assert (out / "learning_curves.png").exists()
     assert fits["figures_skipped"]["loss_vs_compute"] == "no finished runs"
     assert "No finished runs" in (out / "summary.md").read_text()
@@ -184,3 +204,99 @@ def test_fit_cli_errors_are_one_line(tmp_path, capsys):
     assert "too few points for the power law in N" in capsys.readouterr().err
     assert main(["fit", "--csv", str(tmp_path / "missing.csv")]) == 2
     assert "CSV file not found" in capsys.readouterr().err
+
+
+def write_evals(run_dir, records):
+    (run_dir / "eval.json").write_text(json.dumps(records))
+
+
+def rec(task, task_variant, value, n=200, flagged=False):
+    return dict(task=task, variant=task_variant, metric="acc", value=value, stderr=0.03, n=n, chance=0.5,
+                flagged=flagged)
+
+
+def test_standard_vs_simplified_means_average_the_same_tasks(tmp_path):
+    """blimp_b has too few simplified pairs (flagged): the simplified mean covers blimp_a only, so the
+    standard side of the comparison must too; the full standard mean is given separately."""
+    from simscale.analysis.report import _zero_shot, summary_markdown
+
+    w = tmp_path / "w"
+    for h in (32, 64, 128):
+        for variant in ("simplified", "unrestricted"):
+            write_run(w / "runs", f"{variant}{h}", h, 2, variant, evals=False)
+            write_evals(w / "runs" / f"{variant}{h}", [
+                rec("blimp_a", "standard", 0.6), rec("blimp_b", "standard", 0.8),
+                rec("blimp_a", "simplified", 0.7), rec("blimp_b", "simplified", 0.9, n=12, flagged=True)])
+    zs = _zero_shot(finished(collect([w])[0]))
+    assert zs["standard"]["tasks"] == ["blimp_a", "blimp_b"]
+    assert zs["standard_shared"]["tasks"] == zs["simplified"]["tasks"] == ["blimp_a"]
+    scores = lambda name: [s for v in zs[name]["scores"].values() for _, s, _ in v]  # noqa: E731
+    assert scores("standard") == pytest.approx([0.7] * 6)  # (0.6 + 0.8) / 2
+    assert scores("standard_shared") == pytest.approx([0.6] * 6)
+    assert scores("simplified") == pytest.approx([0.7] * 6)
+    text = summary_markdown(dict(n_finished=6, n_runs=6, params="total", convention=None, variants={},
+                                 zero_shot=zs), [], [], {})
+    assert "standard tasks (all): mean accuracy over 2 tasks (blimp_a, blimp_b)" in text
+    assert "standard tasks shared with simplified: mean accuracy over 1 tasks (blimp_a)" in text
+
+
+def test_near_chance_zero_shot_figure_has_error_bars_and_no_multiplier(tmp_path, monkeypatch):
+    """Every model within noise of chance (as BIG-bench multiple choice on a fresh clone): the title
+    must not state a multiplier, and every plotted accuracy carries an interval."""
+    from matplotlib.container import ErrorbarContainer
+
+    from simscale.analysis import figures
+    from simscale.analysis.report import _zero_shot
+
+    w = tmp_path / "w"
+    rng = np.random.default_rng(0)
+    for h, l in SHAPES:
+        for variant in ("simplified", "unrestricted"):
+            write_run(w / "runs", f"{variant}{h}{l}", h, l, variant, evals=False)
+            write_evals(w / "runs" / f"{variant}{h}{l}", [rec(t, "standard", rng.binomial(200, 0.5) / 200)
+                                                          for t in ("bb_a", "bb_b", "bb_c")])
+    runs = finished(collect([w])[0])
+    results = dict(zero_shot=_zero_shot(runs), params="nonembedding")
+    assert results["zero_shot"]["standard"]["size_multiplier"]["text"].startswith("not determined")
+    captured = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: captured.append(fig) or [])
+    figures.fig_zero_shot(runs, results, tmp_path)
+    (ax,) = captured[0].axes
+    assert "not determined" in ax.get_title() and "x N" not in ax.get_title()
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2 and all(c.has_yerr for c in bars)
+
+
+def test_report_extrapolation_does_not_see_the_held_out_model(tmp_path):
+    """Changing the largest model's losses leaves the out-of-sample refit unchanged (the old check
+    started it from the optimum fitted with those very points)."""
+    from simscale.analysis.report import _approach3
+
+    params = []
+    for shift in (1.0, 1.05):
+        w = tmp_path / f"w{shift}"
+        for h, l in SHAPES:
+            write_run(w / "runs", f"r{h}{l}", h, l, "simplified", evals=False)
+        biggest = w / "runs" / "r5124" / "metrics.jsonl"
+        rows = [json.loads(line) for line in biggest.read_text().splitlines()[:-1]]
+        rows = [dict(r, eval_loss=r["eval_loss"] * shift) for r in rows]
+        biggest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        a3 = _approach3(finished(collect([w])[0]), None, 0, 0, "nonembedding")
+        params.append(a3["extrapolation"]["params"])
+        assert a3["extrapolation"]["n_starts"] == 4500 and a3["n_runs"] == 6
+    assert params[0] == params[1]
+
+
+def test_fit_cli_resamples_runs_named_by_a_column(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    n = np.repeat(np.geomspace(1e6, 1e8, 6), 4)
+    d = np.tile(np.geomspace(1e8, 1e10, 4), 6)
+    run = np.repeat([f"run{i}" for i in range(6)], 4)
+    loss = law_loss(n, d) * np.exp(np.repeat(rng.normal(0, 0.01, 6), 4))
+    csv = tmp_path / "curves.csv"
+    csv.write_text("run,N,D,loss\n" + "".join(f"{r},{a},{b},{c}\n" for r, a, b, c in zip(run, n, d, loss)))
+    assert main(["fit", "--csv", str(csv), "--law", "d", "--runs", "run", "--bootstrap", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_points"] == 24 and out["n_runs"] == 6 and out["bootstrap_unit"] == "runs"
+    assert main(["fit", "--csv", str(csv), "--law", "d", "--runs", "nope"]) == 2
+    assert "lacks column(s) ['nope']" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from simscale.analysis.collect import read_points
+from simscale.analysis.collect import read_labels, read_points
 from simscale.analysis.fit import fit_law
 
 # --law -> (law form, CSV input columns)
@@ -19,15 +19,22 @@ def _fit(args) -> int:
     form = form or args.form
     cols = read_points(args.csv, inputs + ("loss",))
     x = np.stack([cols[c] for c in inputs], -1)
-    fit = fit_law(form, x, cols["loss"], inputs, bootstrap=args.bootstrap, seed=args.seed, level=args.level)
+    groups = read_labels(args.csv, args.runs) if args.runs else None
+    fit = fit_law(form, x, cols["loss"], inputs, bootstrap=args.bootstrap, seed=args.seed, level=args.level,
+                  groups=groups)
     if args.json:
         print(json.dumps(fit.to_json(), indent=1))
         return 0
-    print(f"{fit.law} law in {', '.join(inputs)}: {fit.n_points} points, {fit.n_starts} starts, "
+    of_runs = f" of {fit.n_runs} runs" if args.runs else ""
+    print(f"{fit.law} law in {', '.join(inputs)}: {fit.n_points} points{of_runs}, {fit.n_starts} starts, "
           f"R^2 {fit.r2:.4f}, RMSE(log L) {fit.rmse_log:.4f}, {fit.fit_time_s:.2f} s")
     for k, v in fit.params.items():
         ci = fit.ci.get(k)
-        print(f"  {k:>6} = {v:.5g}" + (f"   [{ci[0]:.5g}, {ci[1]:.5g}] ({fit.level:.0%}, {fit.bootstrap} resamples)" if ci else ""))
+        interval = f"   [{ci[0]:.5g}, {ci[1]:.5g}] ({fit.level:.0%}, {fit.bootstrap} resamples of " \
+                   f"{fit.to_json()['bootstrap_unit']})" if ci else ""
+        print(f"  {k:>6} = {v:.5g}" + interval)
+    if fit.ci_note:
+        print(f"  ({fit.ci_note})")
     return 0
 
 
@@ -59,13 +66,18 @@ def main(argv=None) -> int:
                    help="one-variable form: power E + A X^-alpha or kaplan (X_c/X)^alpha")
     f.add_argument("--json", action="store_true", help="print the fit as JSON (keys E, A, B, alpha, beta, ...)")
     f.add_argument("--level", type=float, default=0.95, help="confidence level of the bootstrap intervals")
+    f.add_argument("--runs", default=None, metavar="COLUMN",
+                   help="CSV column naming each point's run: the bootstrap resamples whole runs (default: points)")
     r = sub.add_parser("report", help="figures, fits.json and summary.md for sweep workdirs")
     r.add_argument("--workdir", required=True, nargs="+", help="one or more sweep workdirs")
     r.add_argument("--out", default="figures")
     r.add_argument("--flops", default=None, help="FLOPs convention for C, e.g. chinchilla or 6n (default: each run's own)")
-    r.add_argument("--params", choices=("total", "nonembedding"), default="total", help="parameter count used as N")
-    b = sub.add_parser("bench", help="time the 4,500-start approach-3 grid and the bootstrap on synthetic points")
-    b.add_argument("--points", type=int, default=300)
+    r.add_argument("--params", choices=("nonembedding", "total"), default="nonembedding",
+                   help="parameter count used as N in every fit and figure (default: non-embedding, "
+                        "as Kaplan et al.)")
+    b = sub.add_parser("bench", help="time the fit command end to end, the 4,500-start grid and the "
+                                     "run bootstrap")
+    b.add_argument("--points", type=int, default=240)
     for p in (f, r, b):
         p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
         p.add_argument("--seed", type=int, default=0)

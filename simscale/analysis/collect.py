@@ -38,6 +38,8 @@ class Run:
     train_loss_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     eval_tokens_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # eval-loss curve
     eval_loss_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    eval_stderr_t: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # nan where unknown
+    warmup_tokens: float = 0.0  # train.warmup_steps x batch_size x seq_len from config.json (0 if unknown)
     evals: list = dataclasses.field(default_factory=list)  # eval.json records
 
     @property
@@ -68,6 +70,20 @@ def _curve(rows, key):
     pts = [(float(t), float(v)) for t, v in pts if math.isfinite(float(v))]
     arr = np.array(sorted(pts), dtype=np.float64).reshape(-1, 2)
     return arr[:, 0], arr[:, 1]
+
+
+def _stderr_curve(rows, tokens_t) -> np.ndarray:
+    """eval_loss_stderr at each eval point's token count (nan where a row has none)."""
+    by_tokens = {float(r["tokens"]): _f(r.get("eval_loss_stderr")) for r in rows
+                 if r.get("eval_loss") is not None and r.get("tokens") is not None}
+    return np.array([by_tokens.get(float(t), math.nan) for t in tokens_t], dtype=np.float64)
+
+
+def _warmup_tokens(config: dict) -> float:
+    """Tokens seen during the learning-rate warmup, from a run's config.json (0 when not recorded)."""
+    train = config.get("train") or {}
+    value = _f(train.get("warmup_steps")) * _f(train.get("batch_size")) * _f(train.get("seq_len"))
+    return value if math.isfinite(value) and value > 0 else 0.0
 
 
 def _f(value) -> float:
@@ -103,7 +119,8 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
         D=_f(result.get("tokens")), flops=flops, flops_convention=result.get("flops_convention"),
         loss=_f(result.get("eval_loss")), loss_stderr=_f(result.get("eval_loss_stderr")),
         wall_time_s=_f(result.get("wall_time_s")), tokens_t=tokens_t, train_loss_t=train_t,
-        eval_tokens_t=eval_tokens_t, eval_loss_t=eval_t, evals=evals if isinstance(evals, list) else [],
+        eval_tokens_t=eval_tokens_t, eval_loss_t=eval_t, eval_stderr_t=_stderr_curve(rows, eval_tokens_t),
+        warmup_tokens=_warmup_tokens(config), evals=evals if isinstance(evals, list) else [],
     )
     if not result:
         warnings.append(f"{run_dir}: no result.json (status {status}); left out of the fits")
@@ -142,8 +159,8 @@ def write_points(runs: list[Run], path, convention: str | None = None) -> None:
             w.writerow([r.run_id, r.variant, r.hidden, r.layers, r.N, r.N_nonemb, r.D, r.C(convention), r.loss])
 
 
-def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Numeric `columns` of a CSV (header names matched case-insensitively)."""
+def _read_columns(path, columns: tuple[str, ...]) -> dict[str, list[str]]:
+    """Raw text of `columns` of a CSV (header names matched case-insensitively)."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {path}")
@@ -154,4 +171,14 @@ def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
         if missing:
             raise ValueError(f"{path} lacks column(s) {missing}; it has {reader.fieldnames}")
         rows = list(reader)
-    return {c: np.array([_f(r[header[c.lower()]]) for r in rows], dtype=np.float64) for c in columns}
+    return {c: [r[header[c.lower()]] for r in rows] for c in columns}
+
+
+def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Numeric `columns` of a CSV (header names matched case-insensitively)."""
+    return {c: np.array([_f(v) for v in vals], dtype=np.float64) for c, vals in _read_columns(path, columns).items()}
+
+
+def read_labels(path, column: str) -> np.ndarray:
+    """A text column of a CSV (e.g. run ids), as strings."""
+    return np.array(_read_columns(path, (column,))[column], dtype=str)

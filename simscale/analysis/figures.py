@@ -1,5 +1,8 @@
 """The report's figures (matplotlib Agg; each saved as PNG and PDF).
 
+Every plotted evaluation loss and accuracy carries its 95% interval (1.96 standard
+errors: eval.json's per-task stderr combined over tasks, metrics.jsonl's
+eval_loss_stderr), drawn as error bars or a shaded band where it is known.
 Every `fig_*` function takes the runs, the `analyse` results and the output
 folder, and returns the paths it wrote or raises ValueError naming what the
 figure lacks; `draw_all` draws what it can and lists what it could not.
@@ -20,6 +23,7 @@ from simscale.analysis import optimal  # noqa: E402
 from simscale.analysis.collect import Run, finished  # noqa: E402
 
 COLORS = {"simplified": "tab:blue", "unrestricted": "tab:orange"}
+Z95 = 1.96  # half-width of a 95% normal interval in standard errors
 LOSS = "Eval loss (nats / token)"
 TOKENS = "Training tokens D"
 
@@ -57,6 +61,24 @@ def _save(fig, out: pathlib.Path, name: str) -> list[str]:
     return paths
 
 
+def _half_width(se) -> np.ndarray | None:
+    """95% half-widths, or None where no standard error is known (nothing to draw)."""
+    se = np.asarray(se, float)
+    return np.where(np.isfinite(se), Z95 * se, 0.0) if np.isfinite(se).any() else None
+
+
+def _points(ax, x, y, se, fmt="o", **kw):
+    """Points with 95% error bars (when standard errors are known)."""
+    ax.errorbar(x, y, yerr=_half_width(se), fmt=fmt, capsize=2, elinewidth=0.8, **kw)
+
+
+def _band(ax, x, y, se, color, alpha=0.15):
+    """A shaded 95% band around a curve (when standard errors are known)."""
+    h = _half_width(se)
+    if h is not None:
+        ax.fill_between(x, np.asarray(y) - h, np.asarray(y) + h, color=color, alpha=alpha, lw=0)
+
+
 def _panels(n: int, width: float = 5.0):
     fig, axes = plt.subplots(1, n, figsize=(width * n, 4.2), squeeze=False, layout="constrained")
     return fig, list(axes[0])
@@ -89,8 +111,11 @@ def fig_loss_vs_compute(runs, results, out, convention=None):
         rs = [r for r in done if str(r.variant) == v]
         color = COLORS.get(v, "gray")
         for r in rs:
-            ax.plot(r.eval_tokens_t * r.C(convention) / r.D, r.eval_loss_t, color=color, alpha=0.25, lw=0.8)
-        ax.scatter([r.C(convention) for r in rs], [r.loss for r in rs], color=color, label=f"{v}: final", zorder=3)
+            c_t = r.eval_tokens_t * r.C(convention) / r.D
+            ax.plot(c_t, r.eval_loss_t, color=color, alpha=0.25, lw=0.8)
+            _band(ax, c_t, r.eval_loss_t, r.eval_stderr_t, color, alpha=0.1)
+        _points(ax, [r.C(convention) for r in rs], [r.loss for r in rs], [r.loss_stderr for r in rs],
+                color=color, label=f"{v}: final (95% CI)", zorder=3)
         c = np.geomspace(min(r.C(convention) for r in rs) / 3, max(r.C(convention) for r in rs) * 10, 100)
         fit = _a3(results, v)
         if fit and "error" not in fit["allocation"]:
@@ -127,12 +152,13 @@ def fig_loss_vs_params(runs, results, out, convention=None):
         budgets = _budgets(rs)
         colors = plt.cm.plasma(np.linspace(0.1, 0.85, len(budgets)))
         for d, color in zip(budgets, colors):
-            pts = [(r.N, np.interp(np.log(d), np.log(r.eval_tokens_t), r.eval_loss_t)) for r in rs
-                   if len(r.eval_tokens_t) and r.eval_tokens_t[0] * 0.99 <= d <= r.eval_tokens_t[-1] * 1.01]
+            pts = sorted((r.N, np.interp(np.log(d), np.log(r.eval_tokens_t), r.eval_loss_t),
+                          np.interp(np.log(d), np.log(r.eval_tokens_t), r.eval_stderr_t)) for r in rs
+                         if len(r.eval_tokens_t)
+                         and r.eval_tokens_t[0] * 0.99 <= d <= r.eval_tokens_t[-1] * 1.01)
             if not pts:
                 continue
-            pts.sort()
-            ax.plot(*zip(*pts), "o-", lw=0.8, color=color, label=f"D = {d:.3g}")
+            _points(ax, *zip(*pts), fmt="o-", lw=0.8, color=color, label=f"D = {d:.3g}")
             fit = _a3(results, v)
             if fit:
                 n = np.geomspace(pts[0][0] / 2, pts[-1][0] * 4, 60)
@@ -153,7 +179,8 @@ def fig_loss_vs_tokens(runs, results, out, convention=None):
         fit = _a3(results, v)
         for r in sorted((r for r in done if str(r.variant) == v), key=lambda r: r.N):
             color = plt.cm.viridis(norm(r.N))
-            ax.plot(r.eval_tokens_t, r.eval_loss_t, "o-", ms=3, color=color, label=r.shape)
+            _points(ax, r.eval_tokens_t, r.eval_loss_t, r.eval_stderr_t, fmt="o-", ms=3, color=color,
+                    label=r.shape)
             if fit:
                 d = np.geomspace(r.eval_tokens_t[0], r.eval_tokens_t[-1] * 4, 50)
                 ax.plot(d, fit["E"] + fit["A"] / r.N ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls=":")
@@ -174,7 +201,8 @@ def fig_isoflop(runs, results, out, convention=None):
         parabolas = {m["C"]: m for m in a2["parabolas"]}
         for p in a2["profiles"]:
             color = plt.cm.magma(0.15 + 0.7 * norm(p["C"]))
-            ax.plot(p["N"], p["loss"], "o", color=color, label=f"C = {p['C']:.2g}")
+            _points(ax, p["N"], p["loss"], p.get("stderr", np.full(len(p["N"]), np.nan)), color=color,
+                    label=f"C = {p['C']:.2g}")
             m = parabolas.get(p["C"])
             if m:
                 n = np.geomspace(min(p["N"]), max(p["N"]), 60)
@@ -223,20 +251,36 @@ def _c_range(runs, convention):
     return (min(c) / 3, max(c) * 10) if c else (1e15, 1e20)
 
 
+ZERO_SHOT_PANELS = {"standard": "standard tasks (all)",
+                    "standard_shared": "standard tasks shared with simplified",
+                    "simplified": "simplified tasks"}
+
+
+def _multiplier_title(z: dict) -> str:
+    """A panel title: which tasks, and the multiplier only with its interval (or 'not determined')."""
+    title = f"{ZERO_SHOT_PANELS.get(z.get('name'), z.get('name'))} ({z['n_tasks']} tasks)"
+    m = z.get("size_multiplier")
+    if not m:
+        return title
+    if m["text"].startswith("not determined"):
+        return title + "\nsize multiplier not determined"
+    return title + f"\nunrestricted needs {m['text']} N"
+
+
 def fig_zero_shot(runs, results, out, convention=None):
     zs = results["zero_shot"]
     if not zs:
         raise ValueError("no zero-shot scores (eval.json) in finished runs")
     fig, axes = _panels(len(zs))
-    for ax, (task_variant, z) in zip(axes, zs.items()):
+    for ax, (name, z) in zip(axes, zs.items()):
         for v, pts in z["scores"].items():
             if pts:
-                ax.plot(*zip(*pts), "o-", color=COLORS.get(v, "gray"), label=f"{v} data")
+                _points(ax, *zip(*pts), fmt="o-", color=COLORS.get(v, "gray"), label=f"{v} data (95% CI)")
         if z["chance"] is not None:
             ax.axhline(z["chance"], color="k", ls=":", label="chance")
-        m = z.get("size_multiplier")
-        extra = f": unrestricted needs {m['geomean']:.1f}x N" if m and m["n"] else ""
-        ax.set(xscale="log", xlabel=_params_label(results), ylabel="Mean zero-shot accuracy", title=f"{task_variant} tasks{extra}")
+        ax.set(xscale="log", xlabel=_params_label(results), ylabel="Mean zero-shot accuracy",
+               title=_multiplier_title(dict(z, name=name)))
+        ax.title.set_fontsize(9)
         ax.legend(fontsize=8)
     return _save(fig, out, "zero_shot")
 
@@ -251,9 +295,9 @@ def fig_learning_curves(runs, results, out, convention=None):
         for r in sorted((r for r in rs if str(r.variant) == v), key=lambda r: (np.nan_to_num(r.N), r.run_id)):
             color = plt.cm.viridis(norm(r.N)) if norm and np.isfinite(r.N) else "gray"
             ax.plot(r.tokens_t, r.train_loss_t, color=color, lw=0.9, alpha=0.7)
-            ax.plot(r.eval_tokens_t, r.eval_loss_t, "o", ms=3, color=color)
+            _points(ax, r.eval_tokens_t, r.eval_loss_t, r.eval_stderr_t, ms=3, color=color)
         ax.set(xscale="log", yscale="log", xlabel=TOKENS, ylabel="Loss (nats / token)",
-               title=f"{v} data (lines: train, dots: eval)")
+               title=f"{v} data (lines: train, dots: eval with 95% CI)")
     if norm:
         _colorbar(fig, axes, norm, _params_label(results))
     return _save(fig, out, "learning_curves")

@@ -23,20 +23,26 @@ import numpy as np
 
 
 def _lse(*terms_Bn: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """log-sum-exp of same-shape terms and their softmax weights."""
-    top = terms_Bn[0]
-    for t in terms_Bn[1:]:
-        top = np.maximum(top, t)
-    exps = [np.exp(t - top) for t in terms_Bn]
-    total = sum(exps)
-    return top + np.log(total), [e / total for e in exps]
+    """log of the sum of exp(terms) (shapes broadcast, e.g. (B, n) and (B, 1)) and each term's share.
+
+    Exponents are capped (80 in float32, 700 in float64) instead of shifted by their maximum: one
+    exp per term and no maximum pass (the fit's hot loop); a capped term only arises far outside
+    any sensible fit, where it stops overflow.
+    """
+    cap = 80.0 if np.result_type(*terms_Bn) == np.float32 else 700.0
+    exps = [np.exp(np.minimum(t, cap)) for t in terms_Bn]
+    total = exps[0] + exps[1]
+    for e in exps[2:]:
+        total += e
+    inv = 1.0 / total
+    return np.log(total), [e * inv for e in exps]
 
 
 def _approach3(theta_BP, logx_nK):
     a, b, e, alpha, beta = (theta_BP[:, i, None] for i in range(5))
     log_n, log_d = logx_nK[:, 0], logx_nK[:, 1]
     t_n = a - alpha * log_n
-    out, (w_n, w_d, w_e) = _lse(t_n, b - beta * log_d, np.broadcast_to(e, t_n.shape))
+    out, (w_n, w_d, w_e) = _lse(t_n, b - beta * log_d, e)
 
     def pullback(ct_Bn):
         u_n, u_d = ct_Bn * w_n, ct_Bn * w_d
@@ -49,7 +55,7 @@ def _power(theta_BP, logx_nK):
     a, e, alpha = (theta_BP[:, i, None] for i in range(3))
     log_x = logx_nK[:, 0]
     t_x = a - alpha * log_x
-    out, (w_x, w_e) = _lse(t_x, np.broadcast_to(e, t_x.shape))
+    out, (w_x, w_e) = _lse(t_x, e)
 
     def pullback(ct_Bn):
         u_x = ct_Bn * w_x

@@ -12,12 +12,14 @@ import pathlib
 
 import numpy as np
 
-from simscale.analysis import figures, optimal, points, zeroshot
+from simscale.analysis import figures, ladder, optimal, points, zeroshot
 from simscale.analysis.collect import Run, collect, finished, write_points
 from simscale.analysis.fit import extrapolation, fit_law
 from simscale.analysis.optimal import group_budgets
+from simscale.analysis.vpnls import fit_vpnls
 
 VARIANTS = ("simplified", "unrestricted")
+MULTIPLIER_DRAWS = 1000  # parametric bootstrap draws for the size multiplier's interval
 
 
 def _attempt(fn, *args, **kw) -> dict:
@@ -27,40 +29,70 @@ def _attempt(fn, *args, **kw) -> dict:
         return {"error": str(e)}
 
 
-def _approach3(runs, convention, bootstrap, seed) -> dict:
+def _approach3(runs, convention, bootstrap, seed, params) -> dict:
     f = points.finals(runs, convention)
     source = "final" if len(np.unique(f["D"])) >= 3 else "curves"
     p = f if source == "final" else points.curve_points(runs, convention)
     x = np.stack([p["N"], p["D"]], -1)
-    fit = fit_law("approach3", x, p["loss"], ("N", "D"), bootstrap=bootstrap, seed=seed)
-    out = dict(fit.to_json(), source=source)
+    fit = fit_law("approach3", x, p["loss"], ("N", "D"), bootstrap=bootstrap, seed=seed, groups=p["run"])
+    out = dict(fit.to_json(), source=source, N_params=params)
     k = points.flops_per_param_token(runs, convention)
     out["allocation"] = _attempt(lambda: dict(optimal.allocation(fit.params), k=k))
-    # Refit without the largest size, started from the full-data optimum (not the whole grid again).
-    out["extrapolation"] = _attempt(extrapolation, "approach3", x, p["loss"], ("N", "D"), starts=fit.theta)
+    # Out of sample: refit on the smaller models only, from the full start grid.
+    out["extrapolation"] = _attempt(extrapolation, "approach3", x, p["loss"], ("N", "D"), groups=p["run"])
+    out["vpnls"] = _attempt(_vpnls, p["N"], p["D"], p["loss"], k)
     return out
+
+
+def _vpnls(N, D, loss, k) -> dict:
+    """The variable-projection least-squares cross-check of approach 3, with its allocation."""
+    v = fit_vpnls(N, D, loss)
+    return dict(v, allocation=_attempt(lambda: dict(optimal.allocation(v), k=k)))
 
 
 def _fit_json(*args, **kw) -> dict:
     return fit_law(*args, **kw).to_json()
 
 
-def _one_variable(runs, convention, bootstrap, seed) -> dict:
-    """L(N) on final runs of the largest budget, L(D) along the largest run, L(C) on the frontier."""
+def _one_variable(runs, convention, bootstrap, seed, params) -> dict:
+    """L(N) on final runs of the largest budget; L(D) and L(C) on the lower envelope (lowest loss per
+    log-spaced bin) of every run's learning-curve points past its warmup and first 10% of tokens."""
     f, c = points.finals(runs, convention), points.curve_points(runs, convention)
     budget = group_budgets(f["D"])
     top = budget == budget.max()
-    largest = c["N"] == c["N"].max() if len(c["N"]) else np.zeros(0, bool)
-    data = dict(N=(f["N"][top], f["loss"][top]), D=(c["D"][largest], c["loss"][largest]),
-                C=points.envelope(c["C"], c["loss"]))
-    return {f"{var}_{form}": _attempt(_fit_json, form, x[:, None], loss, (var,), bootstrap=bootstrap, seed=seed)
-            for var, (x, loss) in data.items() for form in ("power", "kaplan")}
+    env_d, env_c = points.envelope_index(c["D"], c["loss"]), points.envelope_index(c["C"], c["loss"])
+    data = dict(N=(f["N"][top], f["loss"][top], f["run"][top]),
+                D=(c["D"][env_d], c["loss"][env_d], c["run"][env_d]),
+                C=(c["C"][env_c], c["loss"][env_c], c["run"][env_c]))
+    depths = sorted({runs[i].layers for i in f["run"][top] if runs[i].layers is not None})
+    out = {}
+    for var, (x, loss, run) in data.items():
+        for form in ("power", "kaplan"):
+            rec = _attempt(_fit_json, form, x[:, None], loss, (var,), bootstrap=bootstrap, seed=seed,
+                           groups=run)
+            if var == "N":
+                rec.update(N_params=params, depths=depths, mixed_depths=len(depths) > 1)
+            out[f"{var}_{form}"] = rec
+    return out
 
 
-def _approach2(runs, convention) -> dict:
+def _approach2(runs, convention, a3: dict) -> dict:
     profiles, source = points.isoflop_profiles(runs, convention)
     out = optimal.isoflop(profiles, k=points.flops_per_param_token(runs, convention))
+    out["vs_vpnls"] = _attempt(_approach2_vs, out, a3.get("vpnls", {}))
     return dict(out, source=source, profiles=[{k: np.asarray(v).tolist() for k, v in p.items()} for p in profiles])
+
+
+def _approach2_vs(a2: dict, vp: dict) -> dict:
+    """Approach 2's parabola minima against the vpnls fit's compute-optimal N at the same budgets."""
+    if "error" in vp or "error" in vp.get("allocation", {"error": 1}):
+        raise ValueError("no vpnls fit to compare with")
+    k = vp["allocation"]["k"]
+    ratios = [m["N_opt"] / float(optimal.optimal_nd(vp, m["C"], k)[0]) for m in a2["minima"]]
+    out = dict(N_opt_ratio=ratios)
+    if "a" in a2:
+        out["a_minus_vpnls"] = a2["a"] - vp["allocation"]["a"]
+    return out
 
 
 def _task_score(e: dict, task_variant: str, metric: str) -> float | None:
@@ -72,63 +104,222 @@ def _task_score(e: dict, task_variant: str, metric: str) -> float | None:
     return float(value)
 
 
+def _task_records(r: Run, task_variant: str, metric: str = "acc") -> dict[str, dict]:
+    """A run's usable per-task records of one task variant and metric, by task."""
+    return {e["task"]: e for e in r.evals if _task_score(e, task_variant, metric) is not None}
+
+
+def common_tasks(runs: list[Run], task_variant: str, metric: str = "acc") -> list[str]:
+    """Tasks every run with scores of this task variant has (sorted)."""
+    sets = [set(t) for r in runs if (t := _task_records(r, task_variant, metric))]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def run_scores(runs: list[Run], task_variant: str, metric: str = "acc") -> dict[str, float]:
     """Mean zero-shot `metric` over the tasks every scored run has, per run id.
 
     Suite averages (records with `excluded`) and flagged records (too few examples) are left out.
     """
-    per_run = {}
+    tasks = common_tasks(runs, task_variant, metric)
+    per_run = {r.run_id: _task_records(r, task_variant, metric) for r in runs}
+    if not tasks:
+        return {}
+    return {k: float(np.mean([v[t]["value"] for t in tasks])) for k, v in per_run.items() if v}
+
+
+def _suite(runs: list[Run], task_variant: str, tasks: list[str], seed: int) -> dict:
+    """Mean accuracy over `tasks` per run (with its standard error), chance, and the size multiplier."""
+    by_var, arrays = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
+    chance = []
     for r in runs:
-        scores = {e["task"]: v for e in r.evals if (v := _task_score(e, task_variant, metric)) is not None}
-        if scores:
-            per_run[r.run_id] = scores
-    common = set.intersection(*(set(v) for v in per_run.values())) if per_run else set()
-    return {k: float(np.mean([v[t] for t in common])) for k, v in per_run.items()} if common else {}
-
-
-def _zero_shot(runs: list[Run]) -> dict:
-    out = {}
-    for task_variant in ("standard", "simplified"):
-        scores = run_scores(runs, task_variant, "acc")
-        if not scores:
+        recs = _task_records(r, task_variant)
+        if r.variant not in by_var or not recs:
             continue
-        by_var = {v: [(r.N, scores[r.run_id]) for r in runs if r.variant == v and r.run_id in scores] for v in VARIANTS}
-        chance = [e["chance"] for r in runs for e in r.evals if _task_score(e, task_variant, "acc") is not None
-                  and isinstance(e.get("chance"), (int, float)) and math.isfinite(e["chance"])]
-        entry = dict(chance=float(np.mean(chance)) if chance else None,
-                     scores={v: sorted(pts) for v, pts in by_var.items()})
-        if by_var["simplified"] and len(by_var["unrestricted"]) >= 2:
-            ref = np.array(by_var["unrestricted"])
-            q = np.array(by_var["simplified"])
-            mult = zeroshot.size_multipliers(ref[:, 0], ref[:, 1], q[:, 0], q[:, 1])
-            entry["size_multiplier"] = dict(zeroshot.summarise_multipliers(mult), per_model=[
-                dict(N=float(n), score=float(s), multiplier=None if not np.isfinite(m) else float(m))
-                for (n, s), m in zip(q, mult)])
-        out[task_variant] = entry
+        acc, n = np.array([recs[t]["value"] for t in tasks]), np.array([recs[t].get("n") or 0 for t in tasks])
+        se = np.array([recs[t].get("stderr") or math.sqrt(a * (1 - a) / max(k, 1))
+                       for t, a, k in zip(tasks, acc, n)])
+        by_var[r.variant].append((r.N, float(acc.mean()), float(math.sqrt((se**2).sum()) / len(tasks))))
+        arrays[r.variant].append((r.N, acc, np.maximum(n, 1)))
+        chance += [recs[t]["chance"] for t in tasks if isinstance(recs[t].get("chance"), (int, float))]
+    entry = dict(tasks=tasks, n_tasks=len(tasks), chance=float(np.mean(chance)) if chance else None,
+                 scores={v: sorted(pts) for v, pts in by_var.items()})
+    ref, q = sorted(arrays["unrestricted"], key=lambda t: t[0]), arrays["simplified"]
+    if q and len(ref) >= 2:
+        m = zeroshot.size_multiplier([t[0] for t in ref], [t[1] for t in ref], [t[2] for t in ref],
+                                     [t[0] for t in q], [t[1] for t in q], [t[2] for t in q],
+                                     draws=MULTIPLIER_DRAWS, seed=seed)
+        entry["size_multiplier"] = dict(m, text=zeroshot.describe(m))
+    return entry
+
+
+def _zero_shot(runs: list[Run], seed: int = 0, params: str = "nonembedding") -> dict:
+    """Suite means per task variant, each naming the tasks it averages.
+
+    `standard`: all standard tasks; `simplified` and `standard_shared`: the tasks both variants
+    have, so that the standard-vs-simplified comparison averages the same tasks on both sides.
+    """
+    std, simp = common_tasks(runs, "standard"), common_tasks(runs, "simplified")
+    shared = sorted(set(std) & set(simp))
+    out = {}
+    for name, task_variant, tasks in (("standard", "standard", std), ("standard_shared", "standard", shared),
+                                      ("simplified", "simplified", shared or simp)):
+        if tasks and not (name == "standard_shared" and not simp):
+            entry = _suite(runs, task_variant, tasks, seed)
+            out[name] = dict(entry, task_variant=task_variant, N_params=params)
+    return out
+
+
+def _ladder(runs: list[Run], bootstrap: int, seed: int, params: str = "nonembedding") -> dict:
+    """Each task's accuracy of the largest model predicted from the smaller ones (ladder.py)."""
+    if len(runs) < 3:
+        raise ValueError(f"the accuracy ladder needs 3 or more runs, got {len(runs)}")
+    target = int(np.argmax([(r.N, r.D) for r in runs], axis=0)[0])
+    N, D = np.array([r.N for r in runs]), np.array([r.D for r in runs])
+    out = {}
+    s1_eval = ladder.step1(N, D, [r.loss for r in runs], target, bootstrap, seed)
+    for task_variant in ("standard", "simplified"):
+        preds = {}
+        for task in common_tasks(runs, task_variant):
+            recs = [_task_records(r, task_variant)[task] for r in runs]
+            own = [_task_records(r, task_variant, ladder.TASK_LOSS_METRIC).get(task) for r in runs]
+            if all(own):
+                loss, source = [e["value"] for e in own], ladder.TASK_LOSS_METRIC
+                s1 = _attempt(ladder.step1, N, D, loss, target, bootstrap, seed)
+            else:
+                loss, source, s1 = [r.loss for r in runs], "eval_loss", s1_eval
+            if "error" in s1:
+                preds[task] = s1
+                continue
+            chance = recs[target].get("chance") or 0.0
+            acc, n = [e["value"] for e in recs], [e.get("n") or 1 for e in recs]
+            preds[task] = dict(ladder.step2(s1, loss, acc, n, chance, target), task_loss=source)
+        if preds:
+            errors = [p["acc_error"] for p in preds.values() if "acc_error" in p]
+            out[task_variant] = dict(tasks=preds, N=float(N[target]), N_params=params,
+                                     mean_abs_error=float(np.mean(np.abs(errors))) if errors else None)
     return out
 
 
 def analyse(runs: list[Run], convention: str | None = None, bootstrap: int = 1000, seed: int = 0,
-            log=lambda line: None) -> dict:
-    """All fits per data variant, and zero-shot against scale, as a JSON-able dict."""
+            log=lambda line: None, params: str = "nonembedding") -> dict:
+    """All fits per data variant, and zero-shot against scale, as a JSON-able dict.
+
+    params names the parameter count the runs' N holds (it labels every N-based record).
+    """
     done = finished(runs)
-    results = dict(convention=convention, n_runs=len(runs), n_finished=len(done), variants={})
+    results = dict(convention=convention, n_runs=len(runs), n_finished=len(done), params=params, variants={})
     for variant in sorted({r.variant for r in done}, key=str):
         rs = [r for r in done if r.variant == variant]
-        log(f"fitting {variant} data: {len(rs)} runs, {bootstrap} bootstrap resamples per law")
+        log(f"fitting {variant} data: {len(rs)} runs, {bootstrap} bootstrap resamples (over runs) per law")
+        a3 = _attempt(_approach3, rs, convention, bootstrap, seed, params)
         results["variants"][str(variant)] = dict(
             n_runs=len(rs),
-            approach3=_attempt(_approach3, rs, convention, bootstrap, seed),
-            approach2=_approach2(rs, convention),
-            one_variable=_one_variable(rs, convention, bootstrap, seed),
+            approach3=a3,
+            approach2=_approach2(rs, convention, a3),
+            one_variable=_one_variable(rs, convention, bootstrap, seed, params),
+            accuracy_ladder=_attempt(_ladder, rs, min(bootstrap, 200), seed, params),
         )
-    results["zero_shot"] = _zero_shot(done)
+    results["zero_shot"] = _zero_shot(done, seed, params)
     return results
 
 
 def _fmt(v, ci=None) -> str:
     s = f"{v:.4g}"
     return f"{s} [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else s
+
+
+def _approach3_lines(a3: dict) -> list[str]:
+    if "error" in a3:
+        return [f"- Approach 3: not fitted ({a3['error']})"]
+    lines = ["| parameter | value [CI] |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(a3[k], a3['ci'].get(k))} |" for k in ("E", "A", "B", "alpha", "beta")]
+    lines += ["", f"- Approach 3 (N: {a3['N_params']} parameters) on {a3['n_points']} {a3['source']} points "
+                  f"of {a3['n_runs']} runs: R² {a3['r2']:.4f}, RMSE(log L) {a3['rmse_log']:.4f}, "
+                  f"{a3['n_starts']} starts, {a3['bootstrap']} bootstrap resamples of "
+                  f"{a3['bootstrap_unit']}, {a3['fit_time_s']:.1f} s."]
+    al, ex, vp = a3["allocation"], a3["extrapolation"], a3["vpnls"]
+    lines.append(f"- Compute-optimal (C = {al['k']:.3g} N D): N_opt ∝ C^{al['a']:.3f}, "
+                 f"D_opt ∝ C^{al['b']:.3f}, G = {al['G']:.4g}." if "error" not in al
+                 else f"- Allocation: {al['error']}")
+    lines.append(f"- Extrapolation out of sample ({ex['held_out']} held out, {ex['n_test']} points, refit on "
+                 f"{ex['n_train']} points from {ex['n_starts']} starts): mean |error| "
+                 f"{ex['mean_abs_error']:.4f} nats ({ex['mean_abs_rel_error']:.2%} of the held-out loss, "
+                 f"{ex['error_over_train_sd']:.2f} x the training losses' standard deviation), max "
+                 f"{ex['max_abs_error']:.4f} nats."
+                 if "error" not in ex else f"- Extrapolation: {ex['error']}")
+    if "error" in vp:
+        lines.append(f"- vpnls cross-check: {vp['error']}")
+    else:
+        exponent = f"; N_opt ∝ C^{vp['allocation']['a']:.3f}" if "error" not in vp["allocation"] else ""
+        lines.append("- vpnls cross-check (least squares, grid over alpha and beta): "
+                     + ", ".join(f"{k} {vp[k]:.4g}" for k in ("E", "A", "B", "alpha", "beta"))
+                     + exponent + ".")
+    return lines
+
+
+def _approach2_line(a2: dict) -> str:
+    if "error" in a2:
+        return f"- Approach 2: {a2['error']}"
+    line = (f"- Approach 2 ({a2['source']} profiles): N_opt ∝ C^{_fmt(a2['a'], a2['a_ci'])}, "
+            f"D_opt ∝ C^{_fmt(a2['b'], a2['b_ci'])}.")
+    vs = a2.get("vs_vpnls", {})
+    if "N_opt_ratio" in vs:
+        r = vs["N_opt_ratio"]
+        line += (f" Parabola minima / vpnls optimum: {min(r):.2f}-{max(r):.2f}x (isoFLOP parabolas are "
+                 f"biased when sizes are sampled off-centre or alpha ≠ beta).")
+    return line
+
+
+def _one_variable_line(name: str, fit: dict) -> str:
+    var, form = name.split("_")
+    label = f"L({var}) = E + A {var}^-alpha" if form == "power" else f"L({var}) = ({var}_c / {var})^alpha"
+    if "error" in fit:
+        return f"- {label}: {fit['error']}"
+    shown = {k: fit[k] for k in ("E", "A", "X_c", "alpha") if k in fit}
+    text = ", ".join(f"{k.replace('X', var)} {_fmt(val, fit['ci'].get(k))}" for k, val in shown.items())
+    text += f"; R² {fit['r2']:.4f}; {fit['n_points']} points of {fit['n_runs']} runs"
+    text += f" ({fit['ci_note']})" if fit.get("ci_note") else ""
+    if var == "N":
+        text += f"; N: {fit['N_params']} parameters"
+        if fit.get("mixed_depths"):
+            text += f"; mixes depths {', '.join(map(str, fit['depths']))} (one curve over several shapes)"
+    return f"- {label}: {text}"
+
+
+def _zero_shot_lines(zs: dict) -> list[str]:
+    lines = []
+    for name, z in zs.items():
+        what = figures.ZERO_SHOT_PANELS.get(name, name)
+        lines.append(f"- Zero-shot, {what}: mean accuracy over {z['n_tasks']} tasks "
+                     f"({', '.join(z['tasks'])}).")
+        m = z.get("size_multiplier")
+        if m:
+            bounds = f"; {m['n_below']} below and {m['n_above']} above the grid, counted as bounds" \
+                if m["n_below"] or m["n_above"] else ""
+            lines.append(f"  Unrestricted-data models need {m['text']} the parameters of simplified-data "
+                         f"ones for equal mean accuracy (median over {m['n']} models, {m['ci_level']:.0%} "
+                         f"interval from {m['draws']} parametric bootstrap draws{bounds}).")
+        else:
+            lines.append("  No size multiplier (a data variant is missing or has fewer than 2 models).")
+    return lines
+
+
+def _ladder_lines(lad: dict) -> list[str]:
+    if "error" in lad:
+        return [f"- Accuracy ladder: {lad['error']}"]
+    lines = []
+    for task_variant, v in lad.items():
+        ok = {t: p for t, p in v["tasks"].items() if "acc_error" in p}
+        if not ok:
+            continue
+        src = sorted({p["task_loss"] for p in ok.values()})
+        lines += [f"- Accuracy ladder ({task_variant} tasks, N = {v['N']:.3g} predicted from the smaller "
+                  f"models via task loss = {'/'.join(src)}): mean |error| {v['mean_abs_error']:.3f}.", "",
+                  "| task | predicted [CI] | measured ± se |", "|---|---|---|"]
+        lines += [f"| {t} | {p['predicted']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] | "
+                  f"{p['measured']:.3f} ± {p['measured_stderr']:.3f} |" for t, p in ok.items()]
+        lines.append("")
+    return lines
 
 
 def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str], figure_skips: dict) -> str:
@@ -140,44 +331,11 @@ def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str]
         lines += ["**No finished runs with a finite eval loss: no fits.**", ""]
     for variant, v in results["variants"].items():
         lines += [f"## Data variant: {variant} ({v['n_runs']} runs)", ""]
-        a3 = v["approach3"]
-        if "error" in a3:
-            lines += [f"- Approach 3: not fitted ({a3['error']})"]
-        else:
-            lines += ["| parameter | value [CI] |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(a3[k], a3['ci'].get(k))} |" for k in ("E", "A", "B", "alpha", "beta")]
-            lines += ["", f"- Approach 3 on {a3['n_points']} {a3['source']} points: R² {a3['r2']:.4f}, "
-                          f"RMSE(log L) {a3['rmse_log']:.4f}, {a3['n_starts']} starts, {a3['bootstrap']} bootstrap "
-                          f"resamples, {a3['fit_time_s']:.1f} s."]
-            al, ex = a3["allocation"], a3["extrapolation"]
-            lines.append(f"- Compute-optimal (C = {al['k']:.3g} N D): N_opt ∝ C^{al['a']:.3f}, D_opt ∝ C^{al['b']:.3f}, "
-                         f"G = {al['G']:.4g}." if "error" not in al else f"- Allocation: {al['error']}")
-            lines.append(f"- Extrapolation ({ex['held_out']} held out, {ex['n_test']} points): mean |rel. error| "
-                         f"{ex['mean_abs_rel_error']:.2%}, max {ex['max_abs_rel_error']:.2%}."
-                         if "error" not in ex else f"- Extrapolation: {ex['error']}")
-        a2 = v["approach2"]
-        lines.append(f"- Approach 2 ({a2['source']} profiles): N_opt ∝ C^{_fmt(a2['a'], a2['a_ci'])}, "
-                     f"D_opt ∝ C^{_fmt(a2['b'], a2['b_ci'])}." if "error" not in a2 else f"- Approach 2: {a2['error']}")
-        for name, fit in v["one_variable"].items():
-            var, form = name.split("_")
-            name = f"{var}) = E + A {var}^-alpha" if form == "power" else f"{var}) = ({var}_c / {var})^alpha"
-            if "error" in fit:
-                lines.append(f"- L({name}: {fit['error']}")
-            else:
-                shown = {k: fit[k] for k in ("E", "A", "X_c", "alpha") if k in fit}
-                lines.append(f"- L({name}: " + ", ".join(f"{k.replace('X', var)} {_fmt(val, fit['ci'].get(k))}"
-                                                         for k, val in shown.items())
-                             + f"; R² {fit['r2']:.4f}")
-        lines.append("")
-    for task_variant, z in results["zero_shot"].items():
-        m = z.get("size_multiplier")
-        if m and m["n"]:
-            lines.append(f"- Zero-shot ({task_variant} tasks): unrestricted-data models need {m['geomean']:.2f}x the "
-                         f"parameters of simplified-data ones for equal mean accuracy (range {m['min']:.2f}-{m['max']:.2f}, "
-                         f"{m['n']} models).")
-        else:
-            lines.append(f"- Zero-shot ({task_variant} tasks): no size multiplier (scores of the simplified-data "
-                         f"models fall outside the unrestricted curve, or a variant is missing).")
+        lines += _approach3_lines(v["approach3"])
+        lines.append(_approach2_line(v["approach2"]))
+        lines += [_one_variable_line(name, fit) for name, fit in v["one_variable"].items()]
+        lines += [""] + _ladder_lines(v["accuracy_ladder"])
+    lines += _zero_shot_lines(results["zero_shot"])
     lines += ["", "## Figures", ""] + [f"- {pathlib.Path(p).name}" for p in figure_paths]
     lines += [f"- {name}: not drawn ({why})" for name, why in figure_skips.items()]
     if warnings:
@@ -186,11 +344,11 @@ def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str]
 
 
 def report(workdirs, out, convention: str | None = None, bootstrap: int = 1000, seed: int = 0,
-           params: str = "total", log=print) -> dict:
+           params: str = "nonembedding", log=print) -> dict:
     """Collect, fit, draw; write fits.json, summary.md, points.csv and figures under `out`.
 
     convention: FLOPs convention for C (default: each run's own); params: which parameter
-    count is N in every fit and figure, "total" or "nonembedding".
+    count is N in every fit and figure, "nonembedding" (Kaplan et al. 2020; default) or "total".
     """
     if params not in ("total", "nonembedding"):
         raise ValueError(f"params must be 'total' or 'nonembedding', got {params!r}")
@@ -203,8 +361,7 @@ def report(workdirs, out, convention: str | None = None, bootstrap: int = 1000, 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log(f"collected {len(runs)} runs ({len(finished(runs))} finished) from {workdirs}")
-    results = analyse(runs, convention, bootstrap, seed, log)
-    results["params"] = params
+    results = analyse(runs, convention, bootstrap, seed, log, params)
     log(f"drawing figures into {out}")
     drawn, skipped = figures.draw_all(runs, results, out, convention)
     results["warnings"] = warnings
