@@ -108,14 +108,15 @@ for r in runs:
 import numpy as np
 from simscale.analysis.fit import fit_law
 
+from simscale.analysis.points import curve_points
+
 done = finished(runs)
-if len(done) >= 3:
-    x = np.array([[r.C()] for r in done])
-    loss = np.array([r.loss for r in done])
-    fit = fit_law("power", x, loss, inputs=("C",), bootstrap=100)  # L = E + A C^-alpha
+p = curve_points(done)  # eval losses along every run's curve, past warmup and 10% of its tokens
+try:  # L = E + A D^-alpha; the bootstrap resamples whole runs
+    fit = fit_law("power", p["D"][:, None], p["loss"], inputs=("D",), bootstrap=100, groups=p["run"])
     print(fit.params, fit.ci)
-else:
-    print(f"only {len(done)} finished runs: a law needs at least 3")'''),
+except ValueError as e:  # too few points or runs for the law
+    print(e)'''),
     new_markdown_cell("## Zero-shot: simplified vs unrestricted data"),
     new_code_cell('''\
 from simscale.analysis.report import run_scores
