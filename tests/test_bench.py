@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from simscale import bench
+from simscale import bench, profiling
 
 KEYS = {"name", "hidden", "layers", "vocab", "seq_len", "batch", "compile_time_s", "step_time_s",
         "tokens_per_s", "model_flops_per_s", "fraction_of_peak", "mfu", "repeats", "peers"}
@@ -70,20 +70,20 @@ def test_peer_alternates_with_simscale_and_reports_its_errors():
 def test_innermost_and_wall_times():
     # thread 1: a while loop [0, 10) containing op a [2, 4); thread 2: op b [3, 5); nothing runs in [10, 12)
     events = {1: [(0.0, 10.0, "while"), (2.0, 4.0, "a")], 2: [(3.0, 5.0, "b")]}
-    assert bench._innermost(events[1]) == [(0.0, 2.0, "while"), (2.0, 4.0, "a"), (4.0, 10.0, "while")]
-    times, busy = bench.op_wall_times(events)
+    assert profiling._innermost(events[1]) == [(0.0, 2.0, "while"), (2.0, 4.0, "a"), (4.0, 10.0, "while")]
+    times, busy = profiling.op_wall_times(events)
     assert busy == 10.0 and sum(times.values()) == pytest.approx(busy)
     assert times == pytest.approx({"while": 2.0 + 0.5 + 5.0, "a": 1.0 + 0.5, "b": 0.5 + 0.5})
 
 
 def test_model_part_uses_the_innermost_simscale_frame():
     step, llama = "/x/simscale/train/step.py", "/x/simscale/model/llama.py"
-    assert bench.model_part(((llama, "rms_norm"), (llama, "block"), (step, "_mean_loss"))) == "RMSNorm"
+    assert profiling.model_part(((llama, "rms_norm"), (llama, "block"), (step, "_mean_loss"))) == "RMSNorm"
     optax_frame = ("/y/optax/_src/transform.py", "update_fn")
-    assert bench.model_part((optax_frame, (step, "build.<locals>.train_fn"))) == "optimizer update"
-    assert bench.model_part(((step, "_head_chunk_grads.<locals>.chunk"),)) == "output head + loss"
-    assert bench.model_part((("/x/simscale/model/cpu_kernels.py", "_backward"),)).startswith("attention")
-    assert bench.model_part(()) == "other"
+    assert profiling.model_part((optax_frame, (step, "build.<locals>.train_fn"))) == "optimizer update"
+    assert profiling.model_part(((step, "_head_chunk_grads.<locals>.chunk"),)) == "output head + loss"
+    assert profiling.model_part((("/x/simscale/model/cpu_kernels.py", "_backward"),)).startswith("attention")
+    assert profiling.model_part(()) == "other"
 
 
 def test_profile_splits_a_real_step(tmp_path, capsys):

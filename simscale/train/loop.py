@@ -70,13 +70,13 @@ def _prepare_data(cfg, run_dir: Path, main: bool):
     return prepared
 
 
-def evaluate(prog, params, cfg, token_bytes: np.ndarray | None) -> dict:
-    """Mean validation nats/token, its standard error over sequences, and bits per byte.
+def evaluate(prog, params, cfg, local_batches: list[np.ndarray], token_bytes: np.ndarray | None) -> dict:
+    """Mean validation nats/token, its standard error over sequences, and bits per byte, on
+    `local_batches` (this host's rows of `stream.batches(cfg, "validation")`).
 
     Bits per byte = the evaluated tokens' summed loss in bits / the UTF-8 bytes of source text
     those tokens stand for (`token_bytes[id]`, 0 for the <s> </s> markup), on these same rows.
     """
-    local_batches = list(stream.batches(cfg, "validation"))
     losses = [prog.eval(params, _device_batch(prog, local)) for local in local_batches]
     if not losses:
         raise ValueError("the validation split gave no batches: check train.eval_batches and the data")
@@ -150,6 +150,7 @@ class _Run:
             write_status(self.run_dir, "running", 0)
         prepared = _prepare_data(cfg, self.run_dir, main)
         self.token_bytes = tokenizer.content_bytes(tokenizer.load(prepared.tokenizer_path)) if prepared else None
+        self.validation = list(stream.batches(cfg, "validation"))  # the same rows at every evaluation
         self.steps = steps = total_steps(cfg, prepared.train_tokens if prepared else None)
         self.flops_per_token = counting.flops_per_token(cfg.model, tc.seq_len, tc.flops_convention)
         self.prog = prog = step_lib.program(cfg, steps, mesh_lib.make_mesh(cfg.mesh))
@@ -203,7 +204,7 @@ class _Run:
                      "mfu": counting.mfu(tok_s * self.flops_per_token, jax.devices()[0].device_kind,
                                          jax.device_count())}
         if evaluate_now:
-            self.evals = evaluate(self.prog, self.state["params"], self.cfg, self.token_bytes)
+            self.evals = evaluate(self.prog, self.state["params"], self.cfg, self.validation, self.token_bytes)
             self.last.update(self.evals)
         self.log.write(self.last)
         if checkpoint_now:
@@ -219,7 +220,7 @@ class _Run:
         cfg, tc = self.cfg, self.cfg.train
         if self.last is None or self.last["step"] != end or "eval_loss" not in self.last:
             # resumed at the final step (e.g. after a crash while writing result.json)
-            self.evals = evaluate(self.prog, self.state["params"], cfg, self.token_bytes)
+            self.evals = evaluate(self.prog, self.state["params"], cfg, self.validation, self.token_bytes)
         final_loss = self.last["loss"] if self.last else _last_logged_loss(self.run_dir)
         tokens = end * tc.batch_size * tc.seq_len
         result = {
