@@ -31,7 +31,7 @@ bench: install
 	$(PY) -m simscale.data bench
 	$(PY) -m simscale.analysis bench
 
-# The main job: the cpu preset end to end (data, 12 runs, zero-shot evals), then fits and
+# The main job: the cpu preset end to end (data, 16 runs, zero-shot evals), then fits and
 # figures even when a run failed; exits with the sweep's status.
 demo: install
 	$(PY) -m simscale.sweep --config sweeps/grid.py:preset=cpu --workdir $(WORKDIR); \

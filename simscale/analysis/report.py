@@ -296,9 +296,10 @@ def _zero_shot_lines(zs: dict) -> list[str]:
         if m:
             bounds = f"; {m['n_below']} below and {m['n_above']} above the grid, counted as bounds" \
                 if m["n_below"] or m["n_above"] else ""
-            lines.append(f"  Unrestricted-data models need {m['text']} the parameters of simplified-data "
-                         f"ones for equal mean accuracy (median over {m['n']} models, {m['ci_level']:.0%} "
-                         f"interval from {m['draws']} parametric bootstrap draws{bounds}).")
+            lines.append(f"  Size multiplier (the parameters unrestricted-data models need, as a multiple of "
+                         f"simplified-data ones', for equal mean accuracy): {m['text']} (median over {m['n']} "
+                         f"models, {m['ci_level']:.0%} interval from {m['draws']} parametric bootstrap "
+                         f"draws{bounds}).")
         else:
             lines.append("  No size multiplier (a data variant is missing or has fewer than 2 models).")
     return lines
