@@ -138,7 +138,7 @@ def test_report_writes_figures_fits_and_summary(reported):
     assert lad["N_params"] == "total"
     summary = (out / "summary.md").read_text()
     assert "| alpha |" in summary and "failed-run" in summary
-    assert "Unrestricted-data models need 6.00x [" in summary
+    assert "for equal mean accuracy): 6.00x [" in summary
     assert "2 above the grid, counted as bounds" in summary
     assert "mean accuracy over 2 tasks (blimp_anaphor, copa)" in summary
     points = read_points(out / "points.csv", ("N", "D", "C", "loss"))
