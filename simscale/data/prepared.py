@@ -218,6 +218,7 @@ def _build(cfg, out: pathlib.Path, control: dict | None, log) -> None:
                                    for s, p in (("train", train), ("validation", valid))}, length=length)
     for split in ("train", "validation"):
         (out / f"{split}.rows").unlink()
+    corpus.close()
     corpus.path.unlink()
 
     filtered = stats.as_dict() if d.variant == "simplified" else {
@@ -342,7 +343,11 @@ class _Corpus:
         self._f.write(json.dumps([part, pieces]) + "\n")
 
     def close(self) -> None:
+        """Closes the writer (after reading the source) and any reader (when the build is done)."""
         self._f.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def __len__(self) -> int:
         return len(self.offsets)
