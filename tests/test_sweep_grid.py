@@ -214,8 +214,30 @@ def test_process_workers_are_pinned_to_their_own_gpus(monkeypatch):
     assert executors.worker_slots(1, 1) == [{"CUDA_VISIBLE_DEVICES": "0"}]
     with pytest.raises(ValueError, match="exceeds the 4 visible GPU"):
         executors.worker_slots(0, 8)
+
+
+def test_cpu_workers_get_their_own_cores(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert executors.worker_slots(3, 1) == [{}, {}, {}]  # CPU host: workers share it
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    cpus = executors.CPUS_ENV
+    assert executors.worker_slots(2, 1) == [{cpus: "0,1,2"}, {cpus: "3,4"}]
+    assert executors.worker_slots(0, 1) == [{cpus: "0,1,2"}, {cpus: "3,4"}]  # 2 by default
+    assert executors.worker_slots(6, 1) == [{}] * 6  # more workers than cores: they share them
+
+
+def test_a_pinned_worker_runs_only_on_its_cores():
+    cores = sorted(os.sched_getaffinity(0))
+    code = ("import os, queue; from simscale.sweep import executors; q = queue.Queue(); "
+            f"q.put({{executors.CPUS_ENV: '{cores[-1]}'}}); executors._pin(q); print(sorted(os.sched_getaffinity(0)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str([cores[-1]])
+
+
+def test_parallel_workers_start_with_the_costliest_shapes():
+    runs = grid.expand(preset("smoke"))  # widths 16 and 32, two variants each
+    widths = [r.cfg.model.hidden for r in executors._order(runs, parallel=True)]
+    assert widths == [32, 32, 16, 16]
+    assert [r.cfg.model.hidden for r in executors._order(runs, parallel=False)] == [16, 16, 32, 32]
 
 
 def test_time_estimates_come_from_past_runs_of_the_same_shape(tmp_path):

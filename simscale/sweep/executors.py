@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # workers import this module before their devices are pinned:
 log = logging.getLogger("simscale.sweep")
 EXECUTORS = ("inline", "process", "ray")
 REPO_ROOT = str(pathlib.Path(__file__).resolve().parents[2])
+CPUS_ENV = "SIMSCALE_WORKER_CPUS"  # the cores a CPU worker of the process executor runs on
 
 
 def default_train(cfg, rdir):
@@ -97,11 +98,7 @@ def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int 
         raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
     submit = {"inline": _inline, "process": _process, "ray": _ray}[executor]
     kwargs = dict(workers=workers, devices_per_worker=devices_per_worker, ray_address=ray_address)
-    # Runs sharing a shape go one after another, so one process reuses its compiled functions.
-    first = {}
-    for i, r in enumerate(runs):
-        first.setdefault(r.shape, i)
-    todo = sorted(runs, key=lambda r: first[r.shape])
+    todo = _order(runs, parallel=executor != "inline")
     outcomes: dict[str, dict] = {}
     waiting = 0
     while todo:
@@ -118,6 +115,21 @@ def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int 
                 time.sleep(poll_s)  # resubmit (a new worker pool) only once one of them is free
         retry_failed = False  # a failure seen in this sweep is not retried again
     return [outcomes[r.run_id] for r in runs]
+
+
+def _order(runs: list[Run], parallel: bool) -> list[Run]:
+    """Runs sharing a shape go one after another, so one process reuses its compiled functions; with
+    parallel workers, the costliest shapes (FLOPs of a run) go first, so that workers finish together."""
+    from simscale.model import counting
+    from simscale.sweep import estimate
+
+    def cost(r):
+        return counting.flops_per_token(r.cfg.model, r.cfg.train.seq_len) * estimate.run_tokens(r, 1)[0]
+
+    first: dict = {}
+    for i, r in enumerate(runs):
+        first.setdefault(r.shape, (-cost(r), i) if parallel else i)
+    return sorted(runs, key=lambda r: first[r.shape])
 
 
 def _inline(jobs, **_):
@@ -137,7 +149,8 @@ def visible_gpus() -> list[str]:
 
 
 def worker_slots(workers: int, devices_per_worker: int) -> list[dict]:
-    """Environment of each worker: its own CUDA_VISIBLE_DEVICES on GPU hosts; CPU workers share the host."""
+    """Environment of each worker: its own CUDA_VISIBLE_DEVICES on GPU hosts; on a CPU host its own
+    share of the cores (SIMSCALE_WORKER_CPUS, applied by the worker before it starts jax)."""
     gpus = visible_gpus()
     if gpus:
         n = len(gpus) // devices_per_worker
@@ -146,11 +159,26 @@ def worker_slots(workers: int, devices_per_worker: int) -> list[dict]:
         n = min(n, workers) if workers else n
         return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * devices_per_worker:(i + 1) * devices_per_worker])}
                 for i in range(n)]
-    return [{} for _ in range(workers or 2)]
+    n, cores = workers or 2, sorted(os.sched_getaffinity(0))
+    if n > len(cores):  # more workers than cores: they share the host
+        return [{} for _ in range(n)]
+    return [{CPUS_ENV: ",".join(map(str, part))} for part in _split(cores, n)]
+
+
+def _split(items: list, n: int) -> list[list]:
+    """n contiguous parts of items, sizes differing by at most one."""
+    q, r = divmod(len(items), n)
+    bounds = [i * q + min(i, r) for i in range(n + 1)]
+    return [items[bounds[i]:bounds[i + 1]] for i in range(n)]
 
 
 def _pin(slots) -> None:
-    os.environ.update(slots.get())  # before this worker imports jax
+    """A worker's start: its slot's environment and cores, before it imports jax (XLA:CPU sizes its
+    thread pool by the cores the process may run on)."""
+    slot = slots.get()
+    os.environ.update(slot)
+    if slot.get(CPUS_ENV):
+        os.sched_setaffinity(0, [int(c) for c in slot[CPUS_ENV].split(",")])
 
 
 def _process(jobs, workers=0, devices_per_worker=1, **_):
