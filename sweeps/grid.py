@@ -77,22 +77,23 @@ def cpu() -> ConfigDict:
     cfg.model.vocab_size = 2000
     cfg.model.max_len = 64
     cfg.train.update(
-        batch_size=16, seq_len=64, tokens=0, steps=0, lr=2e-3, warmup_steps=75,
-        log_every=25, eval_every=60, eval_batches=8, checkpoint_every=250,
+        batch_size=16, seq_len=64, tokens=0, steps=0, lr=2e-3, warmup_steps=30,
+        log_every=25, eval_every=50, eval_batches=8, checkpoint_every=100,
     )
     cfg.data.source = "bigbench"
-    # 0.7M training tokens per run (683 steps, 12 evaluations) whichever vocabulary is found: the
+    # 0.3M training tokens per run (293 steps, 7 evaluations) whichever vocabulary is found (the
     # AO-CHILDES filter keeps 0.76M tokens of the BIG-bench dialogue text, wordfreq:21000 about 3x
-    # more, and without a target the demo's cost would depend on which list a machine has.
-    cfg.data.max_train_tokens = 700_000
+    # more), so the demo's cost does not depend on which list a machine has, and `make demo` fits
+    # in 15 minutes on 2 slow cores (0.7M tokens took 31-35 minutes on Zen 3, one process).
+    cfg.data.max_train_tokens = 300_000
     # The paper's AO-CHILDES list when it is at hand ($SIMSCALE_DATA or a cached download),
     # else the top English words.
     cfg.data.vocab = "aochildes" if aochildes_local() else "wordfreq:21000"
     # Zero-shot after each run: BLiMP's paper-22 suite when its files are at hand, else BIG-bench
-    # multiple choice; 200 examples per task keep the 16 evaluations to a few minutes.
+    # multiple choice; 100 examples per task (of each variant) keep the 16 evaluations to ~2 minutes.
     data = os.environ.get("SIMSCALE_DATA")
     cfg.eval.tasks = "blimp_paper22" if data and (pathlib.Path(data) / "blimp").is_dir() else "bigbench_mc"
-    cfg.eval.max_examples = 200
+    cfg.eval.max_examples = 100
     cfg.sweep = sweep_config()
     cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128, 256), depth=(2, 4), variant=("simplified", "unrestricted")))
     cfg.sweep.heads_rule = "head_dim=16"
