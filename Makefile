@@ -32,11 +32,12 @@ bench: install
 	$(PY) -m simscale.analysis bench
 
 # The main job: the cpu preset end to end (data, 16 runs and their zero-shot evals on two workers,
-# each on its own cores), then fits and figures even when a run failed; exits with the sweep's status.
+# each on its own cores), then fits and figures even when a run failed; exits non-zero when either failed.
 demo: install
 	$(PY) -m simscale.sweep --config sweeps/grid.py:preset=cpu --workdir $(WORKDIR) --executor process; \
-	status=$$?; $(MAKE) --no-print-directory figures && cat figures/summary.md \
-	&& echo "figures, fits.json and summary.md are in $(CURDIR)/figures"; exit $$status
+	status=$$?; { $(MAKE) --no-print-directory figures && cat figures/summary.md \
+	&& echo "figures, fits.json and summary.md are in $(CURDIR)/figures"; } || [ $$status -ne 0 ] || status=1; \
+	exit $$status
 
 figures: install
 	$(PY) -m simscale.analysis report --workdir $(WORKDIR) --out figures

@@ -104,6 +104,15 @@ def test_closed_form_allocation_matches_hand_computation():
     assert optimal.frontier_loss(CHINCHILLA, 5.76e23) == pytest.approx(1.69 + loss.min(), rel=1e-9)
 
 
+def test_a_vanishing_term_has_no_compute_optimal_allocation():
+    """A fit with A = 0 (seen: vpnls on the cpu demo's runs, where every run has the same D) puts
+    the optimum at N -> 0; it must be refused, not divided by (the report crashed)."""
+    with pytest.raises(ValueError, match="needs A > 0 and B > 0"):
+        optimal.allocation(dict(CHINCHILLA, A=0.0))
+    with pytest.raises(ValueError, match="not finite"):
+        optimal.allocation(dict(CHINCHILLA, A=1e300, alpha=1e-3, beta=1e-3))
+
+
 def test_isoflop_parabolas_find_the_optimum():
     budgets = np.logspace(18, 22, 5)
     x = isoflop_design(budgets, per_budget=15, spread=8.0)

@@ -18,7 +18,13 @@ def allocation(params: dict) -> dict:
     alpha, beta, A, B = params["alpha"], params["beta"], params["A"], params["B"]
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"compute-optimal allocation needs alpha > 0 and beta > 0, got {alpha:.3g}, {beta:.3g}")
-    return dict(a=beta / (alpha + beta), b=alpha / (alpha + beta), G=(alpha * A / (beta * B)) ** (1 / (alpha + beta)))
+    if not (A > 0 and B > 0):  # a vanishing term leaves the optimum at N or D -> 0 or infinity
+        raise ValueError(f"compute-optimal allocation needs A > 0 and B > 0, got {A:.3g}, {B:.3g}")
+    with np.errstate(over="ignore"):
+        G = float(np.power(np.float64(alpha * A / (beta * B)), 1 / (alpha + beta)))
+    if not 0 < G < np.inf:
+        raise ValueError(f"compute-optimal allocation is not finite: G = {G:.3g} (alpha {alpha:.3g}, beta {beta:.3g})")
+    return dict(a=beta / (alpha + beta), b=alpha / (alpha + beta), G=G)
 
 
 def optimal_nd(params: dict, C, k: float = 6.0) -> tuple[np.ndarray, np.ndarray]:

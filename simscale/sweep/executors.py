@@ -172,6 +172,12 @@ def _split(items: list, n: int) -> list[list]:
     return [items[bounds[i]:bounds[i + 1]] for i in range(n)]
 
 
+def _describe(slot: dict) -> str:
+    if "CUDA_VISIBLE_DEVICES" in slot:
+        return f"GPUs {slot['CUDA_VISIBLE_DEVICES']}"
+    return f"CPUs {slot[CPUS_ENV]}" if CPUS_ENV in slot else "the shared host"
+
+
 def _pin(slots) -> None:
     """A worker's start: its slot's environment and cores, before it imports jax (XLA:CPU sizes its
     thread pool by the cores the process may run on)."""
@@ -187,7 +193,7 @@ def _process(jobs, workers=0, devices_per_worker=1, **_):
     queue = ctx.Manager().Queue()
     for slot in slots:
         queue.put(slot)
-    log.info("process executor: %d worker(s) %s", len(slots), [s.get("CUDA_VISIBLE_DEVICES", "cpu") for s in slots])
+    log.info("process executor: %d worker(s) on %s", len(slots), ", ".join(_describe(s) for s in slots))
     with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin, initargs=(queue,)) as pool:
         futures = [pool.submit(run_one, *job) for job in jobs]
         for job, future in zip(jobs, futures):
