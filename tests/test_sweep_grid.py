@@ -233,11 +233,13 @@ def test_a_pinned_worker_runs_only_on_its_cores():
     assert out.strip() == str([cores[-1]])
 
 
-def test_parallel_workers_start_with_the_costliest_shapes():
+def test_parallel_workers_start_with_the_costliest_shapes_and_stagger_each_shapes_runs():
     runs = grid.expand(preset("smoke"))  # widths 16 and 32, two variants each
-    widths = [r.cfg.model.hidden for r in executors._order(runs, parallel=True)]
-    assert widths == [32, 32, 16, 16]
-    assert [r.cfg.model.hidden for r in executors._order(runs, parallel=False)] == [16, 16, 32, 32]
+    run = {(r.cfg.model.hidden, r.cfg.data.variant[0]): r for r in runs}
+    assert executors._order(runs, 1) == [run[16, "s"], run[16, "u"], run[32, "s"], run[32, "u"]]
+    # two workers: both shapes' first runs, then their second runs (which then find them compiled)
+    assert executors._order(runs, 2) == [run[32, "s"], run[16, "s"], run[32, "u"], run[16, "u"]]
+    assert executors._order(runs, 3) == executors._order(runs, 2)
 
 
 def test_time_estimates_come_from_past_runs_of_the_same_shape(tmp_path):

@@ -16,7 +16,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from simscale import cpu_runtime
+from simscale import compile_cache, cpu_runtime
 from simscale.config import ConfigError, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
 
@@ -72,6 +72,7 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
         print(json.dumps(records, indent=1) if FLAGS.json else
               report.dry_run_table(records, estimated=FLAGS.estimate != "none"))
         return 0
+    compile_cache.enable(workdir)  # before this process compiles anything (inline runs)
     store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[
         dict(run_id=r.run_id, point=r.point, config=to_dict(r.cfg),
              tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0]) for r in runs]))

@@ -41,9 +41,10 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
 
     Outcomes: done (trained now), skipped (already done), failed, busy (another worker holds it).
     """
-    from simscale import cpu_runtime
+    from simscale import compile_cache, cpu_runtime
 
     cpu_runtime.configure()  # first thing in a fresh worker process
+    compile_cache.enable(workdir)
     rdir = store.run_dir(pathlib.Path(workdir), run_id)
     lock = store.RunLock(rdir)
     if not lock.acquire():
@@ -98,7 +99,11 @@ def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int 
         raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
     submit = {"inline": _inline, "process": _process, "ray": _ray}[executor]
     kwargs = dict(workers=workers, devices_per_worker=devices_per_worker, ray_address=ray_address)
-    todo = _order(runs, parallel=executor != "inline")
+    if executor == "inline":
+        n_workers = 1
+    else:  # a Ray cluster's size is not known here: order for two workers at least
+        n_workers = len(worker_slots(workers, devices_per_worker)) if executor == "process" else max(workers, 2)
+    todo = _order(runs, n_workers)
     outcomes: dict[str, dict] = {}
     waiting = 0
     while todo:
@@ -117,19 +122,31 @@ def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int 
     return [outcomes[r.run_id] for r in runs]
 
 
-def _order(runs: list[Run], parallel: bool) -> list[Run]:
-    """Runs sharing a shape go one after another, so one process reuses its compiled functions; with
-    parallel workers, the costliest shapes (FLOPs of a run) go first, so that workers finish together."""
+def _order(runs: list[Run], workers: int) -> list[Run]:
+    """One worker: runs sharing a shape go one after another, so the process reuses its compiled
+    functions. Several: the costliest shapes (FLOPs of a run) first, so that the workers finish
+    together, and the first runs of `workers` shapes before their second runs, so that a shape's
+    later runs start once its first has compiled (they load it from the compile cache)."""
     from simscale.model import counting
     from simscale.sweep import estimate
 
-    def cost(r):
+    by_shape: dict[tuple, list[Run]] = {}
+    for r in runs:
+        by_shape.setdefault(r.shape, []).append(r)
+    groups = list(by_shape.values())
+    if workers <= 1:
+        return [r for g in groups for r in g]
+
+    def cost(g):
+        r = g[0]
         return counting.flops_per_token(r.cfg.model, r.cfg.train.seq_len) * estimate.run_tokens(r, 1)[0]
 
-    first: dict = {}
-    for i, r in enumerate(runs):
-        first.setdefault(r.shape, (-cost(r), i) if parallel else i)
-    return sorted(runs, key=lambda r: first[r.shape])
+    groups.sort(key=cost, reverse=True)
+    ordered = []
+    for k in range(0, len(groups), workers):
+        chunk = groups[k:k + workers]
+        ordered += [g[i] for i in range(max(map(len, chunk))) for g in chunk if i < len(g)]
+    return ordered
 
 
 def _inline(jobs, **_):
