@@ -49,6 +49,25 @@ def test_counts_match_initialised_params():
             assert x.ndim == len(names)
 
 
+def test_init_draws_each_matrix_independently_from_normal_init_std():
+    """Matrices are slices of one normal draw: each must still be N(0, init_std) on its own and
+    unrelated to the others; norm scales are ones."""
+    cfg = tiny(hidden=64, init_std=0.02)
+    params = init(jax.random.PRNGKey(0), cfg)
+    leaves = jax.tree.leaves_with_path(params)
+    mats = [np.asarray(x).ravel() for path, x in leaves if "norm" not in jax.tree_util.keystr(path)]
+    for path, x in leaves:
+        if "norm" in jax.tree_util.keystr(path):
+            assert np.all(np.asarray(x) == 1.0), path
+    for m in mats:  # n >= 4096: the sample sd is within 5% of 0.02 with probability > 0.999
+        assert abs(m.std() / 0.02 - 1) < 0.05 and abs(m.mean()) < 4 * 0.02 / np.sqrt(m.size)
+    n = min(m.size for m in mats)
+    corr = np.corrcoef(np.stack([m[:n] for m in mats]))
+    assert np.max(np.abs(corr - np.eye(len(mats)))) < 4 / np.sqrt(n)  # no two share draws
+    other = init(jax.random.PRNGKey(1), cfg)
+    assert not np.allclose(params["embed"], other["embed"])
+
+
 def test_flops_conventions_by_hand():
     cfg = shape_cfg(64, 2)  # V=15000, D=64, L=2, H=8, E=8, F=256, T=128
     n = paper_count(64, 2)

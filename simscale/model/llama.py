@@ -12,6 +12,8 @@ F intermediate, V vocabulary, L layers.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,16 +82,23 @@ def logical_axes(cfg) -> dict:
 
 
 def init(rng: jax.Array, cfg) -> dict:
-    """Normal(0, init_std) matrices and unit norm scales, as Hugging Face LLaMA initialises."""
+    """Normal(0, init_std) matrices and unit norm scales, as Hugging Face LLaMA initialises.
+
+    The matrices are consecutive slices of one normal draw: one threefry computation instead of
+    one per matrix, which XLA:CPU compiled in 1.5 s instead of 11.6 s (hidden 64, 4 layers)."""
     paths_shapes, treedef = jax.tree.flatten_with_path(
         param_shapes(cfg), is_leaf=lambda x: isinstance(x, tuple))
     dtype = jnp.dtype(cfg.param_dtype)
-    keys = jax.random.split(rng, len(paths_shapes))
-    values = [
-        jnp.ones(shape, dtype) if "norm" in jax.tree_util.keystr(path)
-        else cfg.init_std * jax.random.normal(key, shape, dtype)
-        for key, (path, shape) in zip(keys, paths_shapes)
-    ]
+    is_norm = ["norm" in jax.tree_util.keystr(path) for path, _ in paths_shapes]
+    sizes = [math.prod(shape) for _, shape in paths_shapes]
+    draw = cfg.init_std * jax.random.normal(rng, (sum(n for n, norm in zip(sizes, is_norm) if not norm),), dtype)
+    values, start = [], 0
+    for (_, shape), n, norm in zip(paths_shapes, sizes, is_norm):
+        if norm:
+            values.append(jnp.ones(shape, dtype))
+        else:
+            values.append(draw[start:start + n].reshape(shape))
+            start += n
     return jax.tree.unflatten(treedef, values)
 
 
