@@ -33,7 +33,7 @@ def model_config() -> ConfigDict:
             init_std=0.02,
             remat=False,
             param_dtype="float32",
-            compute_dtype="auto",  # matmul inputs only (residual, norms, softmax stay float32); auto: f32 CPU, bf16 GPU/TPU
+            compute_dtype="auto",  # matmul inputs only (residual, norms, softmax: f32); auto: f32 CPU, bf16 GPU/TPU
             attention="auto",  # auto (CPU kernel | cuDNN where supported | XLA) | xla | cudnn
             kernels="auto",  # auto (cpu on CPUs, else generic) | cpu | generic: the accelerator path, on any backend
         )

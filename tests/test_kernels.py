@@ -92,8 +92,8 @@ def test_bfloat16_compute_keeps_residual_norms_softmax_and_loss_float32(kernels)
     tokens = jnp.zeros((2, 17), jnp.int32)
     loss = functools.partial(step_lib._mean_loss, model_cfg=cfg.model, loss_chunk=cfg.train.loss_chunk)
     eqns = list(_equations(jax.make_jaxpr(jax.value_and_grad(loss))(params, tokens).jaxpr))
-    # Every forward matmul (7 projections + 2 attention products a block) takes bfloat16 (in the backward, jax.nn's XLA attention multiplies its
-    # float32 score gradient by bfloat16 q and k: jax's own autodiff of a float32-accumulating product).
+    # Every forward matmul (7 projections + 2 attention products a block) takes bfloat16 (in the backward,
+    # jax.nn's XLA attention multiplies its float32 score gradient by bfloat16 q and k: jax's own autodiff).
     forward = list(_equations(jax.make_jaxpr(loss)(params, tokens).jaxpr))
     dots = [e for e in forward if e.primitive.name == "dot_general"]
     assert len(dots) >= 9 and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)

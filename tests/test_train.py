@@ -255,7 +255,8 @@ def run_cli(tmp_path, *overrides, devices=1):
 
 @pytest.mark.parametrize("layout", [("--config.mesh.data=2", "--config.mesh.fsdp=2"),
                                     ("--config.mesh.data=2", "--config.mesh.tensor=2"),
-                                    ("--config.mesh.data=2", "--config.mesh.tensor=2", "--config.model.kernels=generic")],
+                                    ("--config.mesh.data=2", "--config.mesh.tensor=2",
+                                     "--config.model.kernels=generic")],
                          ids=["data2_fsdp2", "data2_tensor2", "data2_tensor2_generic"])
 def test_cli_on_sharded_layouts_matches_one_device(straight, tmp_path, layout):
     ref_dir, ref = straight
