@@ -1,10 +1,11 @@
 """Two processes on localhost (CPU backend, gloo collectives, 2 fake devices each) train one run
-together: the same losses as one process with 4 devices."""
+together: the same losses as one process with 4 devices; killed and restarted, they resume."""
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,25 @@ def test_two_processes_match_one_process_with_four_devices(reference, tmp_path):
     result, ref = (json.loads((d / "result.json").read_text()) for d in (run_dir, reference))
     assert result["eval_loss"] == pytest.approx(ref["eval_loss"], rel=1e-5)
     assert len(losses(run_dir)) == STEPS  # one writer: no line twice
+
+
+def test_two_processes_killed_and_restarted_resume_from_the_checkpoint(reference, tmp_path):
+    run_dir, config = tmp_path / "run", config_file(tmp_path)
+    procs = start_pair(config, run_dir)
+    deadline = time.monotonic() + 400
+    while not (run_dir / "checkpoints" / "20").exists() and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), "the pair ended before its step-20 checkpoint"
+        time.sleep(0.05)
+    for p in procs:
+        p.kill()
+        p.wait()
+    assert not (run_dir / "result.json").exists()
+    saved = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir())
+    assert saved and max(saved) < STEPS
+    # Lines up to the restored step stay as written; a run started again from step 0 would rewrite
+    # them with new (timing-dependent) tokens_per_s.
+    kept = (run_dir / "metrics.jsonl").read_text().splitlines()[:max(saved)]
+    wait(start_pair(config, run_dir))
+    assert (run_dir / "metrics.jsonl").read_text().splitlines()[:max(saved)] == kept
+    np.testing.assert_allclose(losses(run_dir), losses(reference), rtol=1e-5)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
