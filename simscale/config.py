@@ -33,8 +33,9 @@ def model_config() -> ConfigDict:
             init_std=0.02,
             remat=False,
             param_dtype="float32",
-            compute_dtype="auto",  # auto: float32 on CPU, bfloat16 on GPU/TPU
-            attention="auto",  # auto | xla | cudnn (jax.nn.dot_product_attention)
+            compute_dtype="auto",  # matmul inputs only (residual, norms, softmax: f32); auto: f32 CPU, bf16 GPU/TPU
+            attention="auto",  # auto (CPU kernel | cuDNN where supported | XLA) | xla | cudnn
+            kernels="auto",  # auto (cpu on CPUs, else generic) | cpu | generic: the accelerator path, on any backend
         )
     )
 

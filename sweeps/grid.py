@@ -41,6 +41,8 @@ def sweep_config() -> ConfigDict:
             # the paper's simplified SlimPajama has 2.1B tokens.
             epoch_tokens=2_100_000_000,
             calibration_steps=3,  # timed steps per shape when no past run is measured
+            calibration_batch=8,  # sequences per calibration step (0: the run's); tokens/s stands for the full batch
+            calibration_budget_s=20.0,  # calibrate cheapest shapes first while this lasts; the rest scale by FLOPs
         )
     )
 

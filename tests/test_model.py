@@ -153,12 +153,14 @@ def _as_hf_state(params, cfg):
     return state
 
 
+@pytest.mark.parametrize("kernels", ["cpu", "generic"])
 @pytest.mark.parametrize("kv_heads", [0, 2])
-def test_logits_match_hugging_face_llama(kv_heads):
-    """Same weights, same logits as transformers' LlamaForCausalLM (the paper's model code)."""
+def test_logits_match_hugging_face_llama(kv_heads, kernels):
+    """Same weights, same logits as transformers' LlamaForCausalLM (the paper's model code), with the
+    CPU kernels and with the accelerator path (model.kernels=generic)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    cfg = tiny(kv_heads=kv_heads, rope_theta=500.0)
+    cfg = tiny(kv_heads=kv_heads, rope_theta=500.0, kernels=kernels)
     params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape),
                           init(jax.random.key(0), cfg))  # norms away from 1, so their placement matters
     hf_cfg = transformers.LlamaConfig(

@@ -255,6 +255,6 @@ def test_time_estimates_come_from_past_runs_of_the_same_shape(tmp_path):
         for event, t in (("start", 100.0), ("done", 100.0 + seconds)):
             (rdir / "attempts.jsonl").open("a").write(json.dumps(dict(event=event, time=t)) + "\n")
     speeds = estimate.throughputs(runs, tmp_path, calibrate_steps=0)  # measured only
-    assert speeds == {estimate.shape_key(runs[0].cfg): pytest.approx(2 / (10 / 5120 + 30 / 5120))}
+    assert speeds == {estimate.shape_key(runs[0].cfg): (pytest.approx(2 / (10 / 5120 + 30 / 5120)), "past runs")}
     assert estimate.shape_key(runs[2].cfg) not in speeds  # width 32: never measured, no guess
     assert estimate.sizes(runs[0], 0)["tokens"] == 5120

@@ -254,8 +254,10 @@ def run_cli(tmp_path, *overrides, devices=1):
 
 
 @pytest.mark.parametrize("layout", [("--config.mesh.data=2", "--config.mesh.fsdp=2"),
-                                    ("--config.mesh.data=2", "--config.mesh.tensor=2")],
-                         ids=["data2_fsdp2", "data2_tensor2"])
+                                    ("--config.mesh.data=2", "--config.mesh.tensor=2"),
+                                    ("--config.mesh.data=2", "--config.mesh.tensor=2",
+                                     "--config.model.kernels=generic")],
+                         ids=["data2_fsdp2", "data2_tensor2", "data2_tensor2_generic"])
 def test_cli_on_sharded_layouts_matches_one_device(straight, tmp_path, layout):
     ref_dir, ref = straight
     proc = run_cli(tmp_path, *layout, devices=4)
@@ -265,6 +267,7 @@ def test_cli_on_sharded_layouts_matches_one_device(straight, tmp_path, layout):
     assert set(result) >= RESULT_KEYS
     config = json.loads((run_dir / "config.json").read_text())
     assert "sweep" not in config and config["mesh"]["data"] == 2
+    assert config["model"]["kernels"] == ("generic" if "--config.model.kernels=generic" in layout else "auto")
     np.testing.assert_allclose(losses(run_dir), losses(ref_dir), rtol=1e-5)
     assert result["eval_loss"] == pytest.approx(ref["eval_loss"], rel=1e-5)
 

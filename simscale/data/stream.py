@@ -31,8 +31,8 @@ def batches(cfg, split: str, start_step: int = 0) -> Iterator[np.ndarray]:
 def _synthetic_batches(cfg, split: str, start_step: int) -> Iterator[np.ndarray]:
     table = synthetic.successor_table(cfg.model.vocab_size, cfg.seed)
     size, length = host_batch_size(cfg), cfg.train.seq_len + 1
-    # Each host draws its own rows: offset the step index by the process index.
-    host = jax.process_index() * (1 << 30)
+    # Each host keeps its share of the global batch, so any number of hosts trains on the same rows.
+    first = jax.process_index() * size
     steps = itertools.count(start_step) if split == "train" else range(cfg.train.eval_batches)
     for step in steps:
-        yield synthetic.batch(table, cfg.seed, host + step, size, length, split)
+        yield synthetic.batch(table, cfg.seed, step, cfg.train.batch_size, length, split)[first:first + size]

@@ -5,8 +5,14 @@
     axes = logical_axes(cfg)           # same tree; each leaf a tuple of logical axis names
 
 Layers are stacked on a leading 'layers' axis and run with `jax.lax.scan`, so
-compile time does not grow with depth (on CPUs they are unrolled, which runs faster). `cfg` is the `model` section of a run
-config (simscale.config.model_config) or any object with the same attributes.
+compile time does not grow with depth (with the CPU kernels, `model.kernels`, they are unrolled,
+which runs faster on CPUs). `cfg` is the `model` section of a run config
+(simscale.config.model_config) or any object with the same attributes.
+
+Mixed precision (torch autocast's policy, as the paper trained): `model.compute_dtype` is the
+dtype of every matmul's inputs (projections, attention's two products, the output head); the
+residual stream, norms, rotary, SwiGLU's elementwise work, attention's softmax and the logits
+are float32, and parameters keep `model.param_dtype`.
 Shape letters: B batch, T time, D hidden, H query heads, K kv heads, E head dim,
 F intermediate, V vocabulary, L layers.
 """
@@ -18,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simscale.model import cpu_kernels
+from simscale.model import backend, cpu_kernels
 
 # Logical axis names of every parameter; simscale.train.mesh maps them to mesh axes.
 _LAYER_AXES = {
@@ -103,9 +109,7 @@ def init(rng: jax.Array, cfg) -> dict:
 
 
 def compute_dtype(cfg) -> jnp.dtype:
-    if cfg.compute_dtype == "auto":
-        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
-    return jnp.dtype(cfg.compute_dtype)
+    return backend.compute_dtype(cfg)
 
 
 def rms_norm(x, scale, eps):
@@ -132,46 +136,49 @@ def rotary(x_BTNE, theta):
     return (x * cos + rotated * sin).astype(x_BTNE.dtype)
 
 
-def _on_cpu() -> bool:
-    return jax.default_backend() == "cpu"
-
-
-def project(x, w, n_in: int = 1):
-    """x contracted with w over x's last / w's first n_in axes; hand-differentiated on CPUs."""
-    return cpu_kernels.project(x, w, n_in) if _on_cpu() else jnp.tensordot(x, w, n_in)
+def project(x, w, cfg, n_in: int = 1):
+    """x contracted with w over x's last / w's first n_in axes: inputs in the compute dtype, result
+    float32; the hand-differentiated CPU kernel with model.kernels=cpu."""
+    dt = compute_dtype(cfg)
+    x, w = x.astype(dt), w.astype(dt)
+    out = cpu_kernels.project(x, w, n_in) if backend.uses_cpu_kernels(cfg) else jnp.tensordot(x, w, n_in)
+    return out.astype(jnp.float32)
 
 
 def attention(q, k, v, cfg):
-    """Causal attention: the hand-differentiated CPU kernel on CPUs when 'auto', else jax.nn's."""
-    if cfg.attention == "auto" and _on_cpu():
-        return cpu_kernels.causal_attention(q, k, v)
-    impl = None if cfg.attention == "auto" else cfg.attention
-    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
+    """Causal attention, products in the compute dtype, softmax float32, result float32: the CPU
+    kernel or jax.nn.dot_product_attention (XLA's or cuDNN's), as backend.choose_attention decides."""
+    dt = compute_dtype(cfg)
+    q, k, v = (x.astype(dt) for x in (q, k, v))
+    impl = backend.attention_implementation(cfg, dt, q.shape[-1])
+    if impl == "cpu":
+        out = cpu_kernels.causal_attention(q, k, v)
+    else:
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
+    return out.astype(jnp.float32)
 
 
 def block(x_BTD, layer, cfg):
-    """One transformer block: x + attn(norm(x)), then x + swiglu(norm(x))."""
-    dt = x_BTD.dtype
+    """One transformer block on the float32 residual: x + attn(norm(x)), then x + swiglu(norm(x))."""
     h = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
-    q = rotary(project(h, layer["wq"].astype(dt)), cfg.rope_theta)  # [B, T, H, E]
-    k = rotary(project(h, layer["wk"].astype(dt)), cfg.rope_theta)  # [B, T, K, E]
-    v = project(h, layer["wv"].astype(dt))
+    q = rotary(project(h, layer["wq"], cfg), cfg.rope_theta)  # [B, T, H, E]
+    k = rotary(project(h, layer["wk"], cfg), cfg.rope_theta)  # [B, T, K, E]
+    v = project(h, layer["wv"], cfg)
     attn_BTHE = attention(q, k, v, cfg)
-    x_BTD = x_BTD + project(attn_BTHE, layer["wo"].astype(dt), n_in=2)
+    x_BTD = x_BTD + project(attn_BTHE, layer["wo"], cfg, n_in=2)
     h = rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
-    gate = jax.nn.silu(project(h, layer["w_gate"].astype(dt)))
-    up = project(h, layer["w_up"].astype(dt))
-    return x_BTD + project(gate * up, layer["w_down"].astype(dt))
+    gate = jax.nn.silu(project(h, layer["w_gate"], cfg))
+    up = project(h, layer["w_up"], cfg)
+    return x_BTD + project(gate * up, layer["w_down"], cfg)
 
 
 def hidden_states(params, tokens_BT, cfg):
-    """Final normalised hidden states [B, T, D] in the compute dtype."""
-    dt = compute_dtype(cfg)
-    x = params["embed"].astype(dt)[tokens_BT]
+    """Final normalised hidden states [B, T, D], float32."""
+    x = params["embed"][tokens_BT].astype(jnp.float32)
     step = (lambda x, layer: (block(x, layer, cfg), None))
     if cfg.remat:
         step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
-    if _on_cpu():  # unrolled: XLA:CPU spends ~10% of a step on scan's stacked buffers
+    if backend.uses_cpu_kernels(cfg):  # unrolled: XLA:CPU spends ~10% of a step on scan's stacked buffers
         for i in range(cfg.layers):
             x, _ = step(x, jax.tree.map(lambda p: p[i], params["layers"]))
     else:
@@ -179,8 +186,13 @@ def hidden_states(params, tokens_BT, cfg):
     return rms_norm(x, params["final_norm"], cfg.norm_eps)
 
 
+def output_head(params, cfg):
+    """The [D, V] output projection (the input embedding transposed when tied)."""
+    return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+
+
 def apply(params, tokens_BT, cfg):
     """Next-token logits [B, T, V] in float32 for int tokens [B, T]."""
-    h_BTD = hidden_states(params, tokens_BT, cfg)
-    head_DV = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
-    return jnp.einsum("btd,dv->btv", h_BTD, head_DV.astype(h_BTD.dtype)).astype(jnp.float32)
+    dt = compute_dtype(cfg)
+    h_BTD = hidden_states(params, tokens_BT, cfg).astype(dt)
+    return jnp.einsum("btd,dv->btv", h_BTD, output_head(params, cfg).astype(dt)).astype(jnp.float32)

@@ -56,10 +56,11 @@ def _records(runs, workdir: pathlib.Path, cfg) -> list[dict]:
     speeds = {}
     if FLAGS.estimate != "none":
         steps = cfg.sweep.calibration_steps if FLAGS.estimate == "auto" else 0
-        speeds = estimate.throughputs(runs, workdir, steps)
+        speeds = estimate.throughputs(runs, workdir, steps, cfg.sweep.get("calibration_batch", 0),
+                                      cfg.sweep.get("calibration_budget_s", float("inf")))
     for run, rec in zip(runs, records):
-        speed = speeds.get(estimate.shape_key(run.cfg))
-        rec["est_time_s"] = rec["tokens"] / speed if speed else None
+        speed, method = speeds.get(estimate.shape_key(run.cfg), (None, None))
+        rec["est_time_s"], rec["est_method"] = (rec["tokens"] / speed if speed else None), method
     return records
 
 

@@ -4,7 +4,11 @@ Throughput (tokens/s) of a shape comes from the workdir's past runs
 (tokens / wall time of finished runs, else the median tokens_per_s of
 metrics.jsonl without its first record, which holds the compilation), else
 from W/calibration.json, else from a short calibration: `train()` on synthetic
-tokens of the same shape for a few steps in a temporary directory.
+tokens of the same model and sequence length, at a reduced batch
+(`sweep.calibration_batch` sequences), for a few steps in a temporary
+directory; its tokens/s stands for the full batch's. Calibrations stop once
+`sweep.calibration_budget_s` seconds are spent; the shapes left are scaled by
+model FLOPs per token from the costliest shape calibrated (same FLOP/s).
 """
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import pathlib
 import statistics
 import sys
 import tempfile
+import time
 
 from simscale.jsonio import read_jsonl
 from simscale.model import counting
@@ -26,13 +32,15 @@ log = logging.getLogger("simscale.sweep")
 
 
 def run_tokens(run: Run, epoch_tokens: int) -> tuple[int, bool]:
-    """(tokens, exact): the budget of the run, or one epoch's size when it trains one epoch."""
+    """(tokens, exact): the budget of the run, or, when it trains one epoch, that epoch's size:
+    `epoch_tokens` capped by data.max_train_tokens (the data stops there)."""
     t = run.cfg.train
     if t.steps:
         return t.steps * t.batch_size * t.seq_len, True
     if t.tokens:
         return t.tokens, True
-    return int(epoch_tokens), False
+    cap = run.cfg.data.max_train_tokens
+    return int(min(epoch_tokens, cap) if cap else epoch_tokens), False
 
 
 def sizes(run: Run, epoch_tokens: int) -> dict:
@@ -59,7 +67,7 @@ def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
     from simscale.config import from_dict
 
     workdir = pathlib.Path(workdir)
-    found = dict(store.read_json(workdir / "calibration.json", {}))
+    found = {key: _speed(value) for key, value in store.read_json(workdir / "calibration.json", {}).items()}
     speeds: dict[str, list[float]] = {}
     for rdir in sorted((workdir / "runs").glob("*")):
         cfg = store.read_json(rdir / "config.json")
@@ -88,33 +96,70 @@ def _median_speed(path: pathlib.Path) -> float | None:
     return statistics.median(speeds) if speeds else None
 
 
-def calibrate(run: Run, steps: int) -> float:
-    """tokens/s of `steps` timed train steps of the run's shape on synthetic tokens (after one compile step)."""
+def _speed(calibration) -> float:
+    """tokens/s of a calibration.json entry (a record, or a bare number as older versions wrote)."""
+    return calibration["tokens_per_s"] if isinstance(calibration, dict) else float(calibration)
+
+
+def calibration_batch(run: Run, batch: int, n_devices: int) -> int:
+    """Sequences per calibration step: `batch` (0: the run's) rounded up to a multiple of the
+    devices, at most the run's batch."""
+    full = run.cfg.train.batch_size
+    batch = batch or full
+    return min(full, -(-batch // n_devices) * n_devices)
+
+
+def calibrate(run: Run, steps: int, batch: int = 0) -> dict:
+    """{tokens_per_s, batch_size, timed_steps}: `steps` timed train steps of the run's shape at
+    `batch` sequences (0: the run's batch) on synthetic tokens, after one compile step."""
+    import jax
+
     from simscale.train import train
 
     cfg = copy.deepcopy(run.cfg)
     cfg.data.source = "synthetic"
     cfg.eval.tasks = ""
+    batch = calibration_batch(run, batch, jax.device_count())
     cfg.train.update(steps=steps + 1, tokens=0, warmup_steps=1, log_every=1, eval_every=10**9,
-                     checkpoint_every=10**9, eval_batches=1)
+                     checkpoint_every=10**9, eval_batches=1, batch_size=batch, grad_accum=1)
     with tempfile.TemporaryDirectory(prefix="simscale-calibrate-") as tmp, \
             contextlib.redirect_stdout(sys.stderr):  # keep stdout for the table or JSON
         train(cfg, pathlib.Path(tmp))
         speed = _median_speed(pathlib.Path(tmp) / "metrics.jsonl")
     if not speed:
         raise RuntimeError(f"calibration of {run.run_id} logged no throughput")
-    return speed
+    return dict(tokens_per_s=speed, batch_size=batch, timed_steps=steps)
 
 
-def throughputs(runs: list[Run], workdir: pathlib.Path, calibrate_steps: int) -> dict[str, float]:
-    """tokens/s for every shape of `runs`: measured, or calibrated now (0 steps: measured only)."""
-    known = measured_throughput(workdir)
-    missing = {shape_key(r.cfg): r for r in runs if shape_key(r.cfg) not in known}
-    if calibrate_steps and missing:
-        calibrated = dict(store.read_json(pathlib.Path(workdir) / "calibration.json", {}))
-        for i, (key, run) in enumerate(missing.items()):
-            log.info("calibrating shape %d/%d (w%d d%d): %d timed steps", i + 1, len(missing),
-                     run.cfg.model.hidden, run.cfg.model.layers, calibrate_steps)
-            calibrated[key] = known[key] = calibrate(run, calibrate_steps)
-            store.write_json(pathlib.Path(workdir) / "calibration.json", calibrated)
+def _flops_per_token(run: Run) -> float:
+    return counting.flops_per_token(run.cfg.model, run.cfg.train.seq_len, run.cfg.train.flops_convention)
+
+
+def _label(run: Run) -> str:
+    return f"w{run.cfg.model.hidden}d{run.cfg.model.layers}"
+
+
+def throughputs(runs: list[Run], workdir: pathlib.Path, calibrate_steps: int, batch: int = 0,
+                budget_s: float = math.inf) -> dict[str, tuple[float, str]]:
+    """(tokens/s, how it was estimated) for every shape of `runs`: measured, calibrated now (0 steps:
+    measured only) cheapest shape first until `budget_s` is spent, the rest scaled by FLOPs."""
+    workdir = pathlib.Path(workdir)
+    calibrated = store.read_json(workdir / "calibration.json", {})
+    past = measured_throughput(workdir)
+    known = {key: (speed, "calibrated" if key in calibrated else "past runs") for key, speed in past.items()}
+    missing = {shape_key(r.cfg): r for r in sorted(runs, key=_flops_per_token) if shape_key(r.cfg) not in known}
+    if not (calibrate_steps and missing):
+        return known
+    start, reference = time.monotonic(), None
+    for i, (key, run) in enumerate(missing.items()):
+        if reference is not None and time.monotonic() - start >= budget_s:
+            ref_run, ref_speed = reference
+            known[key] = (ref_speed * _flops_per_token(ref_run) / _flops_per_token(run), f"FLOPs, as {_label(ref_run)}")
+            continue
+        log.info("calibrating shape %d/%d (w%d d%d): %d timed steps", i + 1, len(missing),
+                 run.cfg.model.hidden, run.cfg.model.layers, calibrate_steps)
+        calibrated[key] = record = calibrate(run, calibrate_steps, batch)
+        store.write_json(workdir / "calibration.json", calibrated)
+        known[key] = (record["tokens_per_s"], "calibrated")
+        reference = (run, record["tokens_per_s"])
     return known

@@ -37,13 +37,14 @@ def dry_run_table(records: list[dict], estimated: bool = True) -> str:
     est = [r["est_time_s"] for r in records]
     rows = [[r["run_id"], r["width"], r["depth"], r["variant"], f"{r['params_total']:,}",
              f"{r['params_nonembedding']:,}", human(r["tokens"]) + ("" if r["tokens_exact"] else " (epoch)"),
-             human(r["flops"]), duration(t) if estimated else "-"] for r, t in zip(records, est)]
+             human(r["flops"]), duration(t) if estimated else "-", r.get("est_method") or "-"]
+            for r, t in zip(records, est)]
     rows.append(["total", "", "", f"{len(records)} runs", f"{sum(r['params_total'] for r in records):,}",
                  f"{sum(r['params_nonembedding'] for r in records):,}", human(sum(r["tokens"] for r in records)),
                  human(sum(r["flops"] for r in records)),
-                 "-" if not estimated else duration(sum(est)) if None not in est else "?"])
+                 "-" if not estimated else duration(sum(est)) if None not in est else "?", ""])
     header = ["run", "width", "depth", "variant", "params", "non-embedding", "tokens",
-              f"FLOPs ({records[0]['flops_convention']})" if records else "FLOPs", "est. time"]
+              f"FLOPs ({records[0]['flops_convention']})" if records else "FLOPs", "est. time", "estimate"]
     return table(header, rows)
 
 

@@ -28,7 +28,9 @@ def main(argv) -> None:
     cpu_runtime.configure()
 
     if _DISTRIBUTED.value:
-        jax.distributed.initialize()
+        from simscale.train import distributed
+
+        distributed.initialize()
     from simscale.train import NonFiniteLoss, train
 
     try:

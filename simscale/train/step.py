@@ -91,11 +91,11 @@ def _mean_loss(params, tokens_BT1, model_cfg, loss_chunk: int = 0):
     """Mean next-token cross-entropy; loss_chunk > 0 uses fused_head_loss with chunks of ~that many tokens."""
     if loss_chunk <= 0:
         return jnp.mean(token_losses(params, tokens_BT1, model_cfg))
-    h_BTD = llama.hidden_states(params, tokens_BT1[:, :-1], model_cfg)
-    head_DV = params["embed"].T if model_cfg.tie_embeddings else params["lm_head"]
+    dt = llama.compute_dtype(model_cfg)  # the head's matmul inputs; its logits and loss are float32
+    h_BTD = llama.hidden_states(params, tokens_BT1[:, :-1], model_cfg).astype(dt)
     B, T, D = h_BTD.shape
     n_chunks = max(1, B * T // math.gcd(B * T, loss_chunk))
-    return fused_head_loss(h_BTD.reshape(B * T, D), head_DV.astype(h_BTD.dtype),
+    return fused_head_loss(h_BTD.reshape(B * T, D), llama.output_head(params, model_cfg).astype(dt),
                            tokens_BT1[:, 1:].reshape(-1), n_chunks)
 
 
