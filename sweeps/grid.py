@@ -13,36 +13,10 @@ import pathlib
 
 from ml_collections import ConfigDict
 
-from simscale.config import ConfigError, run_config
+from simscale.config import ConfigError, run_config, sweep_config
 from simscale.data.vocab import aochildes_local
 
 PRESETS = ("paper", "cpu", "smoke", "isoflop")
-
-
-def sweep_config() -> ConfigDict:
-    """The grid: axes (lists), zip groups, width rules and budget defaults."""
-    return ConfigDict(
-        dict(
-            # Known axes: width depth variant seed lr heads batch_size tokens
-            # tokens_per_param flops, each a tuple (tuples can be overridden on the
-            # command line: --config.sweep.axes.width='(32, 64)'). Axes are multiplied
-            # (product) in this order, except groups named in `zip`, which advance together.
-            axes=ConfigDict(
-                dict(
-                    width=(32, 64, 128, 256, 512, 1024),
-                    depth=(2, 4, 8),
-                    variant=("simplified", "unrestricted"),
-                )
-            ),
-            zip=(),  # e.g. ("width,lr",): equal-length axes zipped into one
-            heads_rule="",  # "": model.heads | "head_dim=64": heads = width // 64
-            lr_rule="",  # "": train.lr | "inverse_width=64": lr * 64 / width
-            # Tokens of one epoch when the data is not prepared yet (dry runs):
-            # the paper's simplified SlimPajama has 2.1B tokens.
-            epoch_tokens=2_100_000_000,
-            calibration_steps=3,  # timed steps per shape when no past run is measured
-        )
-    )
 
 
 def paper() -> ConfigDict:

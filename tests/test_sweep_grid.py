@@ -13,6 +13,7 @@ import pytest
 from simscale.config import ConfigError
 from simscale.model import counting
 from simscale.sweep import executors, grid, store
+from simscale import validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -78,6 +79,7 @@ def test_a_new_config_key_at_its_default_renames_no_run(monkeypatch):
         return cfg
 
     monkeypatch.setattr(grid, "run_config", with_new_key)
+    monkeypatch.setattr(validation, "run_config", with_new_key)  # the key is known, as a new default would be
     newer = preset("smoke")
     newer.data.new_knob = 1
     assert ids(grid.expand(newer)) == before
@@ -125,8 +127,8 @@ def test_every_invalid_run_is_reported_before_anything_runs():
     with pytest.raises(ConfigError, match="does not divide the 1 devices"):
         grid.expand(two, n_devices=1)
     bad = preset("smoke")
-    bad.sweep.axes.colour = ["red"]
-    with pytest.raises(ConfigError, match=r"unknown sweep axis \['colour'\]"):
+    bad.sweep.axes.widths = ["red"]
+    with pytest.raises(ConfigError, match=r"^unknown config key sweep.axes.widths \(did you mean sweep.axes.width\?\)$"):
         grid.expand(bad)
     with pytest.raises(ConfigError, match="unknown sweep preset 'huge'"):
         preset("huge")

@@ -271,7 +271,7 @@ def test_cli_on_sharded_layouts_matches_one_device(straight, tmp_path, layout):
 
 def test_cli_reports_config_errors_in_one_line(tmp_path):
     proc = run_cli(tmp_path, "--config.train.schedule=bogus")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
         "error: train.schedule='bogus': choose one of ('cosine', 'wsd', 'constant')"
     assert "Traceback" not in proc.stderr

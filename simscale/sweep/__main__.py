@@ -19,8 +19,10 @@ from ml_collections import config_flags
 from simscale import cpu_runtime
 from simscale.config import ConfigError, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
+from simscale.validation import check_keys
 
 FLAGS = flags.FLAGS
+# New attributes are accepted here and refused by simscale.validation.check_keys, in one line.
 config_flags.DEFINE_config_file("config", None, "sweep config, e.g. sweeps/grid.py:preset=cpu", lock_config=False,
                                 accept_new_attributes=True)
 flags.DEFINE_string("workdir", None, "sweep folder: W/sweep.json and W/runs/<run_id>/")
@@ -133,6 +135,7 @@ def _main(argv) -> int:
         raise ConfigError("--config is required, e.g. --config sweeps/grid.py:preset=cpu")
     if "sweep" not in FLAGS.config:
         raise ConfigError(f"--config {flags.FLAGS['config'].config_filename} has no `sweep` section")
+    check_keys(FLAGS.config)
     return sweep(FLAGS.config, workdir)
 
 

@@ -10,8 +10,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# New attributes are accepted here and refused by simscale.validation in train(), in one line.
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config) with optional :args.",
-                                          lock_config=False)
+                                          lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to train into (created; resumed if present).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -29,11 +30,15 @@ def main(argv) -> None:
 
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
+    from simscale.config import ConfigError
     from simscale.train import NonFiniteLoss, train
 
     try:
         result = train(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:  # ConfigError is a ValueError
+    except ConfigError as e:  # a value to fix: nothing was written
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if jax.process_index() == 0:
