@@ -1,6 +1,7 @@
 """python -m simscale.train --config PATH[:args] --workdir RUNDIR [--config.x.y=v ...] [--distributed]
 
-Trains one run into RUNDIR (resuming it when it holds checkpoints). A sweep config's
+Trains one run into RUNDIR (resuming it when it holds checkpoints), holding RUNDIR/lock
+(the sweep's run lock): a second trainer on the same RUNDIR exits at once (status 2). A sweep config's
 `sweep` section is ignored: the run uses its model/train/data/mesh/eval sections.
 """
 from __future__ import annotations
@@ -31,16 +32,24 @@ def main(argv) -> None:
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     from simscale.config import ConfigError
+    from simscale.runlock import RunLock, held_message
     from simscale.train import NonFiniteLoss, train
+    from simscale.validation import check
 
+    lock = RunLock(_WORKDIR.value)
     try:
+        check(_CONFIG.value, jax.device_count())  # before the lock creates the run directory
+        if jax.process_index() == 0 and not lock.acquire():  # the sweep's lock: one trainer per run
+            raise ConfigError(held_message(_WORKDIR.value))
         result = train(_CONFIG.value, _WORKDIR.value)
-    except ConfigError as e:  # a value to fix: nothing was written
+    except ConfigError as e:  # a value to fix, or a run directory in use: nothing was written
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        lock.release()
     if jax.process_index() == 0:
         print(f"done: {result['steps']} steps, eval loss {result['eval_loss']:.4f} nats/token, "
               f"{result['wall_time_s']:.1f} s; results in {_WORKDIR.value}/result.json")
