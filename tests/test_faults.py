@@ -1,9 +1,12 @@
 """Fault injection with the real command lines in subprocesses (smoke preset): every bad input
 ends with one `error:` line and exit 2 before anything is written."""
+import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -42,3 +45,40 @@ def test_unknown_sweep_axis_is_refused(tmp_path):
     proc = cli("simscale.sweep", SMOKE, "--workdir", str(tmp_path / "w"), "--config.sweep.axes.widht=(16,)")
     assert error_line(proc) == "error: unknown config key sweep.axes.widht (did you mean sweep.axes.width?)"
     assert not (tmp_path / "w").exists()
+
+
+HOLD = """
+import sys, time
+from simscale.runlock import RunLock
+lock = RunLock(sys.argv[1])
+assert lock.acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_train_refuses_a_run_directory_another_process_holds(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = cli("simscale.train", SMOKE, f"--workdir={run_dir}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert error_line(proc).startswith(f"error: {run_dir} is in use by pid {holder.pid} on host ")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["lock"]  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.train.batch_size=0", "error: train.batch_size=0 must be positive"),
+    ("--config.model.heads=0", "error: model.heads=0 must be positive"),
+    ("--config.model.hidden=30", "error: model.hidden=30 / model.heads=2 gives an odd head dimension 15: "
+                                 "rotary embeddings need an even one"),
+    ("--config.model.hidden=33", "error: model.hidden=33 is not divisible by model.heads=2"),
+])
+def test_train_refuses_a_bad_value_before_writing_anything(tmp_path, override, message):
+    proc = cli("simscale.train", SMOKE, f"--workdir={tmp_path / 'run'}", override)
+    assert error_line(proc) == message
+    assert not (tmp_path / "run").exists()  # so the fixed command can reuse --workdir
