@@ -82,3 +82,15 @@ def test_train_refuses_a_bad_value_before_writing_anything(tmp_path, override, m
     proc = cli("simscale.train", SMOKE, f"--workdir={tmp_path / 'run'}", override)
     assert error_line(proc) == message
     assert not (tmp_path / "run").exists()  # so the fixed command can reuse --workdir
+
+
+def test_only_trains_a_subset_but_sweep_json_lists_the_whole_grid(tmp_path):
+    from simscale.sweep import grid
+    from sweeps.grid import get_config
+
+    whole = [r.run_id for r in grid.expand(get_config("smoke"))]
+    proc = cli("simscale.sweep", SMOKE, "--workdir", str(tmp_path), "--only", "^w16-d1-simplified", "--estimate=none")
+    assert proc.returncode == 0, proc.stderr
+    listed = [r["run_id"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]]
+    assert listed == whole and len(whole) == 4
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [whole[0]]  # only the selected run trained

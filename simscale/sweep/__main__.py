@@ -66,7 +66,8 @@ def _records(runs, workdir: pathlib.Path, cfg) -> list[dict]:
 
 
 def sweep(cfg, workdir: pathlib.Path) -> int:
-    runs = grid.select(grid.expand(cfg, _devices()), FLAGS.only, FLAGS.skip)
+    everything = grid.expand(cfg, _devices())
+    runs = grid.select(everything, FLAGS.only, FLAGS.skip)  # what this invocation trains
     if not runs:
         raise ConfigError(f"no run matches --only={FLAGS.only!r} --skip={FLAGS.skip!r}")
     if FLAGS.dry_run:
@@ -74,9 +75,9 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
         print(json.dumps(records, indent=1) if FLAGS.json else
               report.dry_run_table(records, estimated=FLAGS.estimate != "none"))
         return 0
-    store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[
+    store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[  # the whole grid, --only or not
         dict(run_id=r.run_id, point=r.point, config=to_dict(r.cfg),
-             tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0]) for r in runs]))
+             tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0]) for r in everything]))
     _prepare_data(runs)
     log.info("sweep of %d run(s) in %s, executor %s", len(runs), workdir, FLAGS.executor)
     outcomes = executors.execute(runs, workdir, FLAGS.executor, workers=FLAGS.workers,
