@@ -38,20 +38,23 @@ class Checkpoints:
         `discard_unreadable` it is also deleted so that training can save that step again.
         """
         self.manager.reload()
+        restored, discarded = None, False
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
+                out = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-                return restored["state"], dict(restored["meta"])
+                restored = out["state"], dict(out["meta"])
+                break
             except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
                 warnings.warn(f"checkpoint {self.directory / str(step)} is unreadable "
                               f"({type(e).__name__}: {str(e)[:200]}); falling back to the previous one",
                               stacklevel=2)
                 if discard_unreadable and jax.process_index() == 0:
                     shutil.rmtree(self.directory / str(step), ignore_errors=True)
-        if discard_unreadable:
+                discarded = discard_unreadable
+        if discarded:  # the manager still lists the removed steps and would skip saving them again
             self.manager.reload()
-        return None
+        return restored
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
