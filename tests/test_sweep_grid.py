@@ -236,3 +236,36 @@ def test_time_estimates_come_from_past_runs_of_the_same_shape(tmp_path):
     assert speeds == {estimate.shape_key(runs[0].cfg): pytest.approx(2 / (10 / 5120 + 30 / 5120))}
     assert estimate.shape_key(runs[2].cfg) not in speeds  # width 32: never measured, no guess
     assert estimate.sizes(runs[0], 0)["tokens"] == 5120
+
+
+@pytest.mark.parametrize("status_text", [None, "{", '{"status": "running", "step": 5}'],
+                         ids=["missing", "corrupt", "stale"])
+def test_a_finished_run_is_done_whatever_status_json_says(tmp_path, status_text, caplog):
+    from simscale.config import to_dict
+
+    cfg = to_dict(grid.expand(preset("smoke"))[0].cfg)
+    rdir = store.run_dir(tmp_path, "r")
+    (rdir / "checkpoints" / "20").mkdir(parents=True)
+    store.write_json(rdir / "result.json", {"status": "done", "steps": 20})
+    if status_text is not None:
+        (rdir / "status.json").write_text(status_text)
+    trained = []
+    outcome = executors.run_one(str(tmp_path), "r", cfg, train_fn=lambda c, d: trained.append(d))
+    assert outcome == {"run_id": "r", "outcome": "skipped"} and not trained and not store.attempts(rdir)
+    assert store.read_json(rdir / "status.json")["status"] == "done"  # rebuilt
+    assert len([r for r in caplog.records if "status.json" in r.getMessage()]) == 1
+
+
+def test_a_corrupt_status_json_of_an_unfinished_run_resumes_it(tmp_path, caplog):
+    from simscale.config import to_dict
+
+    cfg = to_dict(grid.expand(preset("smoke"))[0].cfg)
+    rdir = store.run_dir(tmp_path, "r")
+    (rdir / "checkpoints" / "10").mkdir(parents=True)
+    (rdir / "status.json").write_text("not json")
+    trained = []
+    outcome = executors.run_one(str(tmp_path), "r", cfg, train_fn=lambda c, d: trained.append(d))
+    assert outcome == {"run_id": "r", "outcome": "done"} and trained == [rdir]
+    assert [a["event"] for a in store.attempts(rdir)] == ["start", "done"]
+    assert store.attempts(rdir)[0]["step"] == 10  # resumed from the newest checkpoint
+    assert sum("was unreadable" in r.getMessage() for r in caplog.records) == 1
