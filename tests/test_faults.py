@@ -94,3 +94,20 @@ def test_only_trains_a_subset_but_sweep_json_lists_the_whole_grid(tmp_path):
     listed = [r["run_id"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]]
     assert listed == whole and len(whole) == 4
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [whole[0]]  # only the selected run trained
+
+
+@pytest.mark.parametrize("module,args,message", [
+    ("simscale.train", ["--config=nosuch.py", "--workdir=W"],
+     "error: --config: Failed loading config file config_config Attempted [Relative path]: nosuch.py "
+     "[Errno 2] No such file or directory: 'nosuch.py'"),
+    ("simscale.data", ["prepare", "--config=sweeps/grid.py:preset=huge"],
+     "error: flag --config=sweeps/grid.py:preset=huge: Error whilst parsing config file: simscale.config."
+     "ConfigError: unknown sweep preset 'huge' in --config sweeps/grid.py:preset=...; choose from "
+     "('paper', 'cpu', 'smoke', 'isoflop')"),
+    ("simscale.sweep", [SMOKE, "--workdir=W", "--config.train.lr=abc"],
+     "error: flag --config.train.lr=abc: could not convert string to float: 'abc'"),
+], ids=["missing_config", "bad_preset", "bad_value_type"])
+def test_a_bad_config_flag_is_one_line(tmp_path, module, args, message):
+    proc = cli(module, *[a.replace("W", str(tmp_path / "w")) if a.startswith("--workdir") else a for a in args])
+    assert error_line(proc) == message
+    assert not (tmp_path / "w").exists()

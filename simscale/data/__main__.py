@@ -22,6 +22,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from simscale import cli
+
 from simscale.config import ConfigError
 from simscale.validation import check_keys
 
@@ -145,4 +147,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -16,7 +16,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from simscale import cpu_runtime
+from simscale import cli, cpu_runtime
 from simscale.config import ConfigError, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
 from simscale.validation import check_keys
@@ -149,7 +149,7 @@ def _checked(argv) -> int:
 
 
 def main() -> None:
-    app.run(_checked)
+    app.run(_checked, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

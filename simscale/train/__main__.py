@@ -11,6 +11,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from simscale import cli
+
 # New attributes are accepted here and refused by simscale.validation in train(), in one line.
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config) with optional :args.",
                                           lock_config=False, accept_new_attributes=True)
@@ -56,4 +58,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
