@@ -33,7 +33,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     for name in ("config",):
         if name in flags.FLAGS:
             try:
-                _ = "" in getattr(flags.FLAGS, name)  # a config file that failed to load raises on first use
+                value = getattr(flags.FLAGS, name)
+                if value is not None:  # (not given: the command says whether it needs one)
+                    _ = "" in value  # a config file that failed to load raises on first use
             except Exception as e:  # noqa: BLE001 - whatever the config file raised, named in one line
                 root = _root(e)
                 reason = " ".join(str(root).split())  # one line
