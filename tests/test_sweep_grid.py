@@ -134,6 +134,8 @@ def test_every_invalid_run_is_reported_before_anything_runs():
         preset("huge")
     runs = grid.expand(preset("smoke"))
     assert ids(grid.select(runs, only="w16", skip="unrestricted")) == [ids(runs)[0]]
+    with pytest.raises(ConfigError, match=r"^--only='w16\(' is not a regular expression \(missing \), unterminated"):
+        grid.select(runs, only="w16(")
 
 
 def fake_train(cfg, rdir):

@@ -62,7 +62,15 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
 
 def select(runs: list[Run], only: str = "", skip: str = "") -> list[Run]:
     """Runs whose id matches `only` (regex search) and not `skip`."""
-    return [r for r in runs if (not only or re.search(only, r.run_id)) and not (skip and re.search(skip, r.run_id))]
+    keep, drop = _pattern(only, "only"), _pattern(skip, "skip")
+    return [r for r in runs if (not keep or keep.search(r.run_id)) and not (drop and drop.search(r.run_id))]
+
+
+def _pattern(expr: str, flag: str):
+    try:
+        return re.compile(expr) if expr else None
+    except re.error as e:
+        raise ConfigError(f"--{flag}={expr!r} is not a regular expression ({e})") from None
 
 
 def _points(sweep: ConfigDict) -> list[dict]:
