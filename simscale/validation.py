@@ -10,6 +10,7 @@ run config; the sweep reports them per run, simscale.train refuses the first.
 from __future__ import annotations
 
 import difflib
+import pathlib
 
 from ml_collections import ConfigDict
 
@@ -80,6 +81,12 @@ def problems(cfg: ConfigDict, n_devices: int) -> list[str]:
             errors.append(f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.grad_accum}) is not "
                           f"divisible by the {data * fsdp} data-parallel device(s) of the mesh")
     return errors
+
+
+def check_folder(path, flag: str) -> None:
+    """Raise ConfigError when a folder argument (--workdir, --data_dir) names an existing non-folder."""
+    if path and pathlib.Path(path).exists() and not pathlib.Path(path).is_dir():
+        raise ConfigError(f"{flag} {path} is not a folder: give a folder (or a path that does not exist yet)")
 
 
 def check(cfg: ConfigDict, n_devices: int) -> None:

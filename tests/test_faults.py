@@ -111,3 +111,15 @@ def test_a_bad_config_flag_is_one_line(tmp_path, module, args, message):
     proc = cli(module, *[a.replace("W", str(tmp_path / "w")) if a.startswith("--workdir") else a for a in args])
     assert error_line(proc) == message
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("module,flag", [("simscale.sweep", "--workdir"), ("simscale.train", "--workdir"),
+                                         ("simscale.data", "--data_dir")], ids=["sweep", "train", "prepare"])
+def test_a_folder_flag_naming_a_regular_file_is_one_line(tmp_path, module, flag):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    args = ["prepare"] if module == "simscale.data" else []
+    proc = cli(module, *args, SMOKE, f"{flag}={path}")
+    assert error_line(proc) == f"error: {flag} {path} is not a folder: give a folder (or a path that does not " \
+                               "exist yet)"
+    assert path.read_text() == "not a folder"

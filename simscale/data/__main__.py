@@ -25,7 +25,7 @@ from ml_collections import config_flags
 from simscale import cli
 
 from simscale.config import ConfigError
-from simscale.validation import check_keys
+from simscale.validation import check_folder, check_keys
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "config file, e.g. sweeps/grid.py:preset=cpu", lock_config=False,
@@ -80,6 +80,7 @@ def _config():
     if cfg is None:
         raise ConfigError("--config is required, e.g. --config sweeps/grid.py:preset=cpu")
     check_keys(cfg)
+    check_folder(FLAGS.data_dir, "--data_dir")
     if FLAGS.data_dir:
         cfg.data.cache_dir = FLAGS.data_dir
     return cfg

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from simscale import cli, cpu_runtime
 from simscale.config import ConfigError, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
-from simscale.validation import check_keys
+from simscale.validation import check_folder, check_keys
 
 FLAGS = flags.FLAGS
 # New attributes are accepted here and refused by simscale.validation.check_keys, in one line.
@@ -127,6 +127,7 @@ def _main(argv) -> int:
     log.propagate = False
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required")
+    check_folder(FLAGS.workdir, "--workdir")
     workdir = pathlib.Path(FLAGS.workdir)
     if argv[1:] == ["status"]:
         return status(workdir)

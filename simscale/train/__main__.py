@@ -36,10 +36,11 @@ def main(argv) -> None:
     from simscale.config import ConfigError
     from simscale.runlock import RunLock, held_message
     from simscale.train import NonFiniteLoss, train
-    from simscale.validation import check
+    from simscale.validation import check, check_folder
 
     lock = RunLock(_WORKDIR.value)
     try:
+        check_folder(_WORKDIR.value, "--workdir")
         check(_CONFIG.value, jax.device_count())  # before the lock creates the run directory
         if jax.process_index() == 0 and not lock.acquire():  # the sweep's lock: one trainer per run
             raise ConfigError(held_message(_WORKDIR.value))
