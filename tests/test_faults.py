@@ -3,10 +3,8 @@ ends with one `error:` line and exit 2 before anything is written."""
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 

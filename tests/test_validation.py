@@ -2,7 +2,7 @@
 import pytest
 
 from simscale.config import ConfigError, run_config
-from simscale.validation import check, check_keys, known_keys
+from simscale.validation import check_keys, known_keys
 
 
 def smoke():
