@@ -90,8 +90,11 @@ def check_folder(path, flag: str) -> None:
 
 
 def check(cfg: ConfigDict, n_devices: int) -> None:
-    """Unknown keys, then the first bad value of a run config: raises ConfigError (one line)."""
-    check_keys(cfg)
+    """Unknown keys, then the first bad value of a run config: raises ConfigError (one line).
+
+    A `sweep` section is not looked at: training ignores it (the sweep checks it with check_keys).
+    """
+    check_keys({k: v for k, v in to_dict(cfg).items() if k != "sweep"})
     errors = problems(cfg, n_devices)
     if errors:
         raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
