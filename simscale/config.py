@@ -117,6 +117,37 @@ def eval_config() -> ConfigDict:
     return ConfigDict(dict(tasks="", shots=0, max_examples=0))  # max_examples: per task, 0 = all
 
 
+# Sweep axes (simscale.sweep.grid), in expansion order.
+SWEEP_AXES = ("flops", "width", "depth", "variant", "seed", "lr", "heads", "batch_size", "tokens", "tokens_per_param")
+
+
+def sweep_config() -> ConfigDict:
+    """A sweep's grid (docs/sweeps.md): axes (lists), zip groups, width rules and budget defaults."""
+    return ConfigDict(
+        dict(
+            # Known axes: SWEEP_AXES, each a tuple (tuples can be overridden on the command
+            # line: --config.sweep.axes.width='(32, 64)'). Axes are multiplied (product) in
+            # that order, except groups named in `zip`, which advance together.
+            axes=ConfigDict(
+                dict(
+                    width=(32, 64, 128, 256, 512, 1024),
+                    depth=(2, 4, 8),
+                    variant=("simplified", "unrestricted"),
+                )
+            ),
+            zip=(),  # e.g. ("width,lr",): equal-length axes zipped into one
+            heads_rule="",  # "": model.heads | "head_dim=64": heads = width // 64
+            lr_rule="",  # "": train.lr | "inverse_width=64": lr * 64 / width
+            # Tokens of one epoch when the data is not prepared yet (dry runs):
+            # the paper's simplified SlimPajama has 2.1B tokens.
+            epoch_tokens=2_100_000_000,
+            calibration_steps=3,  # timed steps per shape when no past run is measured
+            calibration_batch=8,  # sequences per calibration step (0: the run's); tokens/s stands for the full batch
+            calibration_budget_s=20.0,  # calibrate cheapest shapes first while this lasts; the rest scale by FLOPs
+        )
+    )
+
+
 def run_config() -> ConfigDict:
     """A complete, valid config for one run with the paper's defaults."""
     return ConfigDict(
@@ -133,6 +164,14 @@ def run_config() -> ConfigDict:
 
 def to_dict(cfg: ConfigDict) -> dict:
     return json.loads(cfg.to_json_best_effort(sort_keys=True))
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """{"a.b.c": leaf} of a nested dict."""
+    out = {}
+    for key, value in d.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
 
 
 def from_dict(d: dict) -> ConfigDict:

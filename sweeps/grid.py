@@ -13,38 +13,10 @@ import pathlib
 
 from ml_collections import ConfigDict
 
-from simscale.config import ConfigError, run_config
+from simscale.config import ConfigError, run_config, sweep_config
 from simscale.data.vocab import aochildes_local
 
 PRESETS = ("paper", "cpu", "smoke", "isoflop")
-
-
-def sweep_config() -> ConfigDict:
-    """The grid: axes (lists), zip groups, width rules and budget defaults."""
-    return ConfigDict(
-        dict(
-            # Known axes: width depth variant seed lr heads batch_size tokens
-            # tokens_per_param flops, each a tuple (tuples can be overridden on the
-            # command line: --config.sweep.axes.width='(32, 64)'). Axes are multiplied
-            # (product) in this order, except groups named in `zip`, which advance together.
-            axes=ConfigDict(
-                dict(
-                    width=(32, 64, 128, 256, 512, 1024),
-                    depth=(2, 4, 8),
-                    variant=("simplified", "unrestricted"),
-                )
-            ),
-            zip=(),  # e.g. ("width,lr",): equal-length axes zipped into one
-            heads_rule="",  # "": model.heads | "head_dim=64": heads = width // 64
-            lr_rule="",  # "": train.lr | "inverse_width=64": lr * 64 / width
-            # Tokens of one epoch when the data is not prepared yet (dry runs):
-            # the paper's simplified SlimPajama has 2.1B tokens.
-            epoch_tokens=2_100_000_000,
-            calibration_steps=3,  # timed steps per shape when no past run is measured
-            calibration_batch=8,  # sequences per calibration step (0: the run's); tokens/s stands for the full batch
-            calibration_budget_s=20.0,  # calibrate cheapest shapes first while this lasts; the rest scale by FLOPs
-        )
-    )
 
 
 def paper() -> ConfigDict:
@@ -99,8 +71,8 @@ def cpu() -> ConfigDict:
     cfg.sweep = sweep_config()
     cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128, 256), depth=(2, 4), variant=("simplified", "unrestricted")))
     cfg.sweep.heads_rule = "head_dim=16"
-    # One epoch; wider models want a smaller LR at this budget (w256: 1e-3 beat
-    # 3e-3 by 0.14 nats), so lr = 2e-3 * 128 / width.
+    # One epoch; wider models want a smaller LR (w256 at 0.7M tokens: 1e-3 beat 3e-3 by
+    # 0.14 nats), so lr = 2e-3 * 128 / width.
     cfg.sweep.lr_rule = "inverse_width=128"
     cfg.sweep.calibration_steps = 2
     return cfg

@@ -3,6 +3,7 @@ import itertools
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -144,6 +145,24 @@ def test_broken_cache_entry_names_the_folder(tmp_path):
     p = prepare(cfg)
     (p.dir / "prepared.json").write_text("{ truncated")
     with pytest.raises(ValueError, match=f"{p.dir}.*delete that folder"):
+        prepare(cfg)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "remove"])
+def test_a_damaged_array_record_file_names_the_folder_to_delete(tmp_path, damage):
+    cfg = _cfg(tmp_path, _corpus(tmp_path / "c.txt", n_docs=60), min_validation_documents=2)
+    p = prepare(cfg)
+    files = json.loads((p.dir / "prepared.json").read_text())["files"]
+    rows = sorted(p.dir.rglob("simscale_tokens-train.array_record-*"))
+    assert len(rows) == 1 and files[str(rows[0].relative_to(p.dir))]["records"] == p.stats["train_rows"]
+    size = rows[0].stat().st_size
+    if damage == "truncate":
+        with open(rows[0], "r+b") as f:
+            f.truncate(size // 2)
+    else:
+        rows[0].unlink()
+    with pytest.raises(ValueError, match=f"prepared dataset {re.escape(str(p.dir))} is broken .*"
+                                         f"simscale_tokens-train.array_record.*delete that folder"):
         prepare(cfg)
 
 

@@ -254,8 +254,8 @@ def test_evaluate_run_writes_and_caches_eval_json(tmp_path, trained_run, monkeyp
         json.dumps({"context": "", "choices": [sentence(n, v, a, False), sentence(n, v, a, False, False)],
                     "gold": 0}) + "\n"
         for n in ("dog", "cat", "bird") for v in ("runs", "eats") for a in ("big", "old", "tall")))
-    loads, load_params = [], simscale.train.checkpoint.load_params
-    monkeypatch.setattr("simscale.train.checkpoint.load_params", lambda d: loads.append(d) or load_params(d))
+    loads, load_checkpoint = [], simscale.train.checkpoint.load_checkpoint
+    monkeypatch.setattr("simscale.train.checkpoint.load_checkpoint", lambda d: loads.append(d) or load_checkpoint(d))
     spec = f"jsonl:{tmp_path / 'pairs.jsonl'}"
     records = run.evaluate_run(trained_run, spec)
     assert loads == [trained_run]
@@ -263,6 +263,7 @@ def test_evaluate_run_writes_and_caches_eval_json(tmp_path, trained_run, monkeyp
     assert by_key["standard", "acc"]["n"] == 18 and by_key["standard", "acc"]["value"] > 0.9
     assert by_key["simplified", "acc"]["n"] == 12  # "tall" is not in the run's vocab.txt
     assert by_key["simplified", "acc"]["flagged"] and all(r["suite"] == spec for r in records)
+    assert {r["step"] for r in records} == {300}  # the checkpoint scored: the run's final step
     assert json.loads((trained_run / "eval.json").read_text()) == records
     assert run.evaluate_run(trained_run, spec) == records and len(loads) == 1  # cached
     assert main(["--run", str(trained_run), "--tasks", spec]) == 0 and len(loads) == 1
@@ -272,6 +273,41 @@ def test_evaluate_run_writes_and_caches_eval_json(tmp_path, trained_run, monkeyp
     (trained_run / "vocab.txt").unlink()
     records = run.evaluate_run(trained_run, spec, out=tmp_path / "other.json")
     assert [r["n"] for r in records if r["variant"] == "simplified"] == [12, 12]  # acc, acc_norm
+
+
+def pairs_task(path):
+    path.write_text("".join(json.dumps({"context": "", "choices": [sentence(n, "runs", "big", False),
+                                                                   sentence(n, "runs", "big", False, False)],
+                                        "gold": 0}) + "\n" for n in ("dog", "cat")))
+    return f"jsonl:{path}"
+
+
+def test_an_earlier_checkpoint_is_scored_only_when_asked_and_labelled(tmp_path, trained_run, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    (run_dir / "eval.json").unlink(missing_ok=True)
+    ckpts = run_dir / "checkpoints"
+    shutil.copytree(ckpts / "300", ckpts / "100")  # an earlier checkpoint: same weights, step 100
+    meta = ckpts / "100" / "meta" / "metadata"
+    meta.write_text(json.dumps(dict(json.loads(meta.read_text()), step=100)))
+    for f in (ckpts / "300").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"corrupt")
+    spec = pairs_task(tmp_path / "pairs.jsonl")
+    with pytest.warns(UserWarning, match="checkpoints/300 is unreadable"):
+        with pytest.raises(ValueError, match="newest readable checkpoint is step 100, not the run's final step 300"):
+            run.evaluate_run(run_dir, spec)
+    assert not (run_dir / "eval.json").exists()
+    with pytest.warns(UserWarning) as caught:
+        assert main(["--run", str(run_dir), "--tasks", spec]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--allow_earlier_step" in err
+    assert all("\n" not in str(w.message) for w in caught)  # the fallback warning is one line
+    with pytest.warns(UserWarning, match="unreadable"):
+        records = run.evaluate_run(run_dir, spec, allow_earlier_step=True)
+    assert records and {r["step"] for r in records} == {100}
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -13,6 +13,7 @@ import pytest
 from simscale.config import ConfigError
 from simscale.model import counting
 from simscale.sweep import executors, grid, store
+from simscale import validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -78,6 +79,7 @@ def test_a_new_config_key_at_its_default_renames_no_run(monkeypatch):
         return cfg
 
     monkeypatch.setattr(grid, "run_config", with_new_key)
+    monkeypatch.setattr(validation, "run_config", with_new_key)  # the key is known, as a new default would be
     newer = preset("smoke")
     newer.data.new_knob = 1
     assert ids(grid.expand(newer)) == before
@@ -125,13 +127,15 @@ def test_every_invalid_run_is_reported_before_anything_runs():
     with pytest.raises(ConfigError, match="does not divide the 1 devices"):
         grid.expand(two, n_devices=1)
     bad = preset("smoke")
-    bad.sweep.axes.colour = ["red"]
-    with pytest.raises(ConfigError, match=r"unknown sweep axis \['colour'\]"):
+    bad.sweep.axes.widths = ["red"]
+    with pytest.raises(ConfigError, match=r"^unknown config key sweep.axes.widths \(did you mean sweep.axes.width\?\)$"):
         grid.expand(bad)
     with pytest.raises(ConfigError, match="unknown sweep preset 'huge'"):
         preset("huge")
     runs = grid.expand(preset("smoke"))
     assert ids(grid.select(runs, only="w16", skip="unrestricted")) == [ids(runs)[0]]
+    with pytest.raises(ConfigError, match=r"^--only='w16\(' is not a regular expression \(missing \), unterminated"):
+        grid.select(runs, only="w16(")
 
 
 def fake_train(cfg, rdir):
@@ -258,3 +262,36 @@ def test_time_estimates_come_from_past_runs_of_the_same_shape(tmp_path):
     assert speeds == {estimate.shape_key(runs[0].cfg): (pytest.approx(2 / (10 / 5120 + 30 / 5120)), "past runs")}
     assert estimate.shape_key(runs[2].cfg) not in speeds  # width 32: never measured, no guess
     assert estimate.sizes(runs[0], 0)["tokens"] == 5120
+
+
+@pytest.mark.parametrize("status_text", [None, "{", '{"status": "running", "step": 5}'],
+                         ids=["missing", "corrupt", "stale"])
+def test_a_finished_run_is_done_whatever_status_json_says(tmp_path, status_text, caplog):
+    from simscale.config import to_dict
+
+    cfg = to_dict(grid.expand(preset("smoke"))[0].cfg)
+    rdir = store.run_dir(tmp_path, "r")
+    (rdir / "checkpoints" / "20").mkdir(parents=True)
+    store.write_json(rdir / "result.json", {"status": "done", "steps": 20})
+    if status_text is not None:
+        (rdir / "status.json").write_text(status_text)
+    trained = []
+    outcome = executors.run_one(str(tmp_path), "r", cfg, train_fn=lambda c, d: trained.append(d))
+    assert outcome == {"run_id": "r", "outcome": "skipped"} and not trained and not store.attempts(rdir)
+    assert store.read_json(rdir / "status.json")["status"] == "done"  # rebuilt
+    assert len([r for r in caplog.records if "status.json" in r.getMessage()]) == 1
+
+
+def test_a_corrupt_status_json_of_an_unfinished_run_resumes_it(tmp_path, caplog):
+    from simscale.config import to_dict
+
+    cfg = to_dict(grid.expand(preset("smoke"))[0].cfg)
+    rdir = store.run_dir(tmp_path, "r")
+    (rdir / "checkpoints" / "10").mkdir(parents=True)
+    (rdir / "status.json").write_text("not json")
+    trained = []
+    outcome = executors.run_one(str(tmp_path), "r", cfg, train_fn=lambda c, d: trained.append(d))
+    assert outcome == {"run_id": "r", "outcome": "done"} and trained == [rdir]
+    assert [a["event"] for a in store.attempts(rdir)] == ["start", "done"]
+    assert store.attempts(rdir)[0]["step"] == 10  # resumed from the newest checkpoint
+    assert sum("was unreadable" in r.getMessage() for r in caplog.records) == 1

@@ -96,6 +96,32 @@ def test_unreadable_checkpoint_falls_back_to_previous(straight, tmp_path):
     assert_trees_equal(load_params(tmp_path)[0], load_params(ref_dir)[0])
 
 
+def test_a_discarded_checkpoint_step_is_saved_again(tmp_path):
+    cfg = tiny_config()
+    cfg.train.keep_checkpoints = 10
+    train(cfg, tmp_path, stop_at=15)
+    for f in (tmp_path / "checkpoints" / "15").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"corrupt")
+    with pytest.warns(UserWarning, match="checkpoints/15 is unreadable"):
+        train(cfg, tmp_path)  # falls back to step 10, removes 15, trains 11..20
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved == [5, 10, 15, 20]
+    from simscale.train.checkpoint import Checkpoints
+
+    ckpt = Checkpoints(tmp_path / "checkpoints", read_only=True)
+    try:
+        assert ckpt.manager.restore(15, args=ocp_meta())["meta"]["step"] == 15  # step 15 is readable again
+    finally:
+        ckpt.close()
+
+
+def ocp_meta():
+    import orbax.checkpoint as ocp
+
+    return ocp.args.Composite(meta=ocp.args.JsonRestore())
+
+
 def test_non_finite_loss_fails_run_and_keeps_finite_checkpoints(tmp_path):
     cfg = tiny_config()
     cfg.train.update(dict(lr=1e30, checkpoint_every=1, log_every=5, warmup_steps=0))
@@ -274,7 +300,7 @@ def test_cli_on_sharded_layouts_matches_one_device(straight, tmp_path, layout):
 
 def test_cli_reports_config_errors_in_one_line(tmp_path):
     proc = run_cli(tmp_path, "--config.train.schedule=bogus")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
         "error: train.schedule='bogus': choose one of ('cosine', 'wsd', 'constant')"
     assert "Traceback" not in proc.stderr

@@ -22,10 +22,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from simscale import cli
+
 from simscale.config import ConfigError
+from simscale.validation import check_folder, check_keys
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "config file, e.g. sweeps/grid.py:preset=cpu", lock_config=False)
+config_flags.DEFINE_config_file("config", None, "config file, e.g. sweeps/grid.py:preset=cpu", lock_config=False,
+                                accept_new_attributes=True)  # unknown keys: refused by check_keys, in one line
 flags.DEFINE_string("data_dir", None, "cache folder for prepared data (sets data.cache_dir)")
 flags.DEFINE_string("vocab", "aochildes", "simplify: vocabulary (path, aochildes or wordfreq:N)")
 flags.DEFINE_string("input", None, "simplify: input file (text or jsonl)")
@@ -75,6 +79,8 @@ def _config():
     cfg = FLAGS.config
     if cfg is None:
         raise ConfigError("--config is required, e.g. --config sweeps/grid.py:preset=cpu")
+    check_keys(cfg)
+    check_folder(FLAGS.data_dir, "--data_dir")
     if FLAGS.data_dir:
         cfg.data.cache_dir = FLAGS.data_dir
     return cfg
@@ -138,8 +144,8 @@ def main(argv) -> None:
     except _USER_ERRORS as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(e, ConfigError) else 1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -32,7 +32,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from simscale.config import ConfigError
-from simscale.data import datasets, simplify, sources, tokenizer
+from simscale.data import datasets, manifest, simplify, sources, tokenizer
 from simscale.data.vocab import cache_dir as default_cache, load_vocabulary
 
 FORMAT_VERSION = 4
@@ -134,9 +134,12 @@ def _load(path: pathlib.Path) -> PreparedData:
                             stats=meta["stats"])
         if not data.tokenizer_path.is_file():
             raise FileNotFoundError(data.tokenizer_path)
+        wrong = manifest.problems(path, meta.get("files") or {})  # no `files`: prepared before manifests
+        if wrong:
+            raise ValueError("; ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
         datasets.source("tokens", path, "train")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"the prepared dataset {path} is broken ({e!r}): delete that folder and "
+        raise ValueError(f"the prepared dataset {path} is broken ({type(e).__name__}: {e}): delete that folder and "
                          "prepare again") from None
     return data
 
@@ -231,6 +234,7 @@ def _build(cfg, out: pathlib.Path, control: dict | None, log) -> None:
     meta = {"vocab_size": tok.get_vocab_size(), "has_vocabulary": d.variant == "simplified",
             "bytes_per_token": train.bytes / (train.n_rows * length),
             "train_tokens": train.n_rows * cfg.train.seq_len, "stats": all_stats}
+    meta["files"] = manifest.build(out)  # checked at every _load
     (out / "stats.json").write_text(json.dumps(all_stats, indent=1))
     (out / _META).write_text(json.dumps(meta, indent=1))
     log(f"prepared {d.variant}: {train.n_rows} train rows, {valid.n_rows} validation rows")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from simscale import cpu_runtime
 from simscale.evaluate import tasks as tasks_lib
@@ -51,12 +52,14 @@ def evaluate(argv) -> None:
     p.add_argument("--blimp", default=None, help="BLiMP folder (default $SIMSCALE_DATA/blimp)")
     p.add_argument("--max_examples", type=int, default=0,
                    help="score a fixed-seed subsample of at most this many examples per task (0: all)")
+    p.add_argument("--allow_earlier_step", action="store_true",
+                   help="score the newest readable checkpoint even when it is not the run's final step")
     args = p.parse_args(argv)
     if args.shots < 0:
         p.error("--shots must be >= 0")
     vocab = _vocabulary(args.vocab) if args.vocab else None
     records = evaluate_run(args.run, args.tasks, args.shots, args.out, vocab=vocab, blimp=args.blimp,
-                           max_examples=args.max_examples)
+                           max_examples=args.max_examples, allow_earlier_step=args.allow_earlier_step)
     for r in records:
         if r["shots"] == args.shots:
             print(_row(r))
@@ -73,6 +76,7 @@ def main(argv=None) -> int:
     cpu_runtime.configure()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("simscale.evaluate").setLevel(logging.INFO)
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"  # one line each
     try:
         if argv[:1] == ["counts"]:
             counts(argv[1:])

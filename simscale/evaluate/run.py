@@ -30,14 +30,16 @@ def read_records(path) -> list[dict]:
 
 def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
                  vocab: frozenset[str] | None = None, blimp=None, batch_tokens: int = 8192,
-                 max_examples: int = 0) -> list[dict]:
+                 max_examples: int = 0, allow_earlier_step: bool = False) -> list[dict]:
     """Evaluate `tasks` (names, see simscale.evaluate.tasks) for the run in `run_dir`.
 
     The simplified variants use `vocab`, else the run's vocab.txt, else the vocabulary its
     config names (data.vocab), so that an unrestricted run is scored on the same simplified
     examples. `max_examples` > 0 scores a fixed-seed subsample of each task (standard
     variant; the simplified one is filtered from it). Returns every record in the output
-    file (default RUN_DIR/eval.json).
+    file (default RUN_DIR/eval.json). Each record carries the checkpoint `step` it scored; a step
+    other than the run's final one (result.json `steps`: the newest checkpoint is unreadable, or
+    the run is unfinished) is refused unless `allow_earlier_step`.
     """
     run_dir = pathlib.Path(run_dir)
     specs = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
@@ -45,7 +47,10 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
         raise ValueError("no tasks to evaluate: name some, e.g. blimp_paper22,bigbench_mc")
     out = pathlib.Path(out) if out else run_dir / "eval.json"
     records = read_records(out)
-    done = {(r.get("suite"), r.get("shots"), r.get("max_examples", 0)) for r in records}
+    final_step = (read_json(run_dir / "result.json") or {}).get("steps")
+    # a suite scored on an earlier checkpoint (records without a step predate the field) is scored again
+    done = {(r.get("suite"), r.get("shots"), r.get("max_examples", 0)) for r in records
+            if r.get("step", final_step) == final_step}
     todo = [s for s in specs if (s, shots, max_examples) not in done]
     if not todo:
         log.info("%s: %s already evaluated", out, ", ".join(specs))
@@ -57,14 +62,19 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
         raise FileNotFoundError(f"{tokenizer_path} not found: text tasks need a run trained on "
                                 "real data (a synthetic-data run has no tokenizer)")
     encoder = TextEncoder.from_file(tokenizer_path)
-    from simscale.train.checkpoint import load_params
+    from simscale.train.checkpoint import load_checkpoint
 
-    params, cfg = load_params(run_dir)
+    params, cfg, step = load_checkpoint(run_dir)
+    if step != final_step and not allow_earlier_step:
+        raise ValueError(f"{run_dir}: the newest readable checkpoint is step {step}, not the run's final step "
+                         f"{final_step}; finish or repair the run, or pass --allow_earlier_step to score step {step}")
     if vocab is None:
         vocab = _run_vocabulary(run_dir, cfg)
     scorer = Scorer(params, cfg.model, batch_tokens=batch_tokens)
     for spec, suite_tasks in suites.items():
-        records += [dict(r, max_examples=max_examples)
+        records = [r for r in records if (r.get("suite"), r.get("shots"), r.get("max_examples", 0))
+                   != (spec, shots, max_examples)]  # an earlier-step scoring of this suite is replaced
+        records += [dict(r, max_examples=max_examples, step=step)
                     for r in evaluate_suite(scorer, encoder, spec, suite_tasks, vocab, shots)]
         write_json(out, records, allow_nan=False)
         log.info("%s: %s done (%.0f tokens/s)", out, spec, scorer.tokens_per_s)

@@ -16,11 +16,13 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from simscale import compile_cache, cpu_runtime
+from simscale import cli, compile_cache, cpu_runtime
 from simscale.config import ConfigError, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
+from simscale.validation import check_folder, check_keys
 
 FLAGS = flags.FLAGS
+# New attributes are accepted here and refused by simscale.validation.check_keys, in one line.
 config_flags.DEFINE_config_file("config", None, "sweep config, e.g. sweeps/grid.py:preset=cpu", lock_config=False,
                                 accept_new_attributes=True)
 flags.DEFINE_string("workdir", None, "sweep folder: W/sweep.json and W/runs/<run_id>/")
@@ -65,7 +67,8 @@ def _records(runs, workdir: pathlib.Path, cfg) -> list[dict]:
 
 
 def sweep(cfg, workdir: pathlib.Path) -> int:
-    runs = grid.select(grid.expand(cfg, _devices()), FLAGS.only, FLAGS.skip)
+    everything = grid.expand(cfg, _devices())
+    runs = grid.select(everything, FLAGS.only, FLAGS.skip)  # what this invocation trains
     if not runs:
         raise ConfigError(f"no run matches --only={FLAGS.only!r} --skip={FLAGS.skip!r}")
     if FLAGS.dry_run:
@@ -74,9 +77,9 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
               report.dry_run_table(records, estimated=FLAGS.estimate != "none"))
         return 0
     compile_cache.enable(workdir)  # before this process compiles anything (inline runs)
-    store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[
+    store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[  # the whole grid, --only or not
         dict(run_id=r.run_id, point=r.point, config=to_dict(r.cfg),
-             tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0]) for r in runs]))
+             tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0]) for r in everything]))
     _prepare_data(runs)
     log.info("sweep of %d run(s) in %s, executor %s", len(runs), workdir, FLAGS.executor)
     outcomes = executors.execute(runs, workdir, FLAGS.executor, workers=FLAGS.workers,
@@ -126,6 +129,7 @@ def _main(argv) -> int:
     log.propagate = False
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required")
+    check_folder(FLAGS.workdir, "--workdir")
     workdir = pathlib.Path(FLAGS.workdir)
     if argv[1:] == ["status"]:
         return status(workdir)
@@ -135,6 +139,7 @@ def _main(argv) -> int:
         raise ConfigError("--config is required, e.g. --config sweeps/grid.py:preset=cpu")
     if "sweep" not in FLAGS.config:
         raise ConfigError(f"--config {flags.FLAGS['config'].config_filename} has no `sweep` section")
+    check_keys(FLAGS.config)
     return sweep(FLAGS.config, workdir)
 
 
@@ -147,7 +152,7 @@ def _checked(argv) -> int:
 
 
 def main() -> None:
-    app.run(_checked)
+    app.run(_checked, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
     if not lock.acquire():
         return dict(run_id=run_id, outcome="busy")
     with lock:
-        status = store.read_json(rdir / "status.json", {})
+        status = store.run_status(rdir, repair=True)  # a finished run is done whatever status.json says
         if status.get("status") == "done" and (rdir / "result.json").exists():
             outcome = "skipped"
         elif status.get("status") == "failed" and not retry_failed:

@@ -17,13 +17,12 @@ import re
 
 from ml_collections import ConfigDict
 
-from simscale.config import ConfigError, config_hash, run_config, to_dict
+from simscale.config import SWEEP_AXES, ConfigError, config_hash, flat, run_config, to_dict
 from simscale.model import counting
 from simscale.sweep.report import human
+from simscale.validation import check_keys, problems
 
-# Known axes, in expansion order.
-AXES = ("flops", "width", "depth", "variant", "seed", "lr", "heads", "batch_size", "tokens", "tokens_per_param")
-VARIANTS = ("simplified", "unrestricted")
+AXES = SWEEP_AXES  # known axes, in expansion order
 _ABSENT = object()
 
 
@@ -43,6 +42,7 @@ class Run:
 
 def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
     """Every run of the sweep, validated; raises ConfigError listing every bad run."""
+    check_keys(cfg)  # unknown keys and axes, before anything else
     sweep = cfg.sweep
     base = ConfigDict(copy.deepcopy({k: v for k, v in to_dict(cfg).items() if k != "sweep"}))
     points = _points(sweep)
@@ -50,7 +50,7 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
     for point in points:
         run_cfg = _resolve(base, point, sweep)
         run_id = _run_id(run_cfg)
-        errors += [f"{run_id}: {e}" for e in validate(run_cfg, n_devices)]
+        errors += [f"{run_id}: {e}" for e in problems(run_cfg, n_devices)]
         runs.append(Run(run_id, run_cfg, point))
     ids = [r.run_id for r in runs]
     errors += [f"{i}: appears {ids.count(i)} times (two grid points resolve to one config)"
@@ -62,14 +62,19 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
 
 def select(runs: list[Run], only: str = "", skip: str = "") -> list[Run]:
     """Runs whose id matches `only` (regex search) and not `skip`."""
-    return [r for r in runs if (not only or re.search(only, r.run_id)) and not (skip and re.search(skip, r.run_id))]
+    keep, drop = _pattern(only, "only"), _pattern(skip, "skip")
+    return [r for r in runs if (not keep or keep.search(r.run_id)) and not (drop and drop.search(r.run_id))]
+
+
+def _pattern(expr: str, flag: str):
+    try:
+        return re.compile(expr) if expr else None
+    except re.error as e:
+        raise ConfigError(f"--{flag}={expr!r} is not a regular expression ({e})") from None
 
 
 def _points(sweep: ConfigDict) -> list[dict]:
     axes = {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in sweep.axes.items()}
-    unknown = sorted(set(axes) - set(AXES))
-    if unknown:
-        raise ConfigError(f"unknown sweep axis {unknown} in sweep.axes; known axes: {list(AXES)}")
     for name, values in axes.items():
         if not values:
             raise ConfigError(f"sweep.axes.{name} is empty")
@@ -131,7 +136,7 @@ def _budget_tokens(cfg: ConfigDict, point: dict) -> float | None:
     try:
         n = counting.params_total(cfg.model)
     except ValueError:
-        return None  # an invalid shape: validate() reports it
+        return None  # an invalid shape: problems() reports it
     if given[0] == "tokens_per_param":  # Chinchilla's ratio counts all parameters
         return float(point["tokens_per_param"]) * n
     return float(point["flops"]) / counting.flops_6n(cfg.model, cfg.train.seq_len)  # D = C / 6N
@@ -148,45 +153,6 @@ def _run_id(cfg: ConfigDict) -> str:
         parts.append(f"s{cfg.seed}")
     if cfg.train.tokens:
         parts.append(f"t{human(cfg.train.tokens)}")
-    defaults = _flat(to_dict(run_config()))
-    changed = {k: v for k, v in _flat(to_dict(cfg)).items() if not k.startswith("eval.") and defaults.get(k, _ABSENT) != v}
+    defaults = flat(to_dict(run_config()))
+    changed = {k: v for k, v in flat(to_dict(cfg)).items() if not k.startswith("eval.") and defaults.get(k, _ABSENT) != v}
     return "-".join(parts + [config_hash(changed, 8)])
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
-def validate(cfg: ConfigDict, n_devices: int) -> list[str]:
-    """Every problem with one resolved run config (empty when it can train)."""
-    m, t = cfg.model, cfg.train
-    errors = []
-    if cfg.data.variant not in VARIANTS:
-        errors.append(f"data.variant={cfg.data.variant!r} is not one of {VARIANTS}")
-    for key, value in (("model.hidden", m.hidden), ("model.layers", m.layers), ("model.heads", m.heads),
-                       ("model.vocab_size", m.vocab_size), ("train.batch_size", t.batch_size),
-                       ("train.seq_len", t.seq_len)):
-        if value <= 0:
-            errors.append(f"{key}={value} must be positive")
-    if m.heads > 0 and m.hidden % m.heads:
-        errors.append(f"model.hidden={m.hidden} is not divisible by model.heads={m.heads}")
-    if m.kv_heads and m.heads % m.kv_heads:
-        errors.append(f"model.heads={m.heads} is not divisible by model.kv_heads={m.kv_heads}")
-    if t.seq_len > m.max_len:
-        errors.append(f"train.seq_len={t.seq_len} exceeds model.max_len={m.max_len}")
-    from simscale.train.mesh import mesh_shape  # the trainer's own rules
-
-    try:
-        data, fsdp, _ = mesh_shape(cfg.mesh, n_devices)
-    except ConfigError as e:
-        errors.append(str(e))
-    else:
-        if t.grad_accum < 1 or t.batch_size % t.grad_accum:
-            errors.append(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-        elif (t.batch_size // t.grad_accum) % (data * fsdp):
-            errors.append(f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.grad_accum}) is not "
-                          f"divisible by the {data * fsdp} data-parallel device(s) of the mesh")
-    return errors

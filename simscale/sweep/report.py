@@ -50,7 +50,7 @@ def dry_run_table(records: list[dict], estimated: bool = True) -> str:
 
 def run_state(rdir: pathlib.Path) -> str:
     """done | failed | running (a live lock holder) | interrupted (started, nobody on it) | pending."""
-    status = store.read_json(rdir / "status.json", {})
+    status = store.run_status(rdir)
     if status.get("status") == "done" and (rdir / "result.json").exists():
         return "failed" if status.get("eval_error") else "done"
     if status.get("status") == "failed":
@@ -65,7 +65,7 @@ def summary_table(workdir: pathlib.Path, run_ids: list[str]) -> str:
     for run_id in run_ids:
         rdir = store.run_dir(workdir, run_id)
         res = store.read_json(rdir / "result.json", {})
-        status = store.read_json(rdir / "status.json", {})
+        status = store.run_status(rdir)
         state = run_state(rdir)
         flops = (res.get("flops") or {}).get(res.get("flops_convention"))
         note = (status.get("eval_error") or status.get("error") or "") if state == "failed" else ""
@@ -96,7 +96,7 @@ def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, floa
         state = run_state(rdir)
         counts[state] = counts.get(state, 0) + 1
         last = store.last_metrics(rdir)
-        status = store.read_json(rdir / "status.json", {})
+        status = store.run_status(rdir)
         total = entry["tokens"]
         done_tokens = last.get("tokens", 0) if state != "done" else total
         speed = _progress_speed(rdir, status, cfg) or speeds.get(shape_key(cfg))

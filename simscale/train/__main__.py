@@ -1,6 +1,7 @@
 """python -m simscale.train --config PATH[:args] --workdir RUNDIR [--config.x.y=v ...] [--distributed]
 
-Trains one run into RUNDIR (resuming it when it holds checkpoints). A sweep config's
+Trains one run into RUNDIR (resuming it when it holds checkpoints), holding RUNDIR/lock
+(the sweep's run lock): a second trainer on the same RUNDIR exits at once (status 2). A sweep config's
 `sweep` section is ignored: the run uses its model/train/data/mesh/eval sections.
 """
 from __future__ import annotations
@@ -10,8 +11,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from simscale import cli
+
+# New attributes are accepted here and refused by simscale.validation in train(), in one line.
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config) with optional :args.",
-                                          lock_config=False)
+                                          lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to train into (created; resumed if present).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -31,17 +35,30 @@ def main(argv) -> None:
         from simscale.train import distributed
 
         distributed.initialize()
+    from simscale.config import ConfigError
+    from simscale.runlock import RunLock, held_message
     from simscale.train import NonFiniteLoss, train
+    from simscale.validation import check, check_folder
 
+    lock = RunLock(_WORKDIR.value)
     try:
+        check_folder(_WORKDIR.value, "--workdir")
+        check(_CONFIG.value, jax.device_count())  # before the lock creates the run directory
+        if jax.process_index() == 0 and not lock.acquire():  # the sweep's lock: one trainer per run
+            raise ConfigError(held_message(_WORKDIR.value))
         result = train(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:  # ConfigError is a ValueError
+    except ConfigError as e:  # a value to fix, or a run directory in use: nothing was written
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        lock.release()
     if jax.process_index() == 0:
         print(f"done: {result['steps']} steps, eval loss {result['eval_loss']:.4f} nats/token, "
               f"{result['wall_time_s']:.1f} s; results in {_WORKDIR.value}/result.json")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -5,7 +5,9 @@ manager keeps the last `train.keep_checkpoints` plus every `train.keep_period`-t
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -14,6 +16,20 @@ import jax
 import orbax.checkpoint as ocp
 
 from simscale.config import from_dict
+
+
+@contextlib.contextmanager
+def _quiet():
+    """orbax (absl) and asyncio log each failed read with a traceback; the fallback warning says it once."""
+    loggers = [logging.getLogger(n) for n in ("absl", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 class Checkpoints:
@@ -38,20 +54,24 @@ class Checkpoints:
         `discard_unreadable` it is also deleted so that training can save that step again.
         """
         self.manager.reload()
+        restored, discarded = None, False
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-                return restored["state"], dict(restored["meta"])
+                with _quiet():
+                    out = self.manager.restore(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                restored = out["state"], dict(out["meta"])
+                break
             except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
-                warnings.warn(f"checkpoint {self.directory / str(step)} is unreadable "
-                              f"({type(e).__name__}: {str(e)[:200]}); falling back to the previous one",
-                              stacklevel=2)
+                reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # one line
+                warnings.warn(f"checkpoint {self.directory / str(step)} is unreadable ({reason}); "
+                              "falling back to the previous one", stacklevel=2)
                 if discard_unreadable and jax.process_index() == 0:
                     shutil.rmtree(self.directory / str(step), ignore_errors=True)
-        if discard_unreadable:
+                discarded = discard_unreadable
+        if discarded:  # the manager still lists the removed steps and would skip saving them again
             self.manager.reload()
-        return None
+        return restored
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -66,6 +86,12 @@ def load_params(run_dir):
 
     Parameters are replicated over all local devices.
     """
+    params, cfg, _ = load_checkpoint(run_dir)
+    return params, cfg
+
+
+def load_checkpoint(run_dir):
+    """(params, cfg, step) from the newest readable checkpoint of a run directory."""
     from simscale.train import mesh as mesh_lib
     from simscale.train import step as step_lib
 
@@ -83,4 +109,4 @@ def load_params(run_dir):
         ckpt.close()
     if restored is None:
         raise FileNotFoundError(f"no readable checkpoint in {run_dir / 'checkpoints'}")
-    return restored[0]["params"], cfg
+    return restored[0]["params"], cfg, int(restored[1]["step"])

@@ -22,6 +22,7 @@ from simscale.train import step as step_lib
 from simscale.train.checkpoint import Checkpoints
 from simscale.jsonio import read_json, read_jsonl, write_json
 from simscale.train.metrics import MetricsLog, write_status
+from simscale.validation import check
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -116,6 +117,7 @@ def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
     step with a checkpoint (status stays 'running'; a later call resumes): a preemption point.
     Raises NonFiniteLoss (after writing status 'failed') when the loss stops being finite.
     """
+    check(cfg, jax.device_count())  # unknown keys and bad values, before anything is written
     cfg = run_config_of(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

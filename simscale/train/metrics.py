@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,9 +47,11 @@ class MetricsLog:
         if not enabled:
             return
         self.path = Path(run_dir) / "metrics.jsonl"
-        if self.path.exists():
+        if self.path.exists():  # rewritten whole, by a rename: a kill now loses no row
             kept = [r for r in read_jsonl(self.path) if r["step"] <= start_step]  # a cut line is dropped
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.path)
         from tensorboardX import SummaryWriter
 
         self.tb = SummaryWriter(str(run_dir))

@@ -1,0 +1,43 @@
+"""Flag parsing shared by the absl entry points (sweep, train, data): one `error:` line, exit 2.
+
+    app.run(main, flags_parser=cli.parse_flags)
+
+absl reports a bad flag value with a usage screen and a missing or failing `--config`
+file with chained tracebacks (when the config is first read); `parse_flags` parses, reads
+every config flag once, and turns either into one line naming the cause.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+
+def _root(e: BaseException) -> BaseException:
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+    return e
+
+
+def fail(message) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:  # a config file's own error comes as its whole traceback: keep the last line
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        fail(lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1].strip()}")
+    for name in ("config",):
+        if name in flags.FLAGS:
+            try:
+                value = getattr(flags.FLAGS, name)
+                if value is not None:  # (not given: the command says whether it needs one)
+                    _ = "" in value  # a config file that failed to load raises on first use
+            except Exception as e:  # noqa: BLE001 - whatever the config file raised, named in one line
+                root = _root(e)
+                reason = " ".join(str(root).split())  # one line
+                fail(f"--{name}: {reason}")
+    return rest

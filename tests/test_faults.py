@@ -1,0 +1,123 @@
+"""Fault injection with the real command lines in subprocesses (smoke preset): every bad input
+ends with one `error:` line and exit 2 before anything is written."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = "--config=sweeps/grid.py:preset=smoke"
+
+
+def cli(module, *args, timeout=120):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def error_line(proc) -> str:
+    """The one `error:` line of a refused command (asserting exit 2 and no traceback)."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("module,extra", [
+    ("simscale.sweep", ["--workdir"]),
+    ("simscale.train", ["--workdir"]),
+    ("simscale.data", ["prepare", "--data_dir"]),
+], ids=["sweep", "train", "prepare"])
+def test_unknown_config_key_is_refused_before_anything_is_written(tmp_path, module, extra):
+    out = tmp_path / "w"
+    proc = cli(module, SMOKE, *extra, str(out), "--config.train.lr_flor=0.5")
+    assert error_line(proc) == "error: unknown config key train.lr_flor (did you mean train.lr_floor?)"
+    assert not out.exists()
+
+
+def test_unknown_sweep_axis_is_refused(tmp_path):
+    proc = cli("simscale.sweep", SMOKE, "--workdir", str(tmp_path / "w"), "--config.sweep.axes.widht=(16,)")
+    assert error_line(proc) == "error: unknown config key sweep.axes.widht (did you mean sweep.axes.width?)"
+    assert not (tmp_path / "w").exists()
+
+
+HOLD = """
+import sys, time
+from simscale.runlock import RunLock
+lock = RunLock(sys.argv[1])
+assert lock.acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_train_refuses_a_run_directory_another_process_holds(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = cli("simscale.train", SMOKE, f"--workdir={run_dir}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert error_line(proc).startswith(f"error: {run_dir} is in use by pid {holder.pid} on host ")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["lock"]  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.train.batch_size=0", "error: train.batch_size=0 must be positive"),
+    ("--config.model.heads=0", "error: model.heads=0 must be positive"),
+    ("--config.model.hidden=30", "error: model.hidden=30 / model.heads=2 gives an odd head dimension 15: "
+                                 "rotary embeddings need an even one"),
+    ("--config.model.hidden=33", "error: model.hidden=33 is not divisible by model.heads=2"),
+])
+def test_train_refuses_a_bad_value_before_writing_anything(tmp_path, override, message):
+    proc = cli("simscale.train", SMOKE, f"--workdir={tmp_path / 'run'}", override)
+    assert error_line(proc) == message
+    assert not (tmp_path / "run").exists()  # so the fixed command can reuse --workdir
+
+
+def test_only_trains_a_subset_but_sweep_json_lists_the_whole_grid(tmp_path):
+    from simscale.sweep import grid
+    from sweeps.grid import get_config
+
+    whole = [r.run_id for r in grid.expand(get_config("smoke"))]
+    proc = cli("simscale.sweep", SMOKE, "--workdir", str(tmp_path), "--only", "^w16-d1-simplified", "--estimate=none")
+    assert proc.returncode == 0, proc.stderr
+    listed = [r["run_id"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]]
+    assert listed == whole and len(whole) == 4
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [whole[0]]  # only the selected run trained
+
+
+@pytest.mark.parametrize("module,args,message", [
+    ("simscale.train", ["--config=nosuch.py", "--workdir=W"],
+     "error: --config: Failed loading config file config_config Attempted [Relative path]: nosuch.py "
+     "[Errno 2] No such file or directory: 'nosuch.py'"),
+    ("simscale.data", ["prepare", "--config=sweeps/grid.py:preset=huge"],
+     "error: flag --config=sweeps/grid.py:preset=huge: Error whilst parsing config file: simscale.config."
+     "ConfigError: unknown sweep preset 'huge' in --config sweeps/grid.py:preset=...; choose from "
+     "('paper', 'cpu', 'smoke', 'isoflop')"),
+    ("simscale.sweep", [SMOKE, "--workdir=W", "--config.train.lr=abc"],
+     "error: flag --config.train.lr=abc: could not convert string to float: 'abc'"),
+], ids=["missing_config", "bad_preset", "bad_value_type"])
+def test_a_bad_config_flag_is_one_line(tmp_path, module, args, message):
+    proc = cli(module, *[a.replace("W", str(tmp_path / "w")) if a.startswith("--workdir") else a for a in args])
+    assert error_line(proc) == message
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("module,flag", [("simscale.sweep", "--workdir"), ("simscale.train", "--workdir"),
+                                         ("simscale.data", "--data_dir")], ids=["sweep", "train", "prepare"])
+def test_a_folder_flag_naming_a_regular_file_is_one_line(tmp_path, module, flag):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    args = ["prepare"] if module == "simscale.data" else []
+    proc = cli(module, *args, SMOKE, f"{flag}={path}")
+    assert error_line(proc) == f"error: {flag} {path} is not a folder: give a folder (or a path that does not " \
+                               "exist yet)"
+    assert path.read_text() == "not a folder"
