@@ -166,6 +166,17 @@ def test_a_damaged_array_record_file_names_the_folder_to_delete(tmp_path, damage
         prepare(cfg)
 
 
+def test_a_dataset_prepared_before_manifests_still_loads(tmp_path):
+    """A cache prepared by an older simscale has no `files` in prepared.json: it is not checked,
+    not reported broken (every user's cache was, after the upgrade)."""
+    cfg = _cfg(tmp_path, _corpus(tmp_path / "c.txt", n_docs=60), min_validation_documents=2)
+    p = prepare(cfg)
+    meta = json.loads((p.dir / "prepared.json").read_text())
+    del meta["files"]
+    (p.dir / "prepared.json").write_text(json.dumps(meta))
+    assert prepare(cfg).stats["train_rows"] == p.stats["train_rows"]
+
+
 def _cli(*args, cwd):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     return subprocess.run([sys.executable, "-m", "simscale.data", *args], capture_output=True, text=True,

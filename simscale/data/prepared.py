@@ -134,7 +134,7 @@ def _load(path: pathlib.Path) -> PreparedData:
                             stats=meta["stats"])
         if not data.tokenizer_path.is_file():
             raise FileNotFoundError(data.tokenizer_path)
-        wrong = manifest.problems(path, meta.get("files") or {})  # no `files`: prepared before manifests
+        wrong = manifest.problems(path, meta["files"]) if "files" in meta else []  # else prepared before manifests
         if wrong:
             raise ValueError("; ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
         datasets.source("tokens", path, "train")
