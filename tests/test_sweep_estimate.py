@@ -32,9 +32,9 @@ def paper_params(hidden, layers, vocab=15000):
 def test_one_epoch_runs_are_capped_by_max_train_tokens():
     epoch = 2_100_000_000  # sweep.epoch_tokens: the data is not prepared
     cpu = expand(preset("cpu"))
-    assert {estimate.sizes(r, epoch)["tokens"] for r in cpu} == {300_000}  # data.max_train_tokens=300_000
+    assert {estimate.sizes(r, epoch)["tokens"] for r in cpu} == {200_000}  # data.max_train_tokens=200_000
     assert not any(estimate.sizes(r, epoch)["tokens_exact"] for r in cpu)
-    assert estimate.sizes(cpu[0], 200_000)["tokens"] == 200_000  # an epoch smaller than the cap
+    assert estimate.sizes(cpu[0], 150_000)["tokens"] == 150_000  # an epoch smaller than the cap
     uncapped = preset("cpu")
     uncapped.data.max_train_tokens = 0
     assert estimate.sizes(expand(uncapped)[0], epoch)["tokens"] == epoch
