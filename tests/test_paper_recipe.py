@@ -1,5 +1,4 @@
 """The `paper` preset is the paper's training script (src/main.py of text-machine-lab/mini_gpt)."""
-import importlib.util
 import math
 import pathlib
 
@@ -7,16 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import preset
 from simscale.train import optim
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def preset(name):
-    spec = importlib.util.spec_from_file_location("sweeps_grid", ROOT / "sweeps" / "grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(f"preset={name}")
 
 
 @pytest.mark.parametrize("name", ["paper", "isoflop"])

@@ -1,21 +1,14 @@
 """Dry-run estimates: tokens of one-epoch runs, and calibrations at a reduced batch within a budget
 (train() replaced by a recorder: these tests check what is timed, not how long it takes)."""
-import importlib.util
 import json
 import pathlib
 
 import pytest
 
+from conftest import preset
 from simscale.sweep import estimate, store
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def preset(name):
-    spec = importlib.util.spec_from_file_location("sweeps_grid", ROOT / "sweeps" / "grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(f"preset={name}")
 
 
 def expand(cfg):

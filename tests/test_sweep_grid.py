@@ -1,5 +1,4 @@
 """Sweep grid expansion, validation, locks and the run loop (with an injected train function)."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -10,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import preset
 from simscale.config import ConfigError
 from simscale.model import counting
 from simscale.sweep import executors, grid, store
@@ -17,13 +17,6 @@ from simscale import validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
-
-
-def preset(name):
-    spec = importlib.util.spec_from_file_location("sweeps_grid", ROOT / "sweeps" / "grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(f"preset={name}")
 
 
 def ids(runs):
