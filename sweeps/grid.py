@@ -59,7 +59,7 @@ def cpu() -> ConfigDict:
     # is found (the AO-CHILDES filter keeps 0.76M tokens of the BIG-bench dialogue text,
     # wordfreq:21000 about 3x more), so the demo's cost does not depend on which list a machine
     # has, and `make demo` fits in 15 minutes on 2 slow cores (0.7M took 31-35 min on Zen 3, 0.3M
-    # 15-16 min with two workers). docs/results.md also reports the 0.7M-token study.
+    # 15-17 min with two workers). docs/results.md also reports the 0.7M-token study.
     cfg.data.max_train_tokens = 200_000
     # The paper's AO-CHILDES list when it is at hand ($SIMSCALE_DATA or a cached download),
     # else the top English words.

@@ -220,6 +220,8 @@ def test_cpu_workers_get_their_own_cores(monkeypatch):
     assert executors.worker_slots(2, 1) == [{cpus: "0,1,2"}, {cpus: "3,4"}]
     assert executors.worker_slots(0, 1) == [{cpus: "0,1,2"}, {cpus: "3,4"}]  # 2 by default
     assert executors.worker_slots(6, 1) == [{}] * 6  # more workers than cores: they share them
+    monkeypatch.delattr(executors.os, "sched_getaffinity")  # macOS: no affinity control
+    assert executors.worker_slots(2, 1) == [{}, {}]
 
 
 def test_a_pinned_worker_runs_only_on_its_cores():

@@ -176,8 +176,9 @@ def worker_slots(workers: int, devices_per_worker: int) -> list[dict]:
         n = min(n, workers) if workers else n
         return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * devices_per_worker:(i + 1) * devices_per_worker])}
                 for i in range(n)]
-    n, cores = workers or 2, sorted(os.sched_getaffinity(0))
-    if n > len(cores):  # more workers than cores: they share the host
+    n = workers or 2
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []  # Linux only
+    if n > len(cores):  # more workers than cores, or no affinity control: they share the host
         return [{} for _ in range(n)]
     return [{CPUS_ENV: ",".join(map(str, part))} for part in _split(cores, n)]
 
