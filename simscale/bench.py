@@ -7,8 +7,8 @@ One run measures, on the same machine in one sitting:
 
 - the physical reference: jax float32 matmul GFLOP/s at 512/1024/2048 cubed (best of several
   calls each); the largest is the peak that step speeds are quoted against;
-- simscale's compiled train step per shape: median step time, tokens/s, model GFLOP/s (the
-  config's FLOPs convention, Chinchilla by default) and that as a fraction of the matmul peak;
+- simscale's compiled train step per shape: median step time, tokens/s, model GFLOP/s (PaLM's
+  count, the matmuls the step executes, as MFU is defined) and that as a fraction of the matmul peak;
 - two peers on the same shapes: Hugging Face LlamaForCausalLM + torch AdamW ('torch', glibc's
   default heap) and the same with simscale's heap settings ('torch+heap',
   cpu_runtime.keep_freed_memory()), each in its own long-lived child process (XLA's and torch's
@@ -40,6 +40,9 @@ import numpy as np
 VOCAB, SEQ_LEN, BATCH, HEADS = 5000, 128, 32, 8
 MATMUL_SIZES = (512, 1024, 2048)
 PEERS = {"torch": False, "torch+heap": True}  # peer name -> runs with cpu_runtime.keep_freed_memory()
+# Model FLOPs are counted as PaLM counts them for MFU: the matmuls a step executes. Chinchilla's count
+# (the sweeps' default) adds the input-embedding lookup, 1.67x / 1.35x / 1.22x PaLM's at 64x2 / 128x4 / 256x4.
+BENCH_FLOPS = "palm"
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -153,8 +156,8 @@ def simscale_step(hidden: int, layers: int):
 
     record = {"name": f"{hidden}x{layers}", "hidden": hidden, "layers": layers, "vocab": VOCAB,
               "seq_len": SEQ_LEN, "batch": BATCH, "params": counting.params_total(cfg.model),
-              "compile_time_s": prog.train.compile_time_s, "flops_convention": cfg.train.flops_convention,
-              "flops_per_token": counting.flops_per_token(cfg.model, SEQ_LEN, cfg.train.flops_convention),
+              "compile_time_s": prog.train.compile_time_s, "flops_convention": BENCH_FLOPS,
+              "flops_per_token": counting.flops_per_token(cfg.model, SEQ_LEN, BENCH_FLOPS),
               "device": jax.devices()[0].device_kind, "n_devices": jax.device_count()}
     return one_step, record, compiled
 
@@ -288,7 +291,8 @@ def bench_shape(hidden: int, layers: int, steps: int, repeats: int, peers: list[
         rounds.append(times)
     record["repeats"] = rounds
     record.update(speed(min(r["simscale"] for r in rounds), flops_per_token, peak_gflops))
-    record["mfu"] = counting.mfu(record["model_flops_per_s"], record["device"], record.pop("n_devices"))
+    record["mfu"] = counting.mfu(record["tokens_per_s"], bench_config(hidden, layers).model, SEQ_LEN,
+                                 record["device"], record.pop("n_devices"))
     record["peers"] = {}
     for p in peers:
         ratios = [r[p.name] / r["simscale"] for r in rounds]

@@ -43,6 +43,11 @@ def test_cli_writes_records(tmp_path, capsys):
     assert record["peers"] == {}
     assert record["tokens_per_s"] == pytest.approx(32 * 128 / record["step_time_s"])
     assert record["fraction_of_peak"] == pytest.approx(record["model_flops_per_s"] / (peak * 1e9))
+    # model FLOPs are the executed matmuls, PaLM's count by hand for V 5000, D 16, L 1, F 64, T 128:
+    # 6 x (16 x 16 x 4 + 3 x 16 x 64 + 3 norms x 16 + 16 x 5000) + 12 x 1 x 16 x 128 = 529,440 per token
+    # (the input embedding is a lookup; PaLM counts the norm scales in N, as params_matmul does)
+    assert record["flops_convention"] == "palm"
+    assert record["model_flops_per_s"] == pytest.approx(529_440 * record["tokens_per_s"])
     assert len(record["repeats"]) == 2
     assert record["step_time_s"] == min(r["simscale"] for r in record["repeats"])
     printed = capsys.readouterr().out

@@ -97,10 +97,16 @@ def test_palm_flops_of_the_smallest_paper_model_by_hand():
     assert counting.flops_per_token(tied, 128, "palm") == 3_077_568 + 98_304
 
 
-def test_mfu_peaks():
-    assert counting.mfu(494.5e12, "NVIDIA H100 80GB HBM3") == pytest.approx(0.5)
+def test_mfu_counts_the_executed_matmuls_as_palm_does_whatever_the_runs_convention():
+    cfg = shape_cfg(32, 2)  # PaLM count by hand (the test above): 3,175,872 FLOPs per token
+    assert cfg.vocab_size == 15000
+    tokens_per_s = 494.5e12 / 3_175_872  # half of an H100's 989 TFLOP/s
+    assert counting.mfu(tokens_per_s, cfg, 128, "NVIDIA H100 80GB HBM3") == pytest.approx(0.5)
+    assert counting.mfu(tokens_per_s, cfg, 128, "NVIDIA H100 80GB HBM3", n_devices=2) == pytest.approx(0.25)
+    # Chinchilla's count adds the input-embedding lookup (2 x 15000 x 32 x 3 per token): an MFU by it would read 0.73
+    assert counting.flops_per_token(cfg, 128, "chinchilla") * tokens_per_s / 989e12 > 0.7
     assert counting.device_peak_flops("TPU v5 lite") == 197e12
-    assert counting.mfu(1e9, "cpu") is None
+    assert counting.mfu(1e3, cfg, 128, "cpu") is None
 
 
 def test_causality():

@@ -132,6 +132,12 @@ def device_peak_flops(device_kind: str) -> float | None:
     return None
 
 
-def mfu(model_flops_per_s: float, device_kind: str, n_devices: int = 1) -> float | None:
+def mfu(tokens_per_s: float, cfg, seq_len: int, device_kind: str, n_devices: int = 1) -> float | None:
+    """Model FLOPs utilisation as PaLM (appendix B) defines it: flops_palm per token x tokens/s over the
+    devices' dense peak; None for a device kind not in the table (CPUs).
+
+    Always the PaLM count, whatever `train.flops_convention` says: it is the matmul work a step
+    executes, where Chinchilla's count adds the input-embedding lookup and the softmax (at vocabulary
+    5000 and hidden 128 it is 1.35x PaLM's, which would inflate an MFU by as much)."""
     peak = device_peak_flops(device_kind)
-    return None if peak is None else model_flops_per_s / (peak * n_devices)
+    return None if peak is None else tokens_per_s * flops_palm(cfg, seq_len) / (peak * n_devices)

@@ -203,7 +203,7 @@ class _Run:
                      "lr": float(window[-1]["lr"]), "grad_norm": float(window[-1]["grad_norm"]),
                      "tokens": s * tokens_per_step, "tokens_per_s": tok_s,
                      "flops_per_s": tok_s * self.flops_per_token,
-                     "mfu": counting.mfu(tok_s * self.flops_per_token, jax.devices()[0].device_kind,
+                     "mfu": counting.mfu(tok_s, self.cfg.model, tc.seq_len, jax.devices()[0].device_kind,
                                          jax.device_count())}
         if evaluate_now:
             self.evals = evaluate(self.prog, self.state["params"], self.cfg, self.validation, self.token_bytes)
