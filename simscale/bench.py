@@ -386,7 +386,7 @@ def main(argv=None) -> int:
 
         out["profiles"] = [profile_shape(h, n, args.steps, os.path.join(args.profile, f"{h}x{n}"))
                            for h, n in shapes]
-        print("\n".join(profile_table(p) for p in out["profiles"]))
+        print("\n".join(profile_table(p, matmul["peak_gflops"]) for p in out["profiles"]))
     else:
         peer = not args.no_peer and peer_available()
         if not args.no_peer and not peer:

@@ -15,7 +15,8 @@ import gzip
 import json
 import re
 
-from simscale.bench import _timed, simscale_step
+from simscale.bench import _timed, bench_config, simscale_step
+from simscale.model import counting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +87,9 @@ def stack_frames(module_proto: bytes) -> dict[int, tuple[tuple[str, str], ...]]:
 
 
 _ATTENTION_FUNCTIONS = {"causal_attention", "_probs", "_attention", "_forward", "_backward", "attention"}
+# counting.flops_palm_parts -> the model part whose ops execute those FLOPs
+_FLOPS_PARTS = {"projections": "projections", "output head": "output head + loss",
+                "attention": "attention (QK, softmax, PV)"}
 _LLAMA_PARTS = {"rotary": "rotary embedding", "rotary_tables": "rotary embedding", "project": "projections",
                 "rms_norm": "RMSNorm", "block": "SwiGLU + residuals", "hidden_states": "embedding",
                 "apply": "output head + loss"}
@@ -236,15 +240,24 @@ def profile_shape(hidden: int, layers: int, steps: int, trace_dir: str, top: int
     parts["idle: no op running (dispatch, waits)"] = kinds["idle: no op running (dispatch, waits)"] = idle
     top_ops = [{**dataclasses.asdict(ops[name]), "fraction": us / wall_us}
                for name, us in sorted(times.items(), key=lambda kv: -kv[1])[:top]]
-    return {"name": record["name"], "profiled_steps": steps, "step_time_s": wall_us / 1e6 / steps,
-            "parts": dict(parts.most_common()), "kinds": dict(kinds.most_common()), "top_ops": top_ops}
+    step_time_s = wall_us / 1e6 / steps
+    tokens = record["batch"] * record["seq_len"]
+    part_flops = {part: tokens * f for part, f in
+                  counting.flops_palm_parts(bench_config(hidden, layers).model, record["seq_len"]).items()}
+    part_gflops = {part: f / (parts[_FLOPS_PARTS[part]] * step_time_s) / 1e9
+                   for part, f in part_flops.items() if parts[_FLOPS_PARTS[part]] > 0}
+    return {"name": record["name"], "profiled_steps": steps, "step_time_s": step_time_s,
+            "parts": dict(parts.most_common()), "kinds": dict(kinds.most_common()), "top_ops": top_ops,
+            "part_flops_per_step": part_flops, "part_gflops": part_gflops}
 
 
-def profile_table(profile: dict) -> str:
+def profile_table(profile: dict, peak_gflops: float) -> str:
     lines = [f"{profile['name']}: {1e3 * profile['step_time_s']:.1f} ms/step traced "
              f"({profile['profiled_steps']} steps, share of wall time)"]
     for title in ("parts", "kinds"):
         lines.append(f"  by {title[:-1]}: " + ", ".join(f"{k} {v:.1%}" for k, v in profile[title].items()))
+    lines.append("  GFLOP/s by part (its PaLM FLOPs over its share of the time, all of its ops): " + ", ".join(
+        f"{part} {g:.0f} ({g / peak_gflops:.0%} of peak)" for part, g in profile["part_gflops"].items()))
     lines.append("  top ops:")
     lines += [f"    {op['fraction']:6.1%}  {op['name']:<40} {op['kind']:<18} {op['part']:<28} {op['shape']}"
               for op in profile["top_ops"]]

@@ -100,4 +100,9 @@ def test_profile_splits_a_real_step(tmp_path, capsys):
     assert profile["parts"]["output head + loss"] > 0 and profile["kinds"]["matmul"] > 0
     assert {"optimizer update", "projections"} <= set(profile["parts"])
     assert any(op["kind"] == "matmul" and op["shape"].startswith("f32[") for op in profile["top_ops"])
+    # the parts' FLOPs add up to PaLM's count by hand (test_cli_writes_records): 529,440 per token x 32 x 128
+    assert sum(profile["part_flops_per_step"].values()) == pytest.approx(529_440 * 32 * 128)
+    assert profile["part_flops_per_step"]["output head"] == 6 * 5000 * 16 * 32 * 128
+    head_s = profile["parts"]["output head + loss"] * profile["step_time_s"]
+    assert profile["part_gflops"]["output head"] == pytest.approx(6 * 5000 * 16 * 32 * 128 / head_s / 1e9)
     assert "top ops" in capsys.readouterr().out

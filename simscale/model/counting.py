@@ -71,7 +71,15 @@ def params_matmul(cfg) -> int:
 def flops_palm(cfg, seq_len: int) -> float:
     """PaLM (Chowdhery et al. 2022) appendix B: 6 * N + 12 * L * H * Q * T, with N = params_matmul
     (the output head counted, the untied input embedding not) and Q the head dimension."""
-    return 6.0 * params_matmul(cfg) + 12.0 * cfg.layers * _attention_width(cfg) * seq_len
+    return sum(flops_palm_parts(cfg, seq_len).values())
+
+
+def flops_palm_parts(cfg, seq_len: int) -> dict[str, float]:
+    """flops_palm per token split by the matmuls that execute it: the output head (6 V D), attention's
+    QK and PV (12 L H Q T) and the layers' projections (the rest of 6 N, norm scales included)."""
+    head = 6.0 * cfg.vocab_size * cfg.hidden
+    return {"projections": 6.0 * params_matmul(cfg) - head, "output head": head,
+            "attention": 12.0 * cfg.layers * _attention_width(cfg) * seq_len}
 
 
 def flops_chinchilla(cfg, seq_len: int) -> float:
