@@ -100,6 +100,9 @@ def test_palm_flops_of_the_smallest_paper_model_by_hand():
 def test_mfu_peaks():
     assert counting.mfu(494.5e12, "NVIDIA H100 80GB HBM3") == pytest.approx(0.5)
     assert counting.device_peak_flops("TPU v5 lite") == 197e12
+    assert counting.device_peak_flops("NVIDIA H200") == 989e12  # dense bf16, the datasheets' sparse figure / 2
+    assert counting.device_peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert counting.device_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert counting.mfu(1e9, "cpu") is None
 
 
