@@ -94,7 +94,8 @@ def test_a_config_json_from_before_model_kernels_resumes(straight, tmp_path):
     ref_dir, _ = straight
     train(tiny_config(), tmp_path, stop_at=10)
     _drop_saved_key(tmp_path, "model", "kernels")
-    with pytest.warns(UserWarning, match=r"predates model\.kernels: resuming with the default \(model\.kernels='auto'\)"):
+    with pytest.warns(UserWarning, match=r"predates model\.kernels: resuming with the default "
+                                         r"\(model\.kernels='auto'\)"):
         train(tiny_config(), tmp_path)
     assert losses(tmp_path) == losses(ref_dir)
     assert json.loads((tmp_path / "config.json").read_text()) == to_dict(tiny_config())  # written whole again
