@@ -71,7 +71,7 @@ def full() -> Plan:
         name="full", main=_shape(grid, 1024, 8), grid=grid, agreement=_agreement_config(agreement, 4),
         sweep_args=(f"--config={GRID}:preset=smoke", "--config.sweep.axes.width=(32,)"),
         timed_steps=5, min_time_s=1.0,
-        budgets=dict(train=90, shapes=190, attention=60, agreement=45, sweep=60), total_s=460)
+        budgets=dict(train=90, shapes=180, attention=60, agreement=45, sweep=75), total_s=460)
 
 
 def tiny() -> Plan:
