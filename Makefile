@@ -1,11 +1,11 @@
-# simscale: make install | test | bench | demo | figures
+# simscale: make install | test | bench | demo | figures | gpu-check
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdir/cpu
 export SIMSCALE_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: install install-extras test bench demo figures clean
+.PHONY: install install-extras test bench demo figures gpu-wheels gpu-check clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,27 @@ demo: install
 
 figures: install
 	$(PY) -m simscale.analysis report --workdir $(WORKDIR) --out figures
+
+# The prepared accelerator check (docs/training.md, "GPU check"): the image's own python (jax with
+# CUDA, flax, optax, orbax, tokenizers), plus the wheels of ../shared/device-wheels that the image
+# lacks (tensorflow-datasets, grain, array_record, ml-collections, ...), installed into .site from
+# .whl/ (both ignored by git) when they do not import. `make gpu-wheels` here fills .whl/, which
+# travels with the checkout to a machine without ../shared. Never jax: it must match the CUDA plugin.
+GPU_PYTHON ?= python3
+GPU_CHECK_OUT ?= workdir/gpu_check
+DEVICE_WHEELS ?= ../shared/device-wheels
+GPU_IMPORTS := import tensorflow_datasets, grain, array_record, ml_collections
+
+gpu-wheels:
+	mkdir -p .whl && cp $(DEVICE_WHEELS)/*.whl .whl/
+
+gpu-check:
+	@if ! PYTHONPATH=$(CURDIR)/.site $(GPU_PYTHON) -c '$(GPU_IMPORTS)' 2>/dev/null; then \
+	  ls .whl/*.whl >/dev/null 2>&1 || $(MAKE) --no-print-directory gpu-wheels || exit 1; \
+	  echo "installing .whl/*.whl into .site"; \
+	  $(GPU_PYTHON) -m pip install -q --no-index --no-deps --target .site .whl/*.whl || exit 1; \
+	fi
+	PYTHONPATH=$(CURDIR)/.site:$(CURDIR) $(GPU_PYTHON) -m simscale.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

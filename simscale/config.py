@@ -174,6 +174,37 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# Keys added to the defaults after run directories could hold a config.json without them, each with
+# the value that computes what such runs computed before the key existed. A saved config lacking one
+# resumes with it filled in (`backfill`); a missing key whose default would change the run is refused.
+BACKFILL = {
+    "model.kernels": "auto",  # before it: the CPU kernels on the CPU backend, the generic path elsewhere = auto
+}
+
+
+def backfill(saved: dict) -> tuple[dict, list[str]]:
+    """(a copy of a saved config dict with the missing BACKFILL keys set, the keys it filled)."""
+    out, filled = json.loads(json.dumps(saved)), []
+    for key, value in BACKFILL.items():
+        *sections, leaf = key.split(".")
+        node = out
+        for name in sections:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = value
+            filled.append(key)
+    return out, filled
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """Dotted keys whose values differ between two config dicts (a key absent from one counts)."""
+    fa, fb = flat(a), flat(b)
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, _ABSENT) != fb.get(k, _ABSENT))
+
+
+_ABSENT = object()
+
+
 def from_dict(d: dict) -> ConfigDict:
     """Inverse of to_dict (e.g. a run directory's config.json)."""
     return ConfigDict(d)

@@ -106,6 +106,9 @@ def test_mfu_counts_the_executed_matmuls_as_palm_does_whatever_the_runs_conventi
     # Chinchilla's count adds the input-embedding lookup (2 x 15000 x 32 x 3 per token): an MFU by it would read 0.73
     assert counting.flops_per_token(cfg, 128, "chinchilla") * tokens_per_s / 989e12 > 0.7
     assert counting.device_peak_flops("TPU v5 lite") == 197e12
+    assert counting.device_peak_flops("NVIDIA H200") == 989e12  # dense bf16, the datasheets' sparse figure / 2
+    assert counting.device_peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert counting.device_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert counting.mfu(1e3, cfg, 128, "cpu") is None
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simscale import runlock
 from simscale.config import run_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +64,16 @@ def wait(procs, timeout=400):
     return outs
 
 
+HOLD = """
+import sys, time
+from simscale.runlock import RunLock
+lock = RunLock(sys.argv[1])
+assert lock.acquire()
+print("held", flush=True)
+time.sleep(300)
+"""
+
+
 def losses(run_dir):
     return [json.loads(line)["loss"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
@@ -88,9 +99,12 @@ def test_two_processes_killed_and_restarted_resume_from_the_checkpoint(reference
     run_dir, config = tmp_path / "run", config_file(tmp_path)
     procs = start_pair(config, run_dir)
     deadline = time.monotonic() + 400
+    holders = set()
     while not (run_dir / "checkpoints" / "20").exists() and time.monotonic() < deadline:
         assert all(p.poll() is None for p in procs), "the pair ended before its step-20 checkpoint"
+        holders.add((runlock.holder(run_dir) or {}).get("pid"))
         time.sleep(0.05)
+    assert holders - {None} == {procs[0].pid}  # process 0 alone holds the run lock
     for p in procs:
         p.kill()
         p.wait()
@@ -104,3 +118,26 @@ def test_two_processes_killed_and_restarted_resume_from_the_checkpoint(reference
     assert (run_dir / "metrics.jsonl").read_text().splitlines()[:max(saved)] == kept
     np.testing.assert_allclose(losses(run_dir), losses(reference), rtol=1e-5)
     assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
+
+
+def test_a_held_run_directory_stops_every_process(tmp_path):
+    """Only process 0 takes the run lock; when another trainer holds it, every process stops at once
+    with its holder named (process 1 used to go on into training and fail 30 s later, a gloo timeout)."""
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        procs = start_pair(config_file(tmp_path), run_dir)
+        try:
+            outs = [p.communicate(timeout=120)[0] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+    finally:
+        holder.kill()
+        holder.wait()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 2, out
+        assert f"error: {run_dir} is in use by pid {holder.pid}" in out
+    assert sorted(p.name for p in run_dir.iterdir()) == ["lock"]

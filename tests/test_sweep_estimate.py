@@ -33,15 +33,14 @@ def test_one_epoch_runs_are_capped_by_max_train_tokens():
     assert estimate.sizes(expand(uncapped)[0], epoch)["tokens"] == epoch
 
 
-@pytest.fixture
-def recorded_train(monkeypatch):
-    """train() as a recorder: one metrics line per step at 1000 tokens/s."""
+def record_train(monkeypatch, speed=lambda batch: 1000.0):
+    """train() as a recorder: one metrics line per step at speed(batch) tokens/s."""
     calls = []
 
     def fake_train(cfg, run_dir):
         calls.append(dict(hidden=cfg.model.hidden, layers=cfg.model.layers, batch=cfg.train.batch_size,
                           steps=cfg.train.steps, source=cfg.data.source))
-        lines = [json.dumps(dict(step=s + 1, tokens_per_s=1000.0)) for s in range(cfg.train.steps)]
+        lines = [json.dumps(dict(step=s + 1, tokens_per_s=speed(cfg.train.batch_size))) for s in range(cfg.train.steps)]
         (pathlib.Path(run_dir) / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
     import simscale.train
@@ -50,17 +49,62 @@ def recorded_train(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def recorded_train(monkeypatch):
+    return record_train(monkeypatch)
+
+
 def test_calibration_times_a_reduced_batch(recorded_train, tmp_path):
     runs = expand(preset("paper"))  # 18 shapes x 2 variants, 512 sequences per step
     speeds = estimate.throughputs(runs, tmp_path, calibrate_steps=3, batch=8)
-    assert len(recorded_train) == 18  # each shape once, the variants share it
-    assert all(c["batch"] == 8 and c["steps"] == 4 and c["source"] == "synthetic" for c in recorded_train)
-    assert set(speeds.values()) == {(1000.0, "calibrated")}
+    # each shape once (the variants share it); the first, w32d2, again at its full batch
+    assert len(recorded_train) == 19 and recorded_train[1] == dict(hidden=32, layers=2, batch=512, steps=2,
+                                                                   source="synthetic")
+    reduced = recorded_train[:1] + recorded_train[2:]
+    assert all(c["batch"] == 8 and c["steps"] == 4 and c["source"] == "synthetic" for c in reduced)
+    assert len({(c["hidden"], c["layers"]) for c in reduced}) == 18
+    assert sorted(set(speeds.values())) == [(1000.0, "calibrated"), (1000.0, "calibrated (full batch)")]
     saved = store.read_json(tmp_path / "calibration.json")
-    assert {json.dumps(v, sort_keys=True) for v in saved.values()} == \
-        {json.dumps(dict(batch_size=8, timed_steps=3, tokens_per_s=1000.0), sort_keys=True)}
+    assert {json.dumps({k: v for k, v in r.items() if k != "shape"}, sort_keys=True) for r in saved.values()} == {
+        json.dumps(dict(batch_size=8, timed_steps=3, tokens_per_s=1000.0), sort_keys=True),
+        json.dumps(dict(batch_size=8, timed_steps=3, tokens_per_s=1000.0,
+                        full_batch=dict(batch_size=512, timed_steps=1, tokens_per_s=1000.0)), sort_keys=True)}
     again = estimate.throughputs(runs, tmp_path, calibrate_steps=3, batch=8)  # read back, not re-measured
-    assert len(recorded_train) == 18 and again == speeds
+    assert len(recorded_train) == 19 and again == speeds
+
+
+def test_the_reduced_batch_estimate_is_checked_on_a_full_batch(monkeypatch, tmp_path):
+    from simscale.sweep import report
+
+    calls = record_train(monkeypatch, speed=lambda batch: 1000.0 * batch / (batch + 8))
+    cfg = preset("paper")
+    cfg.sweep.axes.width, cfg.sweep.axes.depth = (32, 64), (2,)
+    runs = expand(cfg)
+    speeds = estimate.throughputs(runs, tmp_path, calibrate_steps=3, batch=8)
+    assert [(c["hidden"], c["batch"]) for c in calls] == [(32, 8), (32, 512), (64, 8)]
+    check = estimate.batch_check(tmp_path)
+    full = 1000.0 * 512 / 520
+    assert check["shape"] == "w32d2" and check["tokens_per_s"] == 500.0
+    assert check["full_batch"]["tokens_per_s"] == pytest.approx(full)
+    assert check["time_error"] == pytest.approx(full / 500.0 - 1)  # 0.969: a time estimate about twice too long
+    by_width = {r.cfg.model.hidden: speeds[estimate.shape_key(r.cfg)] for r in runs}
+    assert by_width[32] == (pytest.approx(full), "calibrated (full batch)") and by_width[64] == (500.0, "calibrated")
+    line = report.dry_run_table([estimate.sizes(r, 10**9) | dict(est_time_s=1.0, est_method="x") for r in runs],
+                                check=check).splitlines()[-1]
+    assert line == ("reduced-batch estimate checked on w32d2: 8 sequences ran 500 tokens/s and its full batch of "
+                    "512 ran 985: the reduced-batch time estimate was 97% too long (w32d2's rows use the "
+                    "full-batch figure)")
+
+
+def test_a_full_batch_check_that_would_overrun_the_budget_is_skipped(monkeypatch, tmp_path):
+    calls = record_train(monkeypatch, speed=lambda batch: 1000.0)
+    cfg = preset("paper")
+    cfg.sweep.axes.width, cfg.sweep.axes.depth = (32,), (2,)
+    speeds = estimate.throughputs(expand(cfg), tmp_path, calibrate_steps=3, batch=8, budget_s=100)
+    assert [c["batch"] for c in calls] == [8]  # two full steps alone: 2 x 512 x 128 / 1000 = 131 s > 100 s
+    assert set(speeds.values()) == {(1000.0, "calibrated")}
+    skipped = estimate.batch_check(tmp_path)["full_batch"]["skipped"]
+    assert skipped == "a full batch (512) would take ~131 s, more than sweep.calibration_budget_s=100"
 
 
 def test_shapes_past_the_budget_are_scaled_by_flops(recorded_train, tmp_path):

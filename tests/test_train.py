@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simscale.config import run_config, to_dict
+from simscale.config import ConfigError, run_config, to_dict
 from simscale.data import stream
 from simscale.train import NonFiniteLoss, load_params, train
 from simscale.train import mesh as mesh_lib
@@ -79,6 +79,34 @@ def test_resume_after_restart_is_exact(straight, tmp_path):
     train(tiny_config(), tmp_path)
     assert losses(tmp_path) == losses(ref_dir)
     assert_trees_equal(load_params(tmp_path)[0], load_params(ref_dir)[0])
+
+
+def _drop_saved_key(run_dir, section, key):
+    path = run_dir / "config.json"
+    saved = json.loads(path.read_text())
+    del saved[section][key]
+    path.write_text(json.dumps(saved))
+
+
+def test_a_config_json_from_before_model_kernels_resumes(straight, tmp_path):
+    """A run directory written before model.kernels existed resumes with its default (the same
+    computation), saying so in one warning; the loss sequence is the uninterrupted run's."""
+    ref_dir, _ = straight
+    train(tiny_config(), tmp_path, stop_at=10)
+    _drop_saved_key(tmp_path, "model", "kernels")
+    with pytest.warns(UserWarning, match=r"predates model\.kernels: resuming with the default "
+                                         r"\(model\.kernels='auto'\)"):
+        train(tiny_config(), tmp_path)
+    assert losses(tmp_path) == losses(ref_dir)
+    assert json.loads((tmp_path / "config.json").read_text()) == to_dict(tiny_config())  # written whole again
+    assert load_params(tmp_path)[1].model.kernels == "auto"
+
+
+def test_a_config_json_lacking_a_key_that_changes_the_run_is_refused(tmp_path):
+    train(tiny_config(), tmp_path, stop_at=5)
+    _drop_saved_key(tmp_path, "train", "loss_chunk")  # its default (256) is not what a run without it computed
+    with pytest.raises(ConfigError, match=r"different config.json \(train\.loss_chunk\)"):
+        train(tiny_config(), tmp_path)
 
 
 def test_unreadable_checkpoint_falls_back_to_previous(straight, tmp_path):

@@ -9,9 +9,12 @@ import math
 
 from simscale.model.llama import head_dim, intermediate, kv_heads, param_shapes
 
-# Dense bf16 peak FLOP/s by device kind (substring of jax's device_kind, lower case).
+# Dense bf16 peak FLOP/s by device kind (substring of jax's device_kind, lower case; the first key
+# found wins, so a variant comes before its family: "NVIDIA H100 PCIe" 756, the SXM "NVIDIA H100 80GB
+# HBM3" 989).
 DEVICE_PEAK_FLOPS = {
     "h200": 989e12,
+    "h100 pcie": 756e12,
     "h100": 989e12,
     "a100": 312e12,
     "tpu v4": 275e12,

@@ -53,17 +53,22 @@ def _devices() -> int:
     return FLAGS.devices_per_worker
 
 
-def _records(runs, workdir: pathlib.Path, cfg) -> list[dict]:
+def _records(runs, workdir: pathlib.Path, cfg) -> tuple[list[dict], dict | None]:
+    """(dry-run records, the reduced-batch estimate's check on a shape timed at its full batch, or None)."""
     records = [estimate.sizes(r, cfg.sweep.epoch_tokens) for r in runs]
-    speeds = {}
+    speeds, check = {}, None
     if FLAGS.estimate != "none":
         steps = cfg.sweep.calibration_steps if FLAGS.estimate == "auto" else 0
         speeds = estimate.throughputs(runs, workdir, steps, cfg.sweep.get("calibration_batch", 0),
                                       cfg.sweep.get("calibration_budget_s", float("inf")))
+        check = estimate.batch_check(workdir)
     for run, rec in zip(runs, records):
-        speed, method = speeds.get(estimate.shape_key(run.cfg), (None, None))
+        key = estimate.shape_key(run.cfg)
+        speed, method = speeds.get(key, (None, None))
         rec["est_time_s"], rec["est_method"] = (rec["tokens"] / speed if speed else None), method
-    return records
+        if check and check["key"] == key:
+            rec["est_check"] = {k: v for k, v in check.items() if k != "key"}
+    return records, check
 
 
 def sweep(cfg, workdir: pathlib.Path) -> int:
@@ -72,9 +77,9 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
     if not runs:
         raise ConfigError(f"no run matches --only={FLAGS.only!r} --skip={FLAGS.skip!r}")
     if FLAGS.dry_run:
-        records = _records(runs, workdir, cfg)
+        records, check = _records(runs, workdir, cfg)
         print(json.dumps(records, indent=1) if FLAGS.json else
-              report.dry_run_table(records, estimated=FLAGS.estimate != "none"))
+              report.dry_run_table(records, estimated=FLAGS.estimate != "none", check=check))
         return 0
     compile_cache.enable(workdir)  # before this process compiles anything (inline runs)
     store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[  # the whole grid, --only or not

@@ -9,6 +9,11 @@ tokens of the same model and sequence length, at a reduced batch
 directory; its tokens/s stands for the full batch's. Calibrations stop once
 `sweep.calibration_budget_s` seconds are spent; the shapes left are scaled by
 model FLOPs per token from the costliest shape calibrated (same FLOP/s).
+
+The first shape calibrated at a reduced batch is also timed at its runs' full batch (one compile
+step and one timed step) when that fits in the budget: the error of its reduced-batch
+estimate (`batch_check`) is what the dry-run table reports, and the shape's own estimate is then
+the full-batch figure.
 """
 from __future__ import annotations
 
@@ -64,7 +69,7 @@ def shape_key(cfg) -> str:
 def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
     """tokens/s by shape key: calibrations, overridden by the workdir's past runs (the harmonic mean
     over a shape's runs, so that the first run's compilation is spread over all of them)."""
-    from simscale.config import from_dict
+    from simscale.config import backfill, from_dict
 
     workdir = pathlib.Path(workdir)
     found = {key: _speed(value) for key, value in store.read_json(workdir / "calibration.json", {}).items()}
@@ -73,7 +78,7 @@ def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
         cfg = store.read_json(rdir / "config.json")
         speed = _wall_speed(rdir) or _median_speed(rdir / "metrics.jsonl")
         if cfg and speed:
-            speeds.setdefault(shape_key(from_dict(cfg)), []).append(speed)
+            speeds.setdefault(shape_key(from_dict(backfill(cfg)[0])), []).append(speed)
     found.update({key: statistics.harmonic_mean(values) for key, values in speeds.items()})
     return found
 
@@ -97,8 +102,16 @@ def _median_speed(path: pathlib.Path) -> float | None:
 
 
 def _speed(calibration) -> float:
-    """tokens/s of a calibration.json entry (a record, or a bare number as older versions wrote)."""
-    return calibration["tokens_per_s"] if isinstance(calibration, dict) else float(calibration)
+    """tokens/s of a calibration.json entry (a record, or a bare number as older versions wrote): its
+    full-batch figure when it has one."""
+    if not isinstance(calibration, dict):
+        return float(calibration)
+    return calibration.get("full_batch", {}).get("tokens_per_s") or calibration["tokens_per_s"]
+
+
+def _calibrated_method(calibration) -> str:
+    full = isinstance(calibration, dict) and calibration.get("full_batch", {}).get("tokens_per_s")
+    return "calibrated (full batch)" if full else "calibrated"
 
 
 def calibration_batch(run: Run, batch: int, n_devices: int) -> int:
@@ -146,11 +159,13 @@ def throughputs(runs: list[Run], workdir: pathlib.Path, calibrate_steps: int, ba
     workdir = pathlib.Path(workdir)
     calibrated = store.read_json(workdir / "calibration.json", {})
     past = measured_throughput(workdir)
-    known = {key: (speed, "calibrated" if key in calibrated else "past runs") for key, speed in past.items()}
+    known = {key: (speed, _calibrated_method(calibrated[key]) if key in calibrated else "past runs")
+             for key, speed in past.items()}
     missing = {shape_key(r.cfg): r for r in sorted(runs, key=_flops_per_token) if shape_key(r.cfg) not in known}
     if not (calibrate_steps and missing):
         return known
     start, reference = time.monotonic(), None
+    checked = any(isinstance(v, dict) and "full_batch" in v for v in calibrated.values())
     for i, (key, run) in enumerate(missing.items()):
         if reference is not None and time.monotonic() - start >= budget_s:
             ref_run, ref_speed = reference
@@ -158,8 +173,40 @@ def throughputs(runs: list[Run], workdir: pathlib.Path, calibrate_steps: int, ba
             continue
         log.info("calibrating shape %d/%d (w%d d%d): %d timed steps", i + 1, len(missing),
                  run.cfg.model.hidden, run.cfg.model.layers, calibrate_steps)
+        t0 = time.monotonic()
         calibrated[key] = record = calibrate(run, calibrate_steps, batch)
+        record["shape"] = _label(run)
+        if not checked and record["batch_size"] < run.cfg.train.batch_size:
+            record["full_batch"] = _full_batch(run, record, time.monotonic() - t0, budget_s)
+            checked = True
         store.write_json(workdir / "calibration.json", calibrated)
-        known[key] = (record["tokens_per_s"], "calibrated")
-        reference = (run, record["tokens_per_s"])
+        known[key] = (_speed(record), _calibrated_method(record))
+        reference = (run, known[key][0])
     return known
+
+
+def _full_batch(run: Run, reduced: dict, reduced_s: float, budget_s: float) -> dict:
+    """The shape timed at its runs' batch (one timed step after the compile step), or why not: when
+    that would take longer than the whole calibration budget (estimated as the reduced calibration's
+    time plus two full steps at its speed). It may use what is left of the budget: the shapes not
+    calibrated then are scaled by FLOPs."""
+    t = run.cfg.train
+    cost = reduced_s + 2 * t.batch_size * t.seq_len / reduced["tokens_per_s"]
+    if cost > budget_s:
+        return dict(skipped=f"a full batch ({t.batch_size}) would take ~{cost:.0f} s, more than "
+                            f"sweep.calibration_budget_s={budget_s:g}")
+    log.info("checking %s at its full batch of %d sequences", _label(run), t.batch_size)
+    return calibrate(run, 1, 0)
+
+
+def batch_check(workdir: pathlib.Path) -> dict | None:
+    """How good the reduced-batch estimate was on the shape also timed at its full batch:
+    {key (shape_key), shape, batch_size, tokens_per_s, full_batch: {batch_size, tokens_per_s} | {skipped},
+    time_error: the reduced-batch time estimate / the full-batch one - 1}; None when no shape was."""
+    for key, record in store.read_json(pathlib.Path(workdir) / "calibration.json", {}).items():
+        if isinstance(record, dict) and "full_batch" in record:
+            full = record["full_batch"].get("tokens_per_s")
+            return dict(key=key, shape=record.get("shape", "?"), batch_size=record["batch_size"],
+                        tokens_per_s=record["tokens_per_s"], full_batch=record["full_batch"],
+                        time_error=full / record["tokens_per_s"] - 1 if full else None)
+    return None

@@ -32,8 +32,9 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def dry_run_table(records: list[dict], estimated: bool = True) -> str:
-    """One row per run and totals; `estimated=False` (--estimate none) leaves the time column empty."""
+def dry_run_table(records: list[dict], estimated: bool = True, check: dict | None = None) -> str:
+    """One row per run and totals; `estimated=False` (--estimate none) leaves the time column empty;
+    `check` (estimate.batch_check) adds a line saying how good the reduced-batch estimate was."""
     est = [r["est_time_s"] for r in records]
     rows = [[r["run_id"], r["width"], r["depth"], r["variant"], f"{r['params_total']:,}",
              f"{r['params_nonembedding']:,}", human(r["tokens"]) + ("" if r["tokens_exact"] else " (epoch)"),
@@ -45,7 +46,20 @@ def dry_run_table(records: list[dict], estimated: bool = True) -> str:
                  "-" if not estimated else duration(sum(est)) if None not in est else "?", ""])
     header = ["run", "width", "depth", "variant", "params", "non-embedding", "tokens",
               f"FLOPs ({records[0]['flops_convention']})" if records else "FLOPs", "est. time", "estimate"]
-    return table(header, rows)
+    text = table(header, rows)
+    return text + "\n\n" + batch_check_line(check) if check else text
+
+
+def batch_check_line(check: dict) -> str:
+    """The reduced-batch estimate against the full batch on one shape, in one line."""
+    full = check["full_batch"]
+    if "skipped" in full:
+        return f"reduced-batch estimates not checked against a full batch: {full['skipped']}"
+    error = check["time_error"]
+    return (f"reduced-batch estimate checked on {check['shape']}: {check['batch_size']} sequences ran "
+            f"{human(check['tokens_per_s'])} tokens/s and its full batch of {full['batch_size']} ran "
+            f"{human(full['tokens_per_s'])}: the reduced-batch time estimate was {abs(error):.0%} "
+            f"{'too long' if error >= 0 else 'too short'} ({check['shape']}'s rows use the full-batch figure)")
 
 
 def run_state(rdir: pathlib.Path) -> str:
@@ -86,13 +100,13 @@ def _progress_speed(rdir: pathlib.Path, status: dict, cfg) -> float | None:
 
 def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, float]) -> str:
     """done/running/failed/pending per run, last loss and ETA (remaining tokens / measured tokens/s)."""
-    from simscale.config import from_dict
+    from simscale.config import backfill, from_dict
     from simscale.sweep.estimate import shape_key
 
     rows, counts, eta_total = [], {}, 0.0
     for entry in runs:
         rdir = store.run_dir(workdir, entry["run_id"])
-        cfg = from_dict(entry["config"])
+        cfg = from_dict(backfill(entry["config"])[0])  # a sweep.json written before a key existed
         state = run_state(rdir)
         counts[state] = counts.get(state, 0) + 1
         last = store.last_metrics(rdir)

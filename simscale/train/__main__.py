@@ -31,9 +31,9 @@ def main(argv) -> None:
 
     cpu_runtime.configure()
 
-    if _DISTRIBUTED.value:
-        from simscale.train import distributed
+    from simscale.train import distributed
 
+    if _DISTRIBUTED.value:
         distributed.initialize()
     from simscale.config import ConfigError
     from simscale.runlock import RunLock, held_message
@@ -44,7 +44,8 @@ def main(argv) -> None:
     try:
         check_folder(_WORKDIR.value, "--workdir")
         check(_CONFIG.value, jax.device_count())  # before the lock creates the run directory
-        if jax.process_index() == 0 and not lock.acquire():  # the sweep's lock: one trainer per run
+        # The sweep's lock, one trainer per run: process 0 takes it, and every process stops if it could not.
+        if not distributed.from_process_0(lock.acquire):
             raise ConfigError(held_message(_WORKDIR.value))
         result = train(_CONFIG.value, _WORKDIR.value)
     except ConfigError as e:  # a value to fix, or a run directory in use: nothing was written

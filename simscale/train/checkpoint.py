@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from simscale.config import from_dict
+from simscale.config import backfill, from_dict
 
 
 @contextlib.contextmanager
@@ -99,7 +99,7 @@ def load_checkpoint(run_dir):
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path} not found: is {run_dir} a training run directory?")
-    cfg = from_dict(json.loads(config_path.read_text()))
+    cfg = from_dict(backfill(json.loads(config_path.read_text()))[0])
     mesh = mesh_lib.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     abstract = step_lib.abstract_state(cfg, mesh)
     ckpt = Checkpoints(run_dir / "checkpoints", read_only=True)

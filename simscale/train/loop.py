@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from simscale.config import ConfigError, config_hash, from_dict, to_dict
+from simscale.config import BACKFILL, ConfigError, backfill, config_hash, differences, from_dict, to_dict
 from simscale.data import stream, tokenizer
 from simscale.model import counting
 from simscale.train import mesh as mesh_lib
@@ -122,9 +122,7 @@ def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
-    saved = read_json(run_dir / "config.json")
-    if saved is not None and saved != to_dict(cfg):
-        raise ConfigError(f"{run_dir} holds a run with a different config.json: choose another run directory")
+    _check_saved_config(run_dir / "config.json", to_dict(cfg))
     result = read_json(run_dir / "result.json")
     if result is not None and result.get("status") == "done":
         return result
@@ -137,6 +135,23 @@ def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
         if main:
             write_status(run_dir, "failed", run.step, error=str(e), traceback=traceback.format_exc())
         raise
+
+
+def _check_saved_config(path: Path, given: dict) -> None:
+    """Refuse a run directory whose config.json differs from `given`, after filling the keys added since
+    it was written whose defaults compute what it computed then (config.BACKFILL; one warning line)."""
+    saved = read_json(path)
+    if saved is None:
+        return
+    saved, filled = backfill(saved)
+    changed = differences(saved, given)
+    if changed:
+        listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise ConfigError(f"{path.parent} holds a run with a different config.json ({listed}): "
+                          "choose another run directory")
+    if filled:
+        warnings.warn(f"{path} predates {', '.join(filled)}: resuming with the default "
+                      f"({', '.join(f'{k}={BACKFILL[k]!r}' for k in filled)}), which computes what the run did then")
 
 
 class _Run:
