@@ -1,5 +1,6 @@
 """Training loop on real (tiny) computation: learning, resume, fallback, non-finite guard,
 gradient accumulation, sharded layouts on fake CPU devices, and the CLI."""
+import itertools
 import json
 import math
 import os
@@ -120,6 +121,39 @@ def ocp_meta():
     import orbax.checkpoint as ocp
 
     return ocp.args.Composite(meta=ocp.args.JsonRestore())
+
+
+@pytest.fixture
+def data_ends_after_12_steps(monkeypatch):
+    """A training stream that gives 12 batches (tiny_config plans 20 steps and logs every step)."""
+    batches = stream.batches
+
+    def finite(cfg, split, start_step=0):
+        rows = batches(cfg, split, start_step)
+        return itertools.islice(rows, max(0, 12 - start_step)) if split == "train" else rows
+
+    monkeypatch.setattr(stream, "batches", finite)
+
+
+def test_data_ending_after_a_log_step_ends_with_an_eval_and_a_checkpoint(tmp_path, data_ends_after_12_steps):
+    with pytest.warns(UserWarning, match="the training data ended after 12 of 20 planned steps"):
+        result = train(tiny_config(), tmp_path)
+    assert result["status"] == "done" and result["steps"] == 12 and result["tokens"] == 12 * 8 * 16
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    assert [r["step"] for r in records if "eval_loss" in r] == [10, 12]
+    assert records[-1]["eval_loss"] == result["eval_loss"]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [10, 12]  # the final step's
+    assert load_params(tmp_path)[0] is not None
+
+
+def test_resumed_where_the_data_ended_the_run_finishes(tmp_path, data_ends_after_12_steps):
+    assert train(tiny_config(), tmp_path, stop_at=12) == {"status": "running", "step": 12}
+    with pytest.warns(UserWarning, match="the training data ended after 12 of 20 planned steps"):
+        result = train(tiny_config(), tmp_path)
+    assert result["status"] == "done" and result["steps"] == 12 and result["eval_loss"] > 0
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == \
+        list(range(1, 13))
 
 
 def test_non_finite_loss_fails_run_and_keeps_finite_checkpoints(tmp_path):
