@@ -301,7 +301,7 @@ def test_an_earlier_checkpoint_is_scored_only_when_asked_and_labelled(tmp_path, 
             run.evaluate_run(run_dir, spec)
     assert not (run_dir / "eval.json").exists()
     with pytest.warns(UserWarning) as caught:
-        assert main(["--run", str(run_dir), "--tasks", spec]) == 1
+        assert main(["--run", str(run_dir), "--tasks", spec]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "--allow_earlier_step" in err
     assert all("\n" not in str(w.message) for w in caught)  # the fallback warning is one line
@@ -311,10 +311,10 @@ def test_an_earlier_checkpoint_is_scored_only_when_asked_and_labelled(tmp_path, 
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["--run", str(tmp_path), "--tasks", "blimp/none", "--blimp", str(tmp_path)]) == 1
+    assert main(["--run", str(tmp_path), "--tasks", "blimp/none", "--blimp", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: BLiMP paradigm 'none'") and err.count("\n") == 1
-    assert main(["--run", str(tmp_path), "--tasks", "blimp_paper22", "--blimp", str(tmp_path / "x")]) == 1
+    assert main(["--run", str(tmp_path), "--tasks", "blimp_paper22", "--blimp", str(tmp_path / "x")]) == 2
     assert "BLiMP folder" in capsys.readouterr().err
 
 

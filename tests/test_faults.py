@@ -121,3 +121,28 @@ def test_a_folder_flag_naming_a_regular_file_is_one_line(tmp_path, module, flag)
     assert error_line(proc) == f"error: {flag} {path} is not a folder: give a folder (or a path that does not " \
                                "exist yet)"
     assert path.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("module,args,flag,created", [
+    ("simscale.sweep", ["status", "--workdir={F}"], "--workdir", False),
+    ("simscale.evaluate", ["--run={F}", "--tasks=blimp_paper22"], "--run", False),
+    ("simscale.analysis", ["report", "--workdir={F}", "--out={O}"], "--workdir", False),
+    ("simscale.analysis", ["report", "--workdir={W}", "--out={F}"], "--out", True),
+], ids=["status", "evaluate", "report_workdir", "report_out"])
+def test_a_regular_file_for_a_folder_is_one_line_in_every_command(tmp_path, module, args, flag, created):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    (tmp_path / "w" / "runs").mkdir(parents=True)
+    names = {"F": path, "W": tmp_path / "w", "O": tmp_path / "out"}
+    proc = cli(module, *[a.format(**names) for a in args])
+    assert error_line(proc) == f"error: {flag} {path} is not a folder: give a folder" + \
+        (" (or a path that does not exist yet)" if created else "")
+    assert path.read_text() == "not a folder" and not (tmp_path / "out").exists()
+
+
+def test_evaluate_names_a_missing_run_and_a_folder_for_out(tmp_path):
+    proc = cli("simscale.evaluate", f"--run={tmp_path / 'nosuch'}", "--tasks=blimp_paper22")
+    assert error_line(proc) == f"error: run directory {tmp_path / 'nosuch'} does not exist: give a run's folder " \
+                               "(a sweep's W/runs/<run_id>, or simscale.train's --workdir)"
+    proc = cli("simscale.evaluate", f"--run={tmp_path}", "--tasks=blimp_paper22", f"--out={tmp_path}")
+    assert error_line(proc) == f"error: --out {tmp_path} is a folder: give a file"

@@ -9,6 +9,7 @@ import numpy as np
 
 from simscale.analysis.collect import read_labels, read_points
 from simscale.analysis.fit import fit_law
+from simscale.validation import check_folder
 
 # --law -> (law form, CSV input columns)
 CSV_LAWS = {"approach3": ("approach3", ("N", "D")), "n": (None, ("N",)), "d": (None, ("D",)), "c": (None, ("C",))}
@@ -41,6 +42,9 @@ def _fit(args) -> int:
 def _report(args) -> int:
     from simscale.analysis.report import report
 
+    for workdir in args.workdir:
+        check_folder(workdir, "--workdir", created=False)
+    check_folder(args.out, "--out")
     results = report(args.workdir, args.out, args.flops, args.bootstrap, args.seed, args.params)
     if results["n_finished"] == 0:
         print("error: no finished runs with a finite eval loss in " + ", ".join(args.workdir)

@@ -129,7 +129,7 @@ def _main(argv) -> int:
     log.propagate = False
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required")
-    check_folder(FLAGS.workdir, "--workdir")
+    check_folder(FLAGS.workdir, "--workdir", created=argv[1:] != ["status"])
     workdir = pathlib.Path(FLAGS.workdir)
     if argv[1:] == ["status"]:
         return status(workdir)
