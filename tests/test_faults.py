@@ -146,3 +146,9 @@ def test_evaluate_names_a_missing_run_and_a_folder_for_out(tmp_path):
                                "(a sweep's W/runs/<run_id>, or simscale.train's --workdir)"
     proc = cli("simscale.evaluate", f"--run={tmp_path}", "--tasks=blimp_paper22", f"--out={tmp_path}")
     assert error_line(proc) == f"error: --out {tmp_path} is a folder: give a file"
+
+
+def test_fit_of_a_header_only_csv_is_one_line(tmp_path):
+    (tmp_path / "p.csv").write_text("N,D,loss\n")
+    proc = cli("simscale.analysis", "fit", f"--csv={tmp_path / 'p.csv'}")
+    assert error_line(proc) == f"error: {tmp_path / 'p.csv'} has a header but no rows: give one point a row"
