@@ -199,11 +199,11 @@ def test_cli_simplify_writes_kept_text_in_order_and_stats(tmp_path):
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
     r = _cli("simplify", "--vocab", "wordfreq:100", "--input", "missing.txt", "--output", "o.jsonl", cwd=tmp_path)
-    assert r.returncode == 1 and "missing.txt" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "missing.txt" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "v.csv").write_text(",word,frequency\n")
     (tmp_path / "in.txt").write_text("hello\n")
     r = _cli("simplify", "--vocab", "v.csv", "--input", "in.txt", "--output", "o.jsonl", cwd=tmp_path)
-    assert r.returncode == 1 and "no usable words" in r.stderr and not (tmp_path / "o.jsonl").exists()
+    assert r.returncode == 2 and "no usable words" in r.stderr and not (tmp_path / "o.jsonl").exists()
 
 
 def test_cli_prepare_and_inspect(tmp_path):

@@ -152,3 +152,37 @@ def test_fit_of_a_header_only_csv_is_one_line(tmp_path):
     (tmp_path / "p.csv").write_text("N,D,loss\n")
     proc = cli("simscale.analysis", "fit", f"--csv={tmp_path / 'p.csv'}")
     assert error_line(proc) == f"error: {tmp_path / 'p.csv'} has a header but no rows: give one point a row"
+
+
+def simplify(tmp_path, *args):
+    (tmp_path / "in.txt").write_text("the cat sat on the mat\n")
+    return cli("simscale.data", "simplify", "--vocab=wordfreq:100", *args)
+
+
+def test_simplify_names_a_folder_given_as_input_or_output(tmp_path):
+    assert error_line(simplify(tmp_path, f"--input={tmp_path}", f"--output={tmp_path / 'o.jsonl'}")) == \
+        f"error: --input {tmp_path} is a folder: give a file"
+    assert error_line(simplify(tmp_path, f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path}/")) == \
+        f"error: --output {tmp_path}/ is a folder: give a file"
+    assert error_line(simplify(tmp_path, f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path / 'no' / 'o'}")) == \
+        f"error: --output {tmp_path / 'no' / 'o'}: its folder {tmp_path / 'no'} does not exist"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_simplify_jsonl_field_is_a_flag_and_the_error_names_it(tmp_path):
+    (tmp_path / "in.jsonl").write_text(json.dumps({"body": "the cat sat on the mat"}) + "\n")
+    args = [f"--input={tmp_path / 'in.jsonl'}", f"--output={tmp_path / 'o.jsonl'}", "--workers=1"]
+    assert error_line(simplify(tmp_path, *args)) == f"error: corpus file {tmp_path / 'in.jsonl'} line 1: not a " \
+        "JSON object with a 'text' string; fix the line or --text_field"
+    proc = simplify(tmp_path, *args, "--text_field=body")  # read now; this vocabulary keeps nothing of it
+    assert error_line(proc).startswith(f"error: the filter kept nothing of the 1 documents in {tmp_path / 'in.jsonl'}")
+
+
+@pytest.mark.parametrize("blob,where", [(b"cat\ndog\x00\x01\n", "a NUL byte at byte 7"),
+                                        (b"cat\n\xff\xfe\xfa\n", "invalid UTF-8 at byte 4")], ids=["nul", "not_utf8"])
+def test_a_binary_vocabulary_file_is_refused(tmp_path, blob, where):
+    (tmp_path / "v.txt").write_bytes(blob)
+    proc = simplify(tmp_path, f"--vocab={tmp_path / 'v.txt'}", f"--input={tmp_path / 'in.txt'}",
+                    f"--output={tmp_path / 'o.jsonl'}")
+    assert error_line(proc) == f"error: vocabulary file {tmp_path / 'v.txt'} is not a text file ({where}): give " \
+                               "UTF-8 text, one word a line, or a CSV with a 'word' column"
