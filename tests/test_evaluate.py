@@ -223,6 +223,17 @@ def test_jsonl_task_and_its_errors(tmp_path):
         tasks.resolve("glue")
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_jsonl_task_refuses_an_empty_choice(tmp_path, empty):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"context": "Q: sky?", "choices": ["blue", "green"], "gold": 0}\n'
+                    + json.dumps({"context": "Q: sea?", "choices": ["blue", empty], "gold": 0}) + "\n")
+    with pytest.raises(ValueError) as e:
+        tasks.jsonl_task(path)
+    assert str(e.value) == f"{path} line 2: choice 1 is empty: give every choice some text (acc_norm divides a " \
+                           "choice's log-likelihood by its length)"
+
+
 def test_fewshot_draws_deterministic_demonstrations_from_a_held_out_pool():
     examples = [Example(f"q{i}", (f"a{i}", "z"), (0,)) for i in range(20)]
     shot = evaluator.with_shots(examples, 2, " ")
