@@ -77,12 +77,12 @@ def holder(rdir: pathlib.Path) -> dict | None:
         return None
     if not info or time.time() - info["heartbeat"] > 3 * HEARTBEAT_S:
         return None
-    if info["host"] == socket.gethostname() and not _alive(info["pid"]):
+    if info["host"] == socket.gethostname() and not pid_alive(info["pid"]):
         return None
     return info
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

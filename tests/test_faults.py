@@ -3,6 +3,7 @@ ends with one `error:` line and exit 2 before anything is written."""
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -186,3 +187,22 @@ def test_a_binary_vocabulary_file_is_refused(tmp_path, blob, where):
                     f"--output={tmp_path / 'o.jsonl'}")
     assert error_line(proc) == f"error: vocabulary file {tmp_path / 'v.txt'} is not a text file ({where}): give " \
                                "UTF-8 text, one word a line, or a CSV with a 'word' column"
+
+
+def test_simplify_removes_the_partial_output_of_a_killed_simplify_only(tmp_path):
+    host = socket.gethostname()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".o.jsonl.tmp{int(done.stdout)}@{host}"  # its writer has exited
+    alive = tmp_path / f".o.jsonl.tmp{os.getpid()}@{host}"  # its writer (this test) runs
+    other = tmp_path / f".x.jsonl.tmp{int(done.stdout)}@{host}"  # another output's
+    for path in (stale, alive, other):
+        path.write_text('{"text": "half')
+    (tmp_path / "v.txt").write_text("the\ncat\nsat\non\nmat\n")
+    (tmp_path / "in.txt").write_text("The cat sat on the mat. " * 12 + "\n")
+    proc = cli("simscale.data", "simplify", f"--vocab={tmp_path / 'v.txt'}", f"--input={tmp_path / 'in.txt'}",
+               f"--output={tmp_path / 'o.jsonl'}", "--workers=1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [f"removed 1 temporary file(s) or folder(s) left by a process no longer "
+                                        f"running: {stale}"]
+    assert not stale.exists() and alive.exists() and other.exists()
+    assert json.loads((tmp_path / "o.jsonl").read_text())["text"].startswith("<s> The cat sat")

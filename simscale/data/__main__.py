@@ -44,6 +44,7 @@ _USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, PermissionError, IsA
 
 
 def simplify_file() -> None:
+    from simscale import tmpfiles
     from simscale.data import simplify, sources
     from simscale.data.vocab import load_vocabulary
 
@@ -54,7 +55,8 @@ def simplify_file() -> None:
     src = FLAGS.input
     vocab = load_vocabulary(FLAGS.vocab)
     out = pathlib.Path(FLAGS.output)
-    tmp = out.with_name(out.name + ".part")
+    tmpfiles.remove_stale(out.parent, out.name)  # a killed simplify's partial output
+    tmp = tmpfiles.temp_path(out)
     counts, stats = {"replaced_bytes": 0}, simplify.Stats()
     docs = sources.read_file(src, sources.file_format(src), FLAGS.text_field, counts, fix="--text_field")
     try:
