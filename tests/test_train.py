@@ -4,6 +4,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -92,6 +93,20 @@ def test_unreadable_checkpoint_falls_back_to_previous(straight, tmp_path):
         params, cfg = load_params(tmp_path)
     assert cfg.model.hidden == 32
     with pytest.warns(UserWarning, match="unreadable"):
+        train(tiny_config(), tmp_path)  # resumes from step 5, retrains 6..20
+    assert losses(tmp_path) == losses(ref_dir)
+    assert_trees_equal(load_params(tmp_path)[0], load_params(ref_dir)[0])
+
+
+def test_a_checkpoint_whose_arrays_were_swapped_is_refused(straight, tmp_path):
+    """orbax reads another step's (valid) array files without complaint: the saved checksum notices."""
+    ref_dir, _ = straight
+    train(tiny_config(), tmp_path, stop_at=10)
+    ckpts = tmp_path / "checkpoints"
+    shutil.rmtree(ckpts / "10" / "state")
+    shutil.copytree(ckpts / "5" / "state", ckpts / "10" / "state")
+    with pytest.warns(UserWarning, match=r"checkpoints/10 is unreadable \(ValueError: its arrays do not match the "
+                                         r"checksum saved with them\)"):
         train(tiny_config(), tmp_path)  # resumes from step 5, retrains 6..20
     assert losses(tmp_path) == losses(ref_dir)
     assert_trees_equal(load_params(tmp_path)[0], load_params(ref_dir)[0])
