@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
+
+from simscale import tmpfiles
 
 
 def write_json(path, obj, allow_nan: bool = True) -> None:
     """Atomic: write a temp file in the same folder, fsync, rename over `path`."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tmpfiles.mkstemp(path)  # named after this process: removed by the next claim if it is killed
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True, allow_nan=allow_nan)

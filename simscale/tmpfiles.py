@@ -1,6 +1,7 @@
 """Temporary files and folders that name their writer, and the removal of those a killed writer left.
 
     tmp = tmpfiles.temp_path(final)        # FOLDER/.NAME.tmp<pid>@<host>: write it, then rename it to final
+    fd, tmp = tmpfiles.mkstemp(final)      # FOLDER/.NAME.tmp<pid>-<unique>@<host>
     tmpfiles.remove_stale(folder)          # temporaries in folder whose writer is no longer running
 
 A temporary is stale when its writer's pid is not alive on this host. One written on another host
@@ -15,8 +16,8 @@ import re
 import shutil
 import socket
 import sys
+import tempfile
 
-from simscale.runlock import pid_alive
 
 # .NAME.tmpPID[-UNIQUE][@HOST]
 _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)(?:-[^@/]*)?(?:@(?P<host>[^/]+))?$")
@@ -25,12 +26,24 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)(?:-[^@/]*)?(?:@(?P<host>[^
 def temp_path(final) -> pathlib.Path:
     """Where this process writes `final` before renaming it into place."""
     final = pathlib.Path(final)
-    return final.with_name(f".{final.name}{suffix()}")
+    return final.with_name(f".{final.name}.tmp{os.getpid()}@{socket.gethostname()}")
 
 
-def suffix(unique: str = "") -> str:
-    """'.tmpPID[-UNIQUE]@HOST': what follows '.NAME' in a temporary's name."""
-    return f".tmp{os.getpid()}{'-' + unique if unique else ''}@{socket.gethostname()}"
+def mkstemp(final) -> tuple[int, str]:
+    """tempfile.mkstemp for `final`, named as temp_path but unique within the process (fd, path)."""
+    final = pathlib.Path(final)
+    return tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.tmp{os.getpid()}-",
+                            suffix=f"@{socket.gethostname()}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def stale(path) -> bool:

@@ -206,3 +206,32 @@ def test_simplify_removes_the_partial_output_of_a_killed_simplify_only(tmp_path)
                                         f"running: {stale}"]
     assert not stale.exists() and alive.exists() and other.exists()
     assert json.loads((tmp_path / "o.jsonl").read_text())["text"].startswith("<s> The cat sat")
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from simscale import jsonio
+jsonio.os = type("KillingOs", (), {"__getattr__": lambda self, name: getattr(os, name),
+                                   "replace": staticmethod(lambda src, dst: os.kill(os.getpid(), signal.SIGKILL))})()
+jsonio.write_json(sys.argv[1], {"status": "done"})
+"""
+
+
+def test_the_next_claim_of_a_run_removes_what_a_killed_writer_left(tmp_path):
+    from simscale.runlock import RunLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text('{"status": "running"}')
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(run_dir / "status.json")], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -9  # killed between writing the temporary file and renaming it
+    [left] = [p for p in run_dir.iterdir() if p.name != "status.json"]
+    alive = run_dir / f".metrics.jsonl.tmp{os.getpid()}@{socket.gethostname()}"  # its writer (this test) runs
+    alive.write_text("")
+    lock = RunLock(run_dir)
+    assert lock.acquire()
+    lock.release()
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([alive.name, "lock", "status.json"])
+    assert (run_dir / "status.json").read_text() == '{"status": "running"}'
+    assert left.name.startswith(".status.json.tmp")
