@@ -235,3 +235,30 @@ def test_the_next_claim_of_a_run_removes_what_a_killed_writer_left(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == sorted([alive.name, "lock", "status.json"])
     assert (run_dir / "status.json").read_text() == '{"status": "running"}'
     assert left.name.startswith(".status.json.tmp")
+
+
+KILLED_BEFORE_DONE = """
+import os, signal, sys
+from simscale.sweep import store
+append = store.append_attempt
+store.append_attempt = lambda rdir, event, **k: os.kill(os.getpid(), signal.SIGKILL) if event == "done" else \\
+    append(rdir, event, **k)
+sys.argv = ["simscale.sweep", *sys.argv[1:]]
+from simscale.sweep.__main__ import main
+main()
+"""
+
+
+def test_a_run_finished_by_an_attempt_killed_before_logging_it_is_done_once(tmp_path):
+    args = [SMOKE, f"--workdir={tmp_path}", "--only=^w16-d1-simplified", "--estimate=none"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_DONE, *args], cwd=ROOT, capture_output=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "done"
+    proc = cli("simscale.sweep", *args, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in (run_dir / "attempts.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start", "done"] and events[1]["late"]
+    assert cli("simscale.sweep", *args, timeout=300).returncode == 0
+    assert (run_dir / "attempts.jsonl").read_text().count('"done"') == 1
