@@ -37,14 +37,17 @@ def read_json(path, default=None):
 
 
 def read_jsonl(path) -> list[dict]:
-    """Records of a JSON-lines log ([] when absent); a line cut short by a killed writer is skipped."""
+    """Records of a JSON-lines log ([] when absent); a line cut short by a killed writer, or damaged
+    (not JSON, not UTF-8, not an object), is skipped."""
     path = pathlib.Path(path)
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # blank, or cut by a kill mid-write
+            row = json.loads(line)
+        except ValueError:  # blank, cut by a kill mid-write, or damaged bytes (UnicodeDecodeError included)
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
