@@ -39,6 +39,8 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from simscale.jsonio import read_jsonl  # noqa: E402
 RUNS, STEPS, CHECKPOINT_EVERY = 4, 40, 5  # the smoke grid, its cadence at twice its steps: 8 checkpoints a run
 SWEEP = ["--config=sweeps/grid.py:preset=smoke", "--estimate=none", f"--config.train.steps={STEPS}"]
 MOMENTS = ("time", "checkpoint", "evaluation", "write")
@@ -161,16 +163,14 @@ def check(workdir: pathlib.Path, reference: dict) -> list[str]:
         problems.append(f"finished runs {sorted(got)} != the reference's {sorted(reference)}")
     for run_id, ref in reference.items():
         rdir = workdir / "runs" / run_id
-        events = [json.loads(line)["event"] for line in (rdir / "attempts.jsonl").read_text().splitlines()
-                  if line.strip()] if (rdir / "attempts.jsonl").exists() else []
+        events = [a["event"] for a in read_jsonl(rdir / "attempts.jsonl")]
         if events.count("done") != 1:
             problems.append(f"{run_id}: 'done' {events.count('done')} times in attempts.jsonl ({events})")
         res = got.get(run_id, {})
         for key in ("status", "steps", "final_loss", "eval_loss"):
             if res.get(key) != ref[key]:
                 problems.append(f"{run_id}: {key} {res.get(key)!r} != the uninterrupted sweep's {ref[key]!r}")
-        steps = [json.loads(line)["step"] for line in (rdir / "metrics.jsonl").read_text().splitlines()
-                 if line.strip().startswith("{") and line.strip().endswith("}")]
+        steps = [r.get("step") for r in read_jsonl(rdir / "metrics.jsonl")]  # damaged lines left out
         twice = sorted(s for s, c in collections.Counter(steps).items() if c > 1)
         if twice:
             problems.append(f"{run_id}: step(s) {twice} more than once in metrics.jsonl")
