@@ -145,9 +145,10 @@ def remaining(workdir: pathlib.Path | None) -> int:
 
 
 def kind(path: pathlib.Path) -> str:
-    """'a checkpoint file', 'an events file' or the file's name."""
+    """'a checkpoint file', 'an events file', 'a temporary file' (a killed writer's) or the file's name."""
     return ("a checkpoint file" if "checkpoints" in path.parts else
-            "an events file" if path.name.startswith("events.out.tfevents") else path.name)
+            "an events file" if path.name.startswith("events.out.tfevents") else
+            "a temporary file" if path.name.startswith(".") else path.name)
 
 
 def results(workdir: pathlib.Path) -> dict:
