@@ -65,3 +65,11 @@ gpu-check:
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Randomised fault injection (not part of `make test`): kill -9 a smoke sweep at FAULTS_KILLS random
+# moments, corrupt a run file after each, restart, check the results against an uninterrupted sweep.
+FAULTS_KILLS ?= 10
+FAULTS_SEED ?= 0
+.PHONY: faults
+faults: install
+	nice -n 10 $(PY) tests/faults_random.py --kills $(FAULTS_KILLS) --seed $(FAULTS_SEED)

@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
+
+from simscale import tmpfiles
 
 
 def write_json(path, obj, allow_nan: bool = True) -> None:
     """Atomic: write a temp file in the same folder, fsync, rename over `path`."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tmpfiles.mkstemp(path)  # named after this process: removed by the next claim if it is killed
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True, allow_nan=allow_nan)
@@ -36,14 +37,17 @@ def read_json(path, default=None):
 
 
 def read_jsonl(path) -> list[dict]:
-    """Records of a JSON-lines log ([] when absent); a line cut short by a killed writer is skipped."""
+    """Records of a JSON-lines log ([] when absent); a line cut short by a killed writer, or damaged
+    (not JSON, not UTF-8, not an object), is skipped."""
     path = pathlib.Path(path)
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # blank, or cut by a kill mid-write
+            row = json.loads(line)
+        except ValueError:  # blank, cut by a kill mid-write, or damaged bytes (UnicodeDecodeError included)
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows

@@ -2,7 +2,7 @@
 
 An exclusive `fcntl.flock` on RUN_DIR/lock, held while the run trains: the kernel
 drops it when the holder dies (kill -9 included), so a dead worker's lock is
-reclaimed by the next claim. The lock file also records pid, host and a
+reclaimed by the next claim, which removes the temporary files it left (simscale.tmpfiles). The lock file also records pid, host and a
 heartbeat that `status` reads without taking the lock.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ import pathlib
 import socket
 import threading
 import time
+
+from simscale import tmpfiles
 
 HEARTBEAT_S = 10.0
 
@@ -37,6 +39,7 @@ class RunLock:
             os.close(fd)
             return False
         self._fd = fd
+        tmpfiles.remove_stale(self.path.parent)  # what a killed holder was writing
         self._beat()
         self._stop.clear()
         self._thread = threading.Thread(target=self._heartbeat, daemon=True)
@@ -77,19 +80,9 @@ def holder(rdir: pathlib.Path) -> dict | None:
         return None
     if not info or time.time() - info["heartbeat"] > 3 * HEARTBEAT_S:
         return None
-    if info["host"] == socket.gethostname() and not _alive(info["pid"]):
+    if info["host"] == socket.gethostname() and not tmpfiles.pid_alive(info["pid"]):
         return None
     return info
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def held_message(rdir: pathlib.Path) -> str:

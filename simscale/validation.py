@@ -10,6 +10,7 @@ run config; the sweep reports them per run, simscale.train refuses the first.
 from __future__ import annotations
 
 import difflib
+import os
 import pathlib
 
 from ml_collections import ConfigDict
@@ -83,10 +84,26 @@ def problems(cfg: ConfigDict, n_devices: int) -> list[str]:
     return errors
 
 
-def check_folder(path, flag: str) -> None:
-    """Raise ConfigError when a folder argument (--workdir, --data_dir) names an existing non-folder."""
+def check_folder(path, flag: str, created: bool = True) -> None:
+    """Raise ConfigError when a folder argument (--workdir, --data_dir, --run, --out) names an existing
+    non-folder; `created`: the command creates the folder when it does not exist (the message says so)."""
     if path and pathlib.Path(path).exists() and not pathlib.Path(path).is_dir():
-        raise ConfigError(f"{flag} {path} is not a folder: give a folder (or a path that does not exist yet)")
+        raise ConfigError(f"{flag} {path} is not a folder: give a folder"
+                          + (" (or a path that does not exist yet)" if created else ""))
+
+
+def check_file(path, flag: str, must_exist: bool = False) -> None:
+    """Raise ConfigError when a file argument (--input, --output) names a folder (or ends with '/'),
+    or, with `must_exist`, nothing; an output file's folder must exist."""
+    if not path:
+        return
+    p = pathlib.Path(path)
+    if p.is_dir() or str(path).endswith(("/", os.sep)):
+        raise ConfigError(f"{flag} {path} is a folder: give a file")
+    if must_exist and not p.exists():
+        raise ConfigError(f"{flag} {path} does not exist: give an existing file")
+    if not p.parent.is_dir():
+        raise ConfigError(f"{flag} {path}: its folder {p.parent} does not exist")
 
 
 def check(cfg: ConfigDict, n_devices: int) -> None:

@@ -206,6 +206,22 @@ def test_fit_cli_errors_are_one_line(tmp_path, capsys):
     assert "CSV file not found" in capsys.readouterr().err
 
 
+def test_fit_cli_refuses_invalid_rows_unless_told_to_drop_them(tmp_path, capsys):
+    n, d = np.geomspace(1e6, 1e9, 12), np.geomspace(1e8, 1e11, 12)[::-1]
+    rows = [f"{a},{b},{law_loss(a, b)}" for a, b in zip(n, d)]
+    rows[2], rows[4], rows[5], rows[7], rows[9] = "1e6,1e8,nan", "1e6,inf,3.0", "0,1e8,3.0", "1e6,1e8,-2", "x,1e8,3"
+    csv = tmp_path / "p.csv"
+    csv.write_text("N,D,loss\n" + "\n".join(rows) + "\n")
+    assert main(["fit", "--csv", str(csv), "--law", "approach3", "--bootstrap", "0", "--json"]) == 2
+    assert capsys.readouterr().err == f"error: {csv}: row(s) 4, 6, 7, 9, 11 (the header is row 1) have an empty, " \
+        "non-numeric, infinite, zero or negative value in N, D, loss: fix them, or pass --drop_invalid\n"
+    assert main(["fit", "--csv", str(csv), "--law", "approach3", "--bootstrap", "0", "--json", "--drop_invalid"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["n_points"] == 7
+    assert err == f"warning: dropped 5 of 12 rows of {csv} with an empty, non-numeric, infinite, zero or negative " \
+                  "value (--drop_invalid)\n"
+
+
 def write_evals(run_dir, records):
     (run_dir / "eval.json").write_text(json.dumps(records))
 

@@ -4,6 +4,8 @@ import json
 import os
 import random
 import re
+import shutil
+import socket
 import subprocess
 import sys
 
@@ -80,6 +82,31 @@ def test_second_prepare_does_no_work(prepared):
     stamp = (p.dir / "prepared.json").stat().st_mtime_ns
     assert prepare(cfg) == p
     assert (p.dir / "prepared.json").stat().st_mtime_ns == stamp
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (reused within the test only by a freak)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_prepare_removes_folders_a_killed_prepare_left_and_only_those(prepared):
+    cfg, p = prepared
+    host = socket.gethostname()
+    stale = [p.dir.parent / f".{p.dir.name}.tmp{dead_pid()}",  # named before hosts were recorded
+             p.dir.parent / f".unrestricted-0123.tmp{dead_pid()}@{host}"]
+    kept = [p.dir.parent / f".{p.dir.name}.tmp{os.getpid()}@{host}",  # its writer runs
+            p.dir.parent / f".{p.dir.name}.tmp{dead_pid()}@another-host"]  # it may run there
+    for folder in stale + kept:
+        (folder / "simscale_tokens").mkdir(parents=True)
+    lines = []
+    assert prepare(cfg, log=lines.append) == p
+    assert [f.exists() for f in stale + kept] == [False, False, True, True]
+    assert lines == [f"removed 2 temporary file(s) or folder(s) left by a process no longer running: "
+                     f"{', '.join(map(str, sorted(stale)))}"]
+    for folder in kept:
+        shutil.rmtree(folder)
 
 
 def test_unrestricted_is_cut_to_the_simplified_token_count(prepared):
@@ -199,11 +226,11 @@ def test_cli_simplify_writes_kept_text_in_order_and_stats(tmp_path):
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
     r = _cli("simplify", "--vocab", "wordfreq:100", "--input", "missing.txt", "--output", "o.jsonl", cwd=tmp_path)
-    assert r.returncode == 1 and "missing.txt" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "missing.txt" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "v.csv").write_text(",word,frequency\n")
     (tmp_path / "in.txt").write_text("hello\n")
     r = _cli("simplify", "--vocab", "v.csv", "--input", "in.txt", "--output", "o.jsonl", cwd=tmp_path)
-    assert r.returncode == 1 and "no usable words" in r.stderr and not (tmp_path / "o.jsonl").exists()
+    assert r.returncode == 2 and "no usable words" in r.stderr and not (tmp_path / "o.jsonl").exists()
 
 
 def test_cli_prepare_and_inspect(tmp_path):

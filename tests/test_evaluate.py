@@ -223,6 +223,17 @@ def test_jsonl_task_and_its_errors(tmp_path):
         tasks.resolve("glue")
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_jsonl_task_refuses_an_empty_choice(tmp_path, empty):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"context": "Q: sky?", "choices": ["blue", "green"], "gold": 0}\n'
+                    + json.dumps({"context": "Q: sea?", "choices": ["blue", empty], "gold": 0}) + "\n")
+    with pytest.raises(ValueError) as e:
+        tasks.jsonl_task(path)
+    assert str(e.value) == f"{path} line 2: choice 1 is empty: give every choice some text (acc_norm divides a " \
+                           "choice's log-likelihood by its length)"
+
+
 def test_fewshot_draws_deterministic_demonstrations_from_a_held_out_pool():
     examples = [Example(f"q{i}", (f"a{i}", "z"), (0,)) for i in range(20)]
     shot = evaluator.with_shots(examples, 2, " ")
@@ -301,7 +312,7 @@ def test_an_earlier_checkpoint_is_scored_only_when_asked_and_labelled(tmp_path, 
             run.evaluate_run(run_dir, spec)
     assert not (run_dir / "eval.json").exists()
     with pytest.warns(UserWarning) as caught:
-        assert main(["--run", str(run_dir), "--tasks", spec]) == 1
+        assert main(["--run", str(run_dir), "--tasks", spec]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "--allow_earlier_step" in err
     assert all("\n" not in str(w.message) for w in caught)  # the fallback warning is one line
@@ -311,10 +322,10 @@ def test_an_earlier_checkpoint_is_scored_only_when_asked_and_labelled(tmp_path, 
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["--run", str(tmp_path), "--tasks", "blimp/none", "--blimp", str(tmp_path)]) == 1
+    assert main(["--run", str(tmp_path), "--tasks", "blimp/none", "--blimp", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: BLiMP paradigm 'none'") and err.count("\n") == 1
-    assert main(["--run", str(tmp_path), "--tasks", "blimp_paper22", "--blimp", str(tmp_path / "x")]) == 1
+    assert main(["--run", str(tmp_path), "--tasks", "blimp_paper22", "--blimp", str(tmp_path / "x")]) == 2
     assert "BLiMP folder" in capsys.readouterr().err
 
 

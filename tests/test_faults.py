@@ -3,6 +3,7 @@ ends with one `error:` line and exit 2 before anything is written."""
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -121,3 +122,143 @@ def test_a_folder_flag_naming_a_regular_file_is_one_line(tmp_path, module, flag)
     assert error_line(proc) == f"error: {flag} {path} is not a folder: give a folder (or a path that does not " \
                                "exist yet)"
     assert path.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("module,args,flag,created", [
+    ("simscale.sweep", ["status", "--workdir={F}"], "--workdir", False),
+    ("simscale.evaluate", ["--run={F}", "--tasks=blimp_paper22"], "--run", False),
+    ("simscale.analysis", ["report", "--workdir={F}", "--out={O}"], "--workdir", False),
+    ("simscale.analysis", ["report", "--workdir={W}", "--out={F}"], "--out", True),
+], ids=["status", "evaluate", "report_workdir", "report_out"])
+def test_a_regular_file_for_a_folder_is_one_line_in_every_command(tmp_path, module, args, flag, created):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    (tmp_path / "w" / "runs").mkdir(parents=True)
+    names = {"F": path, "W": tmp_path / "w", "O": tmp_path / "out"}
+    proc = cli(module, *[a.format(**names) for a in args])
+    assert error_line(proc) == f"error: {flag} {path} is not a folder: give a folder" + \
+        (" (or a path that does not exist yet)" if created else "")
+    assert path.read_text() == "not a folder" and not (tmp_path / "out").exists()
+
+
+def test_evaluate_names_a_missing_run_and_a_folder_for_out(tmp_path):
+    proc = cli("simscale.evaluate", f"--run={tmp_path / 'nosuch'}", "--tasks=blimp_paper22")
+    assert error_line(proc) == f"error: run directory {tmp_path / 'nosuch'} does not exist: give a run's folder " \
+                               "(a sweep's W/runs/<run_id>, or simscale.train's --workdir)"
+    proc = cli("simscale.evaluate", f"--run={tmp_path}", "--tasks=blimp_paper22", f"--out={tmp_path}")
+    assert error_line(proc) == f"error: --out {tmp_path} is a folder: give a file"
+
+
+def test_fit_of_a_header_only_csv_is_one_line(tmp_path):
+    (tmp_path / "p.csv").write_text("N,D,loss\n")
+    proc = cli("simscale.analysis", "fit", f"--csv={tmp_path / 'p.csv'}")
+    assert error_line(proc) == f"error: {tmp_path / 'p.csv'} has a header but no rows: give one point a row"
+
+
+def simplify(tmp_path, *args):
+    (tmp_path / "in.txt").write_text("the cat sat on the mat\n")
+    return cli("simscale.data", "simplify", "--vocab=wordfreq:100", *args)
+
+
+def test_simplify_names_a_folder_given_as_input_or_output(tmp_path):
+    assert error_line(simplify(tmp_path, f"--input={tmp_path}", f"--output={tmp_path / 'o.jsonl'}")) == \
+        f"error: --input {tmp_path} is a folder: give a file"
+    assert error_line(simplify(tmp_path, f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path}/")) == \
+        f"error: --output {tmp_path}/ is a folder: give a file"
+    assert error_line(simplify(tmp_path, f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path / 'no' / 'o'}")) == \
+        f"error: --output {tmp_path / 'no' / 'o'}: its folder {tmp_path / 'no'} does not exist"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_simplify_jsonl_field_is_a_flag_and_the_error_names_it(tmp_path):
+    (tmp_path / "in.jsonl").write_text(json.dumps({"body": "the cat sat on the mat"}) + "\n")
+    args = [f"--input={tmp_path / 'in.jsonl'}", f"--output={tmp_path / 'o.jsonl'}", "--workers=1"]
+    assert error_line(simplify(tmp_path, *args)) == f"error: corpus file {tmp_path / 'in.jsonl'} line 1: not a " \
+        "JSON object with a 'text' string; fix the line or --text_field"
+    proc = simplify(tmp_path, *args, "--text_field=body")  # read now; this vocabulary keeps nothing of it
+    assert error_line(proc).startswith(f"error: the filter kept nothing of the 1 documents in {tmp_path / 'in.jsonl'}")
+
+
+@pytest.mark.parametrize("blob,where", [(b"cat\ndog\x00\x01\n", "a NUL byte at byte 7"),
+                                        (b"cat\n\xff\xfe\xfa\n", "invalid UTF-8 at byte 4")], ids=["nul", "not_utf8"])
+def test_a_binary_vocabulary_file_is_refused(tmp_path, blob, where):
+    (tmp_path / "v.txt").write_bytes(blob)
+    proc = simplify(tmp_path, f"--vocab={tmp_path / 'v.txt'}", f"--input={tmp_path / 'in.txt'}",
+                    f"--output={tmp_path / 'o.jsonl'}")
+    assert error_line(proc) == f"error: vocabulary file {tmp_path / 'v.txt'} is not a text file ({where}): give " \
+                               "UTF-8 text, one word a line, or a CSV with a 'word' column"
+
+
+def test_simplify_removes_the_partial_output_of_a_killed_simplify_only(tmp_path):
+    host = socket.gethostname()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".o.jsonl.tmp{int(done.stdout)}@{host}"  # its writer has exited
+    alive = tmp_path / f".o.jsonl.tmp{os.getpid()}@{host}"  # its writer (this test) runs
+    other = tmp_path / f".x.jsonl.tmp{int(done.stdout)}@{host}"  # another output's
+    for path in (stale, alive, other):
+        path.write_text('{"text": "half')
+    (tmp_path / "v.txt").write_text("the\ncat\nsat\non\nmat\n")
+    (tmp_path / "in.txt").write_text("The cat sat on the mat. " * 12 + "\n")
+    proc = cli("simscale.data", "simplify", f"--vocab={tmp_path / 'v.txt'}", f"--input={tmp_path / 'in.txt'}",
+               f"--output={tmp_path / 'o.jsonl'}", "--workers=1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [f"removed 1 temporary file(s) or folder(s) left by a process no longer "
+                                        f"running: {stale}"]
+    assert not stale.exists() and alive.exists() and other.exists()
+    assert json.loads((tmp_path / "o.jsonl").read_text())["text"].startswith("<s> The cat sat")
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from simscale import jsonio
+jsonio.os = type("KillingOs", (), {"__getattr__": lambda self, name: getattr(os, name),
+                                   "replace": staticmethod(lambda src, dst: os.kill(os.getpid(), signal.SIGKILL))})()
+jsonio.write_json(sys.argv[1], {"status": "done"})
+"""
+
+
+def test_the_next_claim_of_a_run_removes_what_a_killed_writer_left(tmp_path):
+    from simscale.runlock import RunLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text('{"status": "running"}')
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(run_dir / "status.json")], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -9  # killed between writing the temporary file and renaming it
+    [left] = [p for p in run_dir.iterdir() if p.name != "status.json"]
+    alive = run_dir / f".metrics.jsonl.tmp{os.getpid()}@{socket.gethostname()}"  # its writer (this test) runs
+    alive.write_text("")
+    lock = RunLock(run_dir)
+    assert lock.acquire()
+    lock.release()
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([alive.name, "lock", "status.json"])
+    assert (run_dir / "status.json").read_text() == '{"status": "running"}'
+    assert left.name.startswith(".status.json.tmp")
+
+
+KILLED_BEFORE_DONE = """
+import os, signal, sys
+from simscale.sweep import store
+append = store.append_attempt
+store.append_attempt = lambda rdir, event, **k: os.kill(os.getpid(), signal.SIGKILL) if event == "done" else \\
+    append(rdir, event, **k)
+sys.argv = ["simscale.sweep", *sys.argv[1:]]
+from simscale.sweep.__main__ import main
+main()
+"""
+
+
+def test_a_run_finished_by_an_attempt_killed_before_logging_it_is_done_once(tmp_path):
+    args = [SMOKE, f"--workdir={tmp_path}", "--only=^w16-d1-simplified", "--estimate=none"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_DONE, *args], cwd=ROOT, capture_output=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    [run_dir] = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "done"
+    proc = cli("simscale.sweep", *args, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in (run_dir / "attempts.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start", "done"] and events[1]["late"]
+    assert cli("simscale.sweep", *args, timeout=300).returncode == 0
+    assert (run_dir / "attempts.jsonl").read_text().count('"done"') == 1

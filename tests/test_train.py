@@ -1,8 +1,10 @@
 """Training loop on real (tiny) computation: learning, resume, fallback, non-finite guard,
 gradient accumulation, sharded layouts on fake CPU devices, and the CLI."""
+import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -124,6 +126,20 @@ def test_unreadable_checkpoint_falls_back_to_previous(straight, tmp_path):
     assert_trees_equal(load_params(tmp_path)[0], load_params(ref_dir)[0])
 
 
+def test_a_checkpoint_whose_arrays_were_swapped_is_refused(straight, tmp_path):
+    """orbax reads another step's (valid) array files without complaint: the saved checksum notices."""
+    ref_dir, _ = straight
+    train(tiny_config(), tmp_path, stop_at=10)
+    ckpts = tmp_path / "checkpoints"
+    shutil.rmtree(ckpts / "10" / "state")
+    shutil.copytree(ckpts / "5" / "state", ckpts / "10" / "state")
+    with pytest.warns(UserWarning, match=r"checkpoints/10 is unreadable \(ValueError: its arrays do not match the "
+                                         r"checksum saved with them\)"):
+        train(tiny_config(), tmp_path)  # resumes from step 5, retrains 6..20
+    assert losses(tmp_path) == losses(ref_dir)
+    assert_trees_equal(load_params(tmp_path)[0], load_params(ref_dir)[0])
+
+
 def test_a_discarded_checkpoint_step_is_saved_again(tmp_path):
     cfg = tiny_config()
     cfg.train.keep_checkpoints = 10
@@ -148,6 +164,39 @@ def ocp_meta():
     import orbax.checkpoint as ocp
 
     return ocp.args.Composite(meta=ocp.args.JsonRestore())
+
+
+@pytest.fixture
+def data_ends_after_12_steps(monkeypatch):
+    """A training stream that gives 12 batches (tiny_config plans 20 steps and logs every step)."""
+    batches = stream.batches
+
+    def finite(cfg, split, start_step=0):
+        rows = batches(cfg, split, start_step)
+        return itertools.islice(rows, max(0, 12 - start_step)) if split == "train" else rows
+
+    monkeypatch.setattr(stream, "batches", finite)
+
+
+def test_data_ending_after_a_log_step_ends_with_an_eval_and_a_checkpoint(tmp_path, data_ends_after_12_steps):
+    with pytest.warns(UserWarning, match="the training data ended after 12 of 20 planned steps"):
+        result = train(tiny_config(), tmp_path)
+    assert result["status"] == "done" and result["steps"] == 12 and result["tokens"] == 12 * 8 * 16
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    assert [r["step"] for r in records if "eval_loss" in r] == [10, 12]
+    assert records[-1]["eval_loss"] == result["eval_loss"]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [10, 12]  # the final step's
+    assert load_params(tmp_path)[0] is not None
+
+
+def test_resumed_where_the_data_ended_the_run_finishes(tmp_path, data_ends_after_12_steps):
+    assert train(tiny_config(), tmp_path, stop_at=12) == {"status": "running", "step": 12}
+    with pytest.warns(UserWarning, match="the training data ended after 12 of 20 planned steps"):
+        result = train(tiny_config(), tmp_path)
+    assert result["status"] == "done" and result["steps"] == 12 and result["eval_loss"] > 0
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == \
+        list(range(1, 13))
 
 
 def test_non_finite_loss_fails_run_and_keeps_finite_checkpoints(tmp_path):

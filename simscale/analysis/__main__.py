@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 
-from simscale.analysis.collect import read_labels, read_points
+from simscale.analysis.collect import read_labels, read_points, valid_rows
 from simscale.analysis.fit import fit_law
+from simscale.validation import check_folder
 
 # --law -> (law form, CSV input columns)
 CSV_LAWS = {"approach3": ("approach3", ("N", "D")), "n": (None, ("N",)), "d": (None, ("D",)), "c": (None, ("C",))}
@@ -18,9 +19,13 @@ def _fit(args) -> int:
     form, inputs = CSV_LAWS[args.law]
     form = form or args.form
     cols = read_points(args.csv, inputs + ("loss",))
-    x = np.stack([cols[c] for c in inputs], -1)
-    groups = read_labels(args.csv, args.runs) if args.runs else None
-    fit = fit_law(form, x, cols["loss"], inputs, bootstrap=args.bootstrap, seed=args.seed, level=args.level,
+    ok = valid_rows(args.csv, cols, drop=args.drop_invalid)
+    if not ok.all():
+        print(f"warning: dropped {int((~ok).sum())} of {len(ok)} rows of {args.csv} with an empty, non-numeric, "
+              "infinite, zero or negative value (--drop_invalid)", file=sys.stderr)
+    x = np.stack([cols[c][ok] for c in inputs], -1)
+    groups = read_labels(args.csv, args.runs)[ok] if args.runs else None
+    fit = fit_law(form, x, cols["loss"][ok], inputs, bootstrap=args.bootstrap, seed=args.seed, level=args.level,
                   groups=groups)
     if args.json:
         print(json.dumps(fit.to_json(), indent=1))
@@ -41,6 +46,9 @@ def _fit(args) -> int:
 def _report(args) -> int:
     from simscale.analysis.report import report
 
+    for workdir in args.workdir:
+        check_folder(workdir, "--workdir", created=False)
+    check_folder(args.out, "--out")
     results = report(args.workdir, args.out, args.flops, args.bootstrap, args.seed, args.params)
     if results["n_finished"] == 0:
         print("error: no finished runs with a finite eval loss in " + ", ".join(args.workdir)
@@ -66,6 +74,8 @@ def main(argv=None) -> int:
                    help="one-variable form: power E + A X^-alpha or kaplan (X_c/X)^alpha")
     f.add_argument("--json", action="store_true", help="print the fit as JSON (keys E, A, B, alpha, beta, ...)")
     f.add_argument("--level", type=float, default=0.95, help="confidence level of the bootstrap intervals")
+    f.add_argument("--drop_invalid", action="store_true",
+                   help="leave out rows with an empty, non-numeric, infinite, zero or negative value (default: refuse)")
     f.add_argument("--runs", default=None, metavar="COLUMN",
                    help="CSV column naming each point's run: the bootstrap resamples whole runs (default: points)")
     r = sub.add_parser("report", help="figures, fits.json and summary.md for sweep workdirs")

@@ -166,7 +166,9 @@ def _read_columns(path, columns: tuple[str, ...]) -> dict[str, list[str]]:
         raise FileNotFoundError(f"CSV file not found: {path}")
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        header = {h.strip().lower(): h for h in reader.fieldnames or []}
+        if reader.fieldnames is None:
+            raise ValueError(f"{path} is empty: give a header row naming the columns, then one point a row")
+        header = {h.strip().lower(): h for h in reader.fieldnames}
         missing = [c for c in columns if c.lower() not in header]
         if missing:
             raise ValueError(f"{path} lacks column(s) {missing}; it has {reader.fieldnames}")
@@ -177,6 +179,24 @@ def _read_columns(path, columns: tuple[str, ...]) -> dict[str, list[str]]:
 def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Numeric `columns` of a CSV (header names matched case-insensitively)."""
     return {c: np.array([_f(v) for v in vals], dtype=np.float64) for c, vals in _read_columns(path, columns).items()}
+
+
+def valid_rows(path, cols: dict[str, np.ndarray], drop: bool = False) -> np.ndarray:
+    """Mask of the CSV rows of `cols` (read_points) whose values are all finite and positive.
+
+    A CSV without rows is refused; so is any row with an empty, non-numeric, non-finite, zero or negative
+    value (ValueError naming its row numbers, the header being row 1) unless `drop`.
+    """
+    values = np.stack(list(cols.values()), -1)
+    if not len(values):
+        raise ValueError(f"{path} has a header but no rows: give one point a row")
+    ok = np.all(np.isfinite(values) & (values > 0), axis=1)
+    if not drop and not ok.all():
+        rows = [str(i + 2) for i in np.flatnonzero(~ok)]
+        shown = ", ".join(rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+        raise ValueError(f"{path}: row(s) {shown} (the header is row 1) have an empty, non-numeric, infinite, "
+                         f"zero or negative value in {', '.join(cols)}: fix them, or pass --drop_invalid")
+    return ok
 
 
 def read_labels(path, column: str) -> np.ndarray:

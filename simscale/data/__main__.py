@@ -1,7 +1,7 @@
 """python -m simscale.data COMMAND ...
 
-  simplify --vocab VOCAB --input FILE --output FILE [--workers N]
-      FILE: text (one document a line) or jsonl with a `text` field. Writes jsonl
+  simplify --vocab VOCAB --input FILE --output FILE [--text_field text] [--workers N]
+      FILE: text (one document a line) or jsonl with a `text` field (--text_field). Writes jsonl
       {"text": kept} per input document, in order ('' when nothing is kept),
       and the filter's stats to OUTPUT.stats.json.
   prepare --config sweeps/grid.py:preset=NAME [--data_dir DIR] [--config.data.x=v ...]
@@ -25,7 +25,7 @@ from ml_collections import config_flags
 from simscale import cli
 
 from simscale.config import ConfigError
-from simscale.validation import check_folder, check_keys
+from simscale.validation import check_file, check_folder, check_keys
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "config file, e.g. sweeps/grid.py:preset=cpu", lock_config=False,
@@ -34,6 +34,7 @@ flags.DEFINE_string("data_dir", None, "cache folder for prepared data (sets data
 flags.DEFINE_string("vocab", "aochildes", "simplify: vocabulary (path, aochildes or wordfreq:N)")
 flags.DEFINE_string("input", None, "simplify: input file (text or jsonl)")
 flags.DEFINE_string("output", None, "simplify: output jsonl")
+flags.DEFINE_string("text_field", "text", "simplify: the jsonl (or parquet) field holding each document's text")
 flags.DEFINE_integer("workers", 0, "simplify: filter processes (0: all cores)")
 flags.DEFINE_string("variant", None, "inspect: simplified or unrestricted (default data.variant)")
 flags.DEFINE_string("prepared", None, "inspect: a prepared dataset folder")
@@ -43,19 +44,21 @@ _USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, PermissionError, IsA
 
 
 def simplify_file() -> None:
+    from simscale import tmpfiles
     from simscale.data import simplify, sources
     from simscale.data.vocab import load_vocabulary
 
     if not FLAGS.input or not FLAGS.output:
         raise ConfigError("simplify needs --input FILE and --output FILE")
+    check_file(FLAGS.input, "--input", must_exist=True)
+    check_file(FLAGS.output, "--output")
     src = FLAGS.input
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"input {src} does not exist")
     vocab = load_vocabulary(FLAGS.vocab)
     out = pathlib.Path(FLAGS.output)
-    tmp = out.with_name(out.name + ".part")
+    tmpfiles.remove_stale(out.parent, out.name)  # a killed simplify's partial output
+    tmp = tmpfiles.temp_path(out)
     counts, stats = {"replaced_bytes": 0}, simplify.Stats()
-    docs = sources.read_file(src, sources.file_format(src), "text", counts)
+    docs = sources.read_file(src, sources.file_format(src), FLAGS.text_field, counts, fix="--text_field")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             for text, s in simplify.simplify_documents(docs, vocab.words, workers=FLAGS.workers):
@@ -144,7 +147,7 @@ def main(argv) -> None:
     except _USER_ERRORS as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ConfigError) else 1)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import pathlib
 import shutil
 import sys
@@ -31,6 +30,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from simscale import tmpfiles
 from simscale.config import ConfigError
 from simscale.data import datasets, manifest, simplify, sources, tokenizer
 from simscale.data.vocab import cache_dir as default_cache, load_vocabulary
@@ -60,12 +60,13 @@ def prepare(cfg, log=None) -> PreparedData:
     log = log or _log
     _check(cfg)
     final = cache_root(cfg) / "prepared" / f"{cfg.data.variant}-{cache_key(cfg)}"
+    tmpfiles.remove_stale(final.parent, log=log)  # folders a killed prepare left
     if final.exists():
         return _load(final)
     control = None
     if cfg.data.variant == "unrestricted":
         control = prepare(_with_variant(cfg, "simplified"), log).stats
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    tmp = tmpfiles.temp_path(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:

@@ -88,8 +88,10 @@ def file_format(path: str, fmt: str = "auto") -> str:
     return {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix, "text")
 
 
-def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
-    """Documents of one file, empty ones included: text (one a line), jsonl or parquet."""
+def read_file(path: str, fmt: str, field: str, counts: dict, fix: str = "data.text_field or data.format"
+              ) -> Iterator[str]:
+    """Documents of one file, empty ones included: text (one a line), jsonl or parquet; an error about
+    `field` says to fix `fix` (the caller's name of the settings that chose it)."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -99,7 +101,7 @@ def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
                 yield from (t or "" for t in batch.column(0).to_pylist())
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"corpus file {path}: cannot read column {field!r} as parquet ({e}); "
-                             "fix data.text_field or the file") from None
+                             f"fix {fix} or the file") from None
         return
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
@@ -113,9 +115,9 @@ def read_file(path: str, fmt: str, field: str, counts: dict) -> Iterator[str]:
                 text = json.loads(line)[field]
             except (ValueError, KeyError, TypeError):
                 raise ValueError(f"corpus file {path} line {n}: not a JSON object with a {field!r} string; "
-                                 "fix the line, data.text_field or data.format") from None
+                                 f"fix the line or {fix}") from None
             if not isinstance(text, str):
-                raise ValueError(f"corpus file {path} line {n}: {field!r} is not a string")
+                raise ValueError(f"corpus file {path} line {n}: {field!r} is not a string; fix the line or {fix}")
             yield text
 
 

@@ -76,9 +76,17 @@ def load_vocabulary(spec: str | os.PathLike) -> Vocabulary:
 
 def _load_file(path: pathlib.Path, source: str) -> Vocabulary:
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
+        blob = path.read_bytes()
     except OSError as e:
         raise FileNotFoundError(f"vocabulary file {path}: cannot be read ({e.strerror})") from None
+    where = f"a NUL byte at byte {blob.index(0)}" if 0 in blob else None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = where or f"invalid UTF-8 at byte {e.start}"
+    if where:
+        raise ValueError(f"vocabulary file {path} is not a text file ({where}): give UTF-8 text, one word a "
+                         "line, or a CSV with a 'word' column")
     words = _csv_words(text) if path.suffix.lower() == ".csv" else text.splitlines()
     vocab = from_words(words, source)
     if not vocab.size:

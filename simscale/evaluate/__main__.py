@@ -40,6 +40,7 @@ def counts(argv) -> None:
 
 def evaluate(argv) -> None:
     from simscale.evaluate.run import evaluate_run
+    from simscale.validation import check_file, check_folder
 
     p = argparse.ArgumentParser(prog="python -m simscale.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +58,8 @@ def evaluate(argv) -> None:
     args = p.parse_args(argv)
     if args.shots < 0:
         p.error("--shots must be >= 0")
+    check_folder(args.run, "--run", created=False)
+    check_file(args.out, "--out")
     vocab = _vocabulary(args.vocab) if args.vocab else None
     records = evaluate_run(args.run, args.tasks, args.shots, args.out, vocab=vocab, blimp=args.blimp,
                            max_examples=args.max_examples, allow_earlier_step=args.allow_earlier_step)
@@ -82,9 +85,9 @@ def main(argv=None) -> int:
             counts(argv[1:])
         else:
             evaluate(argv)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # a user's input to fix (ConfigError is a ValueError)
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -42,6 +42,9 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
     the run is unfinished) is refused unless `allow_earlier_step`.
     """
     run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist: give a run's folder (a sweep's "
+                                "W/runs/<run_id>, or simscale.train's --workdir)")
     specs = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     if not specs:
         raise ValueError("no tasks to evaluate: name some, e.g. blimp_paper22,bigbench_mc")

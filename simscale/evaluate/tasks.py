@@ -140,6 +140,10 @@ def jsonl_task(path) -> Task:
             raise ValueError(f"{path} line {i}: need context, choices, gold ({e!r})") from None
         if len(choices) < 2 or not all(0 <= g < len(choices) for g in ex.gold):
             raise ValueError(f"{path} line {i}: need >= 2 choices and gold indices among them")
+        empty = [k for k, c in enumerate(choices) if not c.strip()]
+        if empty:
+            raise ValueError(f"{path} line {i}: choice {empty[0]} is empty: give every choice some text "
+                             "(acc_norm divides a choice's log-likelihood by its length)")
         examples.append(ex)
     return Task(f"jsonl/{path.stem}", tuple(examples))
 

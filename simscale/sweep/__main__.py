@@ -16,7 +16,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from simscale import cli, compile_cache, cpu_runtime
+from simscale import cli, compile_cache, cpu_runtime, tmpfiles
 from simscale.config import ConfigError, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
 from simscale.validation import check_folder, check_keys
@@ -82,6 +82,7 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
               report.dry_run_table(records, estimated=FLAGS.estimate != "none", check=check))
         return 0
     compile_cache.enable(workdir)  # before this process compiles anything (inline runs)
+    tmpfiles.remove_stale(workdir)  # a killed sweep's sweep.json being written
     store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[  # the whole grid, --only or not
         dict(run_id=r.run_id, point=r.point, config=to_dict(r.cfg),
              tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0]) for r in everything]))
@@ -134,7 +135,7 @@ def _main(argv) -> int:
     log.propagate = False
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required")
-    check_folder(FLAGS.workdir, "--workdir")
+    check_folder(FLAGS.workdir, "--workdir", created=argv[1:] != ["status"])
     workdir = pathlib.Path(FLAGS.workdir)
     if argv[1:] == ["status"]:
         return status(workdir)

@@ -53,6 +53,8 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
         status = store.run_status(rdir, repair=True)  # a finished run is done whatever status.json says
         if status.get("status") == "done" and (rdir / "result.json").exists():
             outcome = "skipped"
+            if (store.attempts(rdir) or [{}])[-1].get("event") == "start":  # its attempt was killed before saying so
+                store.append_attempt(rdir, "done", late=True)
         elif status.get("status") == "failed" and not retry_failed:
             return dict(run_id=run_id, outcome="failed", error=status.get("error", "failed earlier"))
         else:

@@ -1,6 +1,6 @@
 """Orbax checkpoints of the train state plus JSON metadata; fallback past unreadable ones.
 
-Layout: RUN_DIR/checkpoints/<step>/{state,meta}. Saves are asynchronous; the
+Layout: RUN_DIR/checkpoints/<step>/{state,meta}; meta holds the state's `checksum`, checked at restore. Saves are asynchronous; the
 manager keeps the last `train.keep_checkpoints` plus every `train.keep_period`-th.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from simscale.config import backfill, from_dict
@@ -32,6 +34,28 @@ def _quiet():
             lg.setLevel(level)
 
 
+def checksum(state) -> int:
+    """32 bits of every array of `state`: position-weighted sums of their bits, computed where the arrays
+    live. orbax reads damaged or mixed-up array files without noticing; a restored state whose checksum
+    differs from the one saved with it is refused (a checkpoint saved without one is not checked)."""
+    total = 0
+    for s in _bit_sums(jax.tree.leaves(state)):
+        total = (total * 1_000_003 + int(np.asarray(s.addressable_data(0)))) % 2**32
+    return total
+
+
+@jax.jit
+def _bit_sums(leaves):
+    sums = []
+    for x in leaves:
+        bits = (jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype.itemsize >= 4 else
+                jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x).astype(jnp.uint32)
+        bits = bits.ravel()
+        weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+        sums.append(jnp.sum(bits * weights, dtype=jnp.uint32))
+    return sums
+
+
 class Checkpoints:
     def __init__(self, directory, train_cfg=None, read_only: bool = False):
         self.directory = Path(directory).absolute()
@@ -44,6 +68,7 @@ class Checkpoints:
 
     def save(self, step: int, state, meta: dict) -> None:
         """Start an asynchronous save of `state` and `meta` as checkpoint `step`."""
+        meta = dict(meta, checksum=checksum(state))
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
@@ -60,6 +85,9 @@ class Checkpoints:
                 with _quiet():
                     out = self.manager.restore(step, args=ocp.args.Composite(
                         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                saved = out["meta"].get("checksum")
+                if saved is not None and checksum(out["state"]) != saved:
+                    raise ValueError("its arrays do not match the checksum saved with them")
                 restored = out["state"], dict(out["meta"])
                 break
             except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one

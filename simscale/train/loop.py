@@ -182,20 +182,26 @@ class _Run:
         end = steps if stop_at is None else min(stop_at, steps)
         data = read_ahead(map(functools.partial(_device_batch, prog), stream.batches(cfg, "train", start_step=start)))
         try:
+            # The batch of step s + 1 is read before step s reports: a step after which the data ends
+            # is the run's last one (evaluated and checkpointed) even when it was also a log step.
+            batch = next(data, None) if start < end else None
+            if batch is None and start < end:
+                if start == 0:
+                    raise ValueError("the training data gave no batch for step 1")
+                self._data_ended(start)  # resumed at the step where the data ended
+                end = start
             for s in range(start + 1, end + 1):
-                batch = next(data, None)
-                if batch is None:
-                    if s == start + 1:
-                        raise ValueError(f"the training data gave no batch for step {s}")
-                    warnings.warn(f"the training data ended after {s - 1} of {steps} planned steps")
-                    self.steps = end = s - 1
-                    self._report(end, evaluate_now=True, checkpoint_now=True)
-                    break
                 self.state, metrics = prog.train(self.state, batch)
                 self.pending.append(metrics)
                 self.step = s
-                self._report(s, evaluate_now=s == steps or (tc.eval_every > 0 and s % tc.eval_every == 0),
+                batch = next(data, None) if s < end else None
+                if batch is None and s < end:
+                    self._data_ended(s)
+                    end = s
+                self._report(s, evaluate_now=s == self.steps or (tc.eval_every > 0 and s % tc.eval_every == 0),
                              checkpoint_now=s == end or (tc.checkpoint_every > 0 and s % tc.checkpoint_every == 0))
+                if s == end:
+                    break  # the data ended early
             self.ckpt.wait()
         finally:
             data.close()  # joins the read-ahead thread
@@ -204,6 +210,11 @@ class _Run:
         if end < self.steps:
             return {"status": "running", "step": end}
         return self._finish(end)
+
+    def _data_ended(self, s: int) -> None:
+        """The training data gave no batch after step `s`: the run ends there."""
+        warnings.warn(f"the training data ended after {s} of {self.steps} planned steps")
+        self.steps = s
 
     def _report(self, s: int, evaluate_now: bool, checkpoint_now: bool) -> None:
         """At log, eval and checkpoint steps: the only host-device sync of the loop."""

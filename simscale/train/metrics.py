@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from simscale import tmpfiles
 from simscale.jsonio import read_jsonl, write_json
 
 
@@ -48,8 +49,9 @@ class MetricsLog:
             return
         self.path = Path(run_dir) / "metrics.jsonl"
         if self.path.exists():  # rewritten whole, by a rename: a kill now loses no row
-            kept = [r for r in read_jsonl(self.path) if r["step"] <= start_step]  # a cut line is dropped
-            tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+            kept = [r for r in read_jsonl(self.path)  # a cut or damaged line is dropped
+                    if isinstance(r.get("step"), int) and r["step"] <= start_step]
+            tmp = tmpfiles.temp_path(self.path)
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
             os.replace(tmp, self.path)
         from tensorboardX import SummaryWriter
