@@ -137,48 +137,24 @@ def test_bad_head_count_names_the_key():
         init(jax.random.PRNGKey(0), tiny(hidden=30))
 
 
-def _as_hf_state(params, cfg):
-    """simscale parameters -> a Hugging Face LlamaForCausalLM state dict (torch weights are [out, in])."""
-    import torch
-
-    t = lambda x: torch.from_numpy(np.array(x, np.float32))  # noqa: E731
-    state = {"model.embed_tokens.weight": t(params["embed"]), "model.norm.weight": t(params["final_norm"]),
-             "lm_head.weight": t(params["lm_head"].T)}
-    layers = params["layers"]
-    D = cfg.hidden
-    for i in range(cfg.layers):
-        pre = f"model.layers.{i}."
-        state.update({
-            pre + "input_layernorm.weight": t(layers["attn_norm"][i]),
-            pre + "post_attention_layernorm.weight": t(layers["mlp_norm"][i]),
-            pre + "self_attn.q_proj.weight": t(layers["wq"][i].reshape(D, -1).T),
-            pre + "self_attn.k_proj.weight": t(layers["wk"][i].reshape(D, -1).T),
-            pre + "self_attn.v_proj.weight": t(layers["wv"][i].reshape(D, -1).T),
-            pre + "self_attn.o_proj.weight": t(layers["wo"][i].reshape(-1, D).T),
-            pre + "mlp.gate_proj.weight": t(layers["w_gate"][i].T),
-            pre + "mlp.up_proj.weight": t(layers["w_up"][i].T),
-            pre + "mlp.down_proj.weight": t(layers["w_down"][i].T),
-        })
-    return state
-
-
 @pytest.mark.parametrize("kernels", ["cpu", "generic"])
-@pytest.mark.parametrize("kv_heads", [0, 2])
-def test_logits_match_hugging_face_llama(kv_heads, kernels):
+@pytest.mark.parametrize("kv_heads,tied", [(0, False), (2, False), (2, True)])
+def test_logits_match_hugging_face_llama(kv_heads, tied, kernels):
     """Same weights, same logits as transformers' LlamaForCausalLM (the paper's model code), with the
-    CPU kernels and with the accelerator path (model.kernels=generic)."""
+    CPU kernels and with the accelerator path (model.kernels=generic), through the export's mapping."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    cfg = tiny(kv_heads=kv_heads, rope_theta=500.0, kernels=kernels)
+    from simscale.export import hf_config, hf_state_dict
+
+    cfg = tiny(kv_heads=kv_heads, rope_theta=500.0, kernels=kernels, tie_embeddings=tied)
     params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape),
                           init(jax.random.key(0), cfg))  # norms away from 1, so their placement matters
-    hf_cfg = transformers.LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, intermediate_size=4 * cfg.hidden,
-        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=kv_heads or cfg.heads,
-        max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-        tie_word_embeddings=False, attn_implementation="eager")
+    hf_cfg = transformers.LlamaConfig(**hf_config(cfg), attn_implementation="eager")
+    assert (hf_cfg.intermediate_size, hf_cfg.num_key_value_heads) == (4 * cfg.hidden, kv_heads or cfg.heads)
     model = transformers.LlamaForCausalLM(hf_cfg).eval()
-    model.load_state_dict(_as_hf_state(params, cfg), strict=True)
+    state = {k: torch.from_numpy(v) for k, v in hf_state_dict(params, cfg).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and missing == (["lm_head.weight"] if tied else [])  # tied: the embedding is the head
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, cfg.max_len))
     with torch.no_grad():
         expected = model(input_ids=torch.from_numpy(tokens)).logits.numpy()

@@ -17,6 +17,7 @@ from simscale.evaluate import tasks as tasks_lib
 from simscale.evaluate.evaluator import evaluate_suite
 from simscale.evaluate.scoring import Scorer, TextEncoder
 from simscale.jsonio import read_json, write_json
+from simscale.train import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
         raise ValueError("no tasks to evaluate: name some, e.g. blimp_paper22,bigbench_mc")
     out = pathlib.Path(out) if out else run_dir / "eval.json"
     records = read_records(out)
-    final_step = (read_json(run_dir / "result.json") or {}).get("steps")
+    final_step = checkpoint.final_step(run_dir)
     # a suite scored on an earlier checkpoint (records without a step predate the field) is scored again
     done = {(r.get("suite"), r.get("shots"), r.get("max_examples", 0)) for r in records
             if r.get("step", final_step) == final_step}
@@ -65,12 +66,7 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
         raise FileNotFoundError(f"{tokenizer_path} not found: text tasks need a run trained on "
                                 "real data (a synthetic-data run has no tokenizer)")
     encoder = TextEncoder.from_file(tokenizer_path)
-    from simscale.train.checkpoint import load_checkpoint
-
-    params, cfg, step = load_checkpoint(run_dir)
-    if step != final_step and not allow_earlier_step:
-        raise ValueError(f"{run_dir}: the newest readable checkpoint is step {step}, not the run's final step "
-                         f"{final_step}; finish or repair the run, or pass --allow_earlier_step to score step {step}")
+    params, cfg, step = checkpoint.load_final_checkpoint(run_dir, allow_earlier_step)
     if vocab is None:
         vocab = _run_vocabulary(run_dir, cfg)
     scorer = Scorer(params, cfg.model, batch_tokens=batch_tokens)

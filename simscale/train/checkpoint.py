@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from simscale.config import backfill, from_dict
+from simscale.jsonio import read_json
 
 
 @contextlib.contextmanager
@@ -116,6 +117,22 @@ def load_params(run_dir):
     """
     params, cfg, _ = load_checkpoint(run_dir)
     return params, cfg
+
+
+def final_step(run_dir) -> int | None:
+    """The step a run finished at (result.json `steps`), None while it is unfinished."""
+    return (read_json(Path(run_dir) / "result.json") or {}).get("steps")
+
+
+def load_final_checkpoint(run_dir, allow_earlier_step: bool = False):
+    """load_checkpoint, refusing a newest readable checkpoint other than the run's final step (the final
+    one unreadable, or the run unfinished) unless `allow_earlier_step`."""
+    params, cfg, step = load_checkpoint(run_dir)
+    final = final_step(run_dir)
+    if step != final and not allow_earlier_step:
+        raise ValueError(f"{run_dir}: the newest readable checkpoint is step {step}, not the run's final step "
+                         f"{final}; finish or repair the run, or pass --allow_earlier_step to use step {step}")
+    return params, cfg, step
 
 
 def load_checkpoint(run_dir):
