@@ -349,7 +349,7 @@ def run_bench(shapes, steps: int, repeats: int, peer_names: list[str], peak_gflo
             records.append(record)
             summary = ", ".join(f"{n} min ratio {p['min_ratio']:.2f}x" for n, p in record["peers"].items())
             print(f"{record['name']}: {record['tokens_per_s']:,.0f} tok/s, "
-                  f"{record['fraction_of_peak']:.0%} of peak" + (f"; {summary}" if summary else ""),
+                  f"{record['fraction_of_peak']:.0%} of the peak measured before" + (f"; {summary}" if summary else ""),
                   file=sys.stderr, flush=True)
         return records
     finally:
