@@ -61,6 +61,15 @@ def test_harness_task_on_local_jsonl_matches_simscale(tmp_path, model, monkeypat
         assert harness[f"{metric}_stderr,none"] == pytest.approx(ours[metric]["stderr"])
 
 
+def test_registering_simscale_keeps_lm_evals_own_models():
+    # lm-eval 0.4.13 imports its built-in models only while the registry is empty: registering
+    # `simscale` first made model="hf" unknown ("Supported model names: simscale")
+    from lm_eval.api.registry import get_model
+
+    assert get_model("simscale") is SimscaleLM
+    assert get_model("hf").__name__ == "HFLM"
+
+
 class _Request:
     def __init__(self, *args):
         self.args = args

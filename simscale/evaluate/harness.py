@@ -15,6 +15,7 @@ try:
     from lm_eval import utils as lm_utils
     from lm_eval.api.model import LM
     from lm_eval.api.registry import register_model
+    import lm_eval.models  # noqa: F401 - lm-eval registers its own models (hf, ...) only into an empty registry
 except ImportError as e:
     raise ImportError(f"the lm-eval adapter needs lm-eval: pip install 'simscale[lmeval]' ({e})") from None
 
