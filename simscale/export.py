@@ -3,8 +3,9 @@
     python -m simscale.export --run RUNDIR --out DIR
 
 DIR gets config.json, model.safetensors (float32) and the run's tokenizer as a
-PreTrainedTokenizerFast with simscale's special tokens, so `LlamaForCausalLM.from_pretrained(DIR)`
-and `AutoTokenizer.from_pretrained(DIR)` give simscale's logits and token ids. The parameters are
+PreTrainedTokenizerFast with simscale's special tokens, encoding as simscale's scorer does (`<s>`
+first, a space before text that does not start with one), so `LlamaForCausalLM.from_pretrained(DIR)`
+gives simscale's logits and lm-eval's `hf` model scores an export as `simscale.evaluate` does. The parameters are
 the run's final checkpoint (refused when the newest readable one is older, unless
 --allow_earlier_step). Needs the `hf` extra (transformers, safetensors) but not torch.
 """
@@ -57,6 +58,22 @@ def hf_state_dict(params, model_cfg) -> dict[str, np.ndarray]:
     return state
 
 
+def scoring_tokenizer(tokenizer_path):
+    """The run's tokenizer encoding text as simscale's scorer does (scoring.TextEncoder.encode_pair):
+    `<s>` first, then the text with a space before it unless it starts with whitespace. So lm-eval
+    and `tokenizer(text)` score an export on the same tokens as `simscale.evaluate`."""
+    from tokenizers import pre_tokenizers, processors
+
+    from simscale.data import tokenizer
+
+    tok = tokenizer.load(tokenizer_path)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    bos = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                                       special_tokens=[(BOS, bos)])
+    return tok
+
+
 def export(run_dir, out_dir, allow_earlier_step: bool = False) -> pathlib.Path:
     """Write run_dir's model and tokenizer to out_dir as a transformers directory; returns out_dir."""
     from safetensors.numpy import save_file
@@ -72,8 +89,8 @@ def export(run_dir, out_dir, allow_earlier_step: bool = False) -> pathlib.Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(hf_config(cfg.model), indent=1) + "\n")
     save_file(hf_state_dict(params, cfg.model), str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), bos_token=BOS, eos_token=EOS,
-                                  unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]",
+    tok = PreTrainedTokenizerFast(tokenizer_object=scoring_tokenizer(tokenizer_path), bos_token=BOS,
+                                  eos_token=EOS, unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]",
                                   model_max_length=cfg.model.max_len)
     tok.save_pretrained(str(out_dir))
     (out_dir / "simscale.json").write_text(json.dumps({"run": str(run_dir.absolute()), "step": step}) + "\n")

@@ -8,7 +8,7 @@ import pytest
 import simscale.train
 from simscale import export
 from simscale.config import run_config
-from simscale.data import tokenizer
+from simscale.evaluate.scoring import TextEncoder
 from simscale.model import apply
 from simscale.train.checkpoint import load_params
 
@@ -42,12 +42,13 @@ def test_exported_model_gives_simscales_logits_and_tokens(text_run, tmp_path):
     assert export.main(["--run", str(text_run), "--out", str(out)]) == 0
     model = transformers.LlamaForCausalLM.from_pretrained(out).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
-    ours = tokenizer.load(text_run / "tokenizer.json")
+    ours = TextEncoder.from_file(text_run / "tokenizer.json")
     text = "the big dog sees a small cat ."
-    assert hf_tok(text, add_special_tokens=False)["input_ids"] == ours.encode(text).ids
-    assert (hf_tok.bos_token_id, hf_tok.eos_token_id) == (ours.token_to_id("<s>"), ours.token_to_id("</s>"))
+    context, continuation = ours.encode_pair("the big dog sees", " a small cat .")  # as the scorer reads it
+    assert hf_tok(text)["input_ids"] == context + continuation == [ours.bos_id] + ours.encode(" " + text)
+    assert hf_tok.eos_token_id == ours.tokenizer.token_to_id("</s>")
     params, cfg = load_params(text_run)
-    tokens = np.array([[ours.token_to_id("<s>")] + ours.encode(text).ids])
+    tokens = np.array([context + continuation])
     with torch.no_grad():
         hf_logits = model(input_ids=torch.from_numpy(tokens)).logits.numpy()
     np.testing.assert_allclose(hf_logits, np.asarray(apply(params, jnp.asarray(tokens), cfg.model)), atol=1e-4)
@@ -69,3 +70,60 @@ def test_export_refuses_what_it_cannot_export_in_one_line(text_run, tmp_path, ca
     assert "not the run's final step 30" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert export.main(["--run", str(unfinished), "--out", str(tmp_path / "o"), "--allow_earlier_step"]) == 0
+
+
+TASK_YAML = """task: export_toy
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{gold}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def test_lm_eval_scores_the_export_as_simscale_scores_the_run(text_run, tmp_path, monkeypatch):
+    """lm-eval's own `hf` model on the exported directory, a local multiple-choice task: the same
+    acc and acc_norm as simscale's evaluator on the run."""
+    lm_eval = pytest.importorskip("lm_eval", reason="lm-eval (optional extra) is not installed")
+    pytest.importorskip("accelerate", reason="lm-eval's hf model needs accelerate (the lmeval extra)")
+    from lm_eval.tasks import TaskManager
+
+    from simscale.evaluate import evaluator, tasks
+    from simscale.evaluate.scoring import Scorer
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    out = tmp_path / "hf"
+    assert export.main(["--run", str(text_run), "--out", str(out)]) == 0
+    rng = np.random.default_rng(3)
+    rows = [{"context": f"the {a} dog sees", "choices": ["a cat .", "the bird", "runs and sleeps ."],
+             "gold": int(rng.integers(3))} for a in ("big", "small", "red", "happy") for _ in range(3)]
+    data = tmp_path / "toy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "toy.yaml").write_text(TASK_YAML.format(path=data))
+    evaluated = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={out},dtype=float32,device=cpu",
+                                        tasks=["export_toy"], task_manager=TaskManager(include_path=str(tmp_path)),
+                                        bootstrap_iters=10, log_samples=True)
+    params, cfg = load_params(text_run)
+    scorer, encoder = Scorer(params, cfg.model), TextEncoder.from_file(text_run / "tokenizer.json")
+    # every choice's log-likelihood (the continuation is lm-eval's target_delimiter, a space, then the
+    # choice), lm-eval's through the export against simscale's scorer on the run
+    samples = sorted(evaluated["samples"]["export_toy"], key=lambda sample: sample["doc_id"])
+    theirs = [resp[0][0] for sample in samples for resp in sample["resps"]]
+    mine = [logprob for logprob, _ in scorer.score([encoder.encode_pair(r["context"], " " + c)
+                                                    for r in rows for c in r["choices"]])]
+    np.testing.assert_allclose(theirs, mine, atol=1e-3)
+    ours = {r["metric"]: r for r in evaluator.score_tasks(scorer, encoder, [tasks.jsonl_task(data)])}
+    for metric in ("acc", "acc_norm"):
+        assert evaluated["results"]["export_toy"][f"{metric},none"] == pytest.approx(ours[metric]["value"])
