@@ -1,6 +1,8 @@
 """Shared test fixtures: the reference data folder and small configs; `preset` (import it:
-`from conftest import preset`) loads a preset of sweeps/grid.py as the CLIs do."""
+`from conftest import preset`) loads a preset of sweeps/grid.py as the CLIs do, and
+`harness_task` writes a local lm-eval multiple-choice task."""
 import importlib.util
+import json
 import os
 import pathlib
 
@@ -26,6 +28,35 @@ def preset(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(f"preset={name}")
+
+
+HARNESS_TASK_YAML = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{gold}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def harness_task(folder: pathlib.Path, name: str, rows: list[dict]) -> pathlib.Path:
+    """folder/NAME.jsonl with `rows` ({context, choices, gold}) and folder/NAME.yaml, an lm-eval task of
+    that name on it (load it with TaskManager(include_path=folder)); returns the jsonl's path."""
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / f"{name}.yaml").write_text(HARNESS_TASK_YAML.format(name=name, path=data))
+    return data
 
 
 cpu_runtime.configure()  # as the entry points do, before any test computes

@@ -1,6 +1,4 @@
 """The lm-evaluation-harness adapter, offline: a harness task defined on a local jsonl file."""
-import json
-
 import jax
 import pytest
 
@@ -11,26 +9,9 @@ from simscale.model import init
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval (optional extra) is not installed")
 from simscale.evaluate.harness import SimscaleLM  # noqa: E402
+from conftest import harness_task  # noqa: E402
 from test_evaluate import encoder  # noqa: E402,F401  (the test tokenizer fixture)
 
-TASK_YAML = """task: simscale_toy
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{context}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{gold}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +27,7 @@ def test_harness_task_on_local_jsonl_matches_simscale(tmp_path, model, monkeypat
     rows = [{"context": f"Q: is the {a} dog {b}?\nA:", "choices": ["yes", "no", "the big dog runs"],
              "gold": i % 3} for i, (a, b) in enumerate([(a, b) for a in ("big", "old", "red", "happy")
                                                        for b in ("small", "little", "old")])]
-    data = tmp_path / "toy.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "toy.yaml").write_text(TASK_YAML.format(path=data))
+    data = harness_task(tmp_path, "simscale_toy", rows)
     from lm_eval.tasks import TaskManager
 
     out = lm_eval.simple_evaluate(model=model, tasks=["simscale_toy"],

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import simscale.train
+from conftest import harness_task
 from simscale import export
 from simscale.config import run_config
 from simscale.evaluate.scoring import TextEncoder
@@ -72,24 +73,6 @@ def test_export_refuses_what_it_cannot_export_in_one_line(text_run, tmp_path, ca
     assert export.main(["--run", str(unfinished), "--out", str(tmp_path / "o"), "--allow_earlier_step"]) == 0
 
 
-TASK_YAML = """task: export_toy
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{context}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{gold}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 def test_lm_eval_scores_the_export_as_simscale_scores_the_run(text_run, tmp_path, monkeypatch):
@@ -109,9 +92,7 @@ def test_lm_eval_scores_the_export_as_simscale_scores_the_run(text_run, tmp_path
     rng = np.random.default_rng(3)
     rows = [{"context": f"the {a} dog sees", "choices": ["a cat .", "the bird", "runs and sleeps ."],
              "gold": int(rng.integers(3))} for a in ("big", "small", "red", "happy") for _ in range(3)]
-    data = tmp_path / "toy.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "toy.yaml").write_text(TASK_YAML.format(path=data))
+    data = harness_task(tmp_path, "export_toy", rows)
     evaluated = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={out},dtype=float32,device=cpu",
                                         tasks=["export_toy"], task_manager=TaskManager(include_path=str(tmp_path)),
                                         bootstrap_iters=10, log_samples=True)
