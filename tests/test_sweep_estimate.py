@@ -6,6 +6,7 @@ import pathlib
 import pytest
 
 from conftest import preset
+from simscale.config import program_key
 from simscale.sweep import estimate, store
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def test_the_reduced_batch_estimate_is_checked_on_a_full_batch(monkeypatch, tmp_
     assert check["shape"] == "w32d2" and check["tokens_per_s"] == 500.0
     assert check["full_batch"]["tokens_per_s"] == pytest.approx(full)
     assert check["time_error"] == pytest.approx(full / 500.0 - 1)  # 0.969: a time estimate about twice too long
-    by_width = {r.cfg.model.hidden: speeds[estimate.shape_key(r.cfg)] for r in runs}
+    by_width = {r.cfg.model.hidden: speeds[program_key(r.cfg, speed_only=True)] for r in runs}
     assert by_width[32] == (pytest.approx(full), "calibrated (full batch)") and by_width[64] == (500.0, "calibrated")
     line = report.dry_run_table([estimate.sizes(r, 10**9) | dict(est_time_s=1.0, est_method="x") for r in runs],
                                 check=check).splitlines()[-1]
@@ -113,7 +114,7 @@ def test_shapes_past_the_budget_are_scaled_by_flops(recorded_train, tmp_path):
     runs = expand(cfg)
     speeds = estimate.throughputs(runs, tmp_path, calibrate_steps=3, batch=8, budget_s=0)
     assert [(c["hidden"], c["layers"]) for c in recorded_train] == [(32, 2)]  # the cheapest shape only
-    by_shape = {(r.cfg.model.hidden, r.cfg.model.layers): speeds[estimate.shape_key(r.cfg)] for r in runs}
+    by_shape = {(r.cfg.model.hidden, r.cfg.model.layers): speeds[program_key(r.cfg, speed_only=True)] for r in runs}
     assert by_shape[32, 2] == (1000.0, "calibrated")
     speed, method = by_shape[1024, 8]
     assert method == "FLOPs, as w32d2"

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import preset
-from simscale.config import ConfigError
+from simscale.config import ConfigError, program_key
 from simscale.model import counting
 from simscale.sweep import executors, grid, store
 from simscale import validation
@@ -254,8 +254,8 @@ def test_time_estimates_come_from_past_runs_of_the_same_shape(tmp_path):
         for event, t in (("start", 100.0), ("done", 100.0 + seconds)):
             (rdir / "attempts.jsonl").open("a").write(json.dumps(dict(event=event, time=t)) + "\n")
     speeds = estimate.throughputs(runs, tmp_path, calibrate_steps=0)  # measured only
-    assert speeds == {estimate.shape_key(runs[0].cfg): (pytest.approx(2 / (10 / 5120 + 30 / 5120)), "past runs")}
-    assert estimate.shape_key(runs[2].cfg) not in speeds  # width 32: never measured, no guess
+    assert speeds == {program_key(runs[0].cfg, speed_only=True): (pytest.approx(2 / (10 / 5120 + 30 / 5120)), "past runs")}
+    assert program_key(runs[2].cfg, speed_only=True) not in speeds  # width 32: never measured, no guess
     assert estimate.sizes(runs[0], 0)["tokens"] == 5120
 
 
@@ -290,3 +290,21 @@ def test_a_corrupt_status_json_of_an_unfinished_run_resumes_it(tmp_path, caplog)
     assert [a["event"] for a in store.attempts(rdir)] == ["start", "done"]
     assert store.attempts(rdir)[0]["step"] == 10  # resumed from the newest checkpoint
     assert sum("was unreadable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_program_key_covers_every_key_but_the_listed_ones():
+    """A key added to `model` or `train` changes the key that compiled programs, the sweep's run order and
+    its time estimates are shared by; cadences never do, and the speed key ignores the optimiser's values."""
+    from simscale.config import run_config
+
+    base = run_config()
+    new_key = run_config()
+    new_key.train.future_setting = 1
+    cadence = run_config()
+    cadence.train.update(dict(log_every=1, eval_every=2, checkpoint_every=3, steps=9, tokens=99))
+    other_lr, other_width = run_config(), run_config()
+    other_lr.train.lr, other_width.model.hidden = 1e-4, 128
+    assert program_key(new_key) != program_key(base) and program_key(cadence) == program_key(base)
+    assert program_key(other_lr) != program_key(base)
+    assert program_key(other_lr, speed_only=True) == program_key(base, speed_only=True)
+    assert program_key(other_width, speed_only=True) != program_key(base, speed_only=True)

@@ -300,6 +300,27 @@ def test_grad_accumulation_matches_one_big_batch():
     np.testing.assert_allclose(p1.eval(s1["params"], tokens), p2.eval(s1["params"], tokens), rtol=1e-6)
 
 
+def test_every_train_setting_that_enters_the_program_gets_its_own_compiled_program():
+    """The cache of compiled programs is keyed on the whole model and train sections less the keys
+    that cannot change a program (cadences, budget): a cosine_cycles change (left out of the key
+    before) must not reuse the other schedule's program."""
+    step_lib.clear_cache()
+    mesh = mesh_lib.make_mesh(tiny_config().mesh)
+    half, quarter, cadence = tiny_config(), tiny_config(), tiny_config()
+    quarter.train.cosine_cycles = 0.25
+    cadence.train.update(dict(log_every=7, eval_every=3, checkpoint_every=9))
+    p_half, p_quarter = step_lib.program(half, 20, mesh), step_lib.program(quarter, 20, mesh)
+    assert p_quarter is not p_half
+    assert step_lib.program(cadence, 20, mesh) is p_half
+    tokens = jax.device_put(next(stream.batches(half, "train")), p_half.batch_sharding)
+    state = p_half.init(0)
+    state["step"] = jnp.asarray(11, jnp.int32)  # 9 of 18 decay steps: cosine progress 0.5
+    # lr * (1 + cos(2 pi c p)) / 2 with lr_floor 0.1: c = 0.5 gives 0.55 lr, c = 0.25 gives 0.8182 lr
+    assert float(p_half.train(jax.tree.map(jnp.copy, state), tokens)[1]["lr"]) == pytest.approx(0.01 * 0.55)
+    quarter_lr = 0.01 * (0.1 + 0.9 * (1 + math.cos(math.pi * 0.5 * 9 / 18)) / 2)
+    assert float(p_quarter.train(state, tokens)[1]["lr"]) == pytest.approx(quarter_lr)
+
+
 def test_schedules():
     tc = tiny_config().train
     tc.update(dict(lr=1.0, warmup_steps=10, lr_floor=0.1, decay_fraction=0.2))

@@ -40,12 +40,13 @@ def preset(name: str) -> ConfigDict:
 
 def shapes(sweep_cfg: ConfigDict) -> list[ConfigDict]:
     """The run config of each distinct shape of a sweep (its first run), cheapest first."""
+    from simscale.config import program_key
     from simscale.model import counting
     from simscale.sweep import grid
 
     first = {}
     for run in grid.expand(sweep_cfg):
-        first.setdefault(run.shape, run.cfg)
+        first.setdefault(program_key(run.cfg, speed_only=True), run.cfg)
     return sorted(first.values(), key=lambda c: counting.flops_per_token(c.model, c.train.seq_len))
 
 

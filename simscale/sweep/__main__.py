@@ -17,7 +17,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from simscale import cli, compile_cache, cpu_runtime, tmpfiles
-from simscale.config import ConfigError, to_dict
+from simscale.config import ConfigError, program_key, to_dict
 from simscale.sweep import estimate, executors, grid, report, store
 from simscale.validation import check_folder, check_keys
 
@@ -63,7 +63,7 @@ def _records(runs, workdir: pathlib.Path, cfg) -> tuple[list[dict], dict | None]
                                       cfg.sweep.get("calibration_budget_s", float("inf")))
         check = estimate.batch_check(workdir)
     for run, rec in zip(runs, records):
-        key = estimate.shape_key(run.cfg)
+        key = program_key(run.cfg, speed_only=True)
         speed, method = speeds.get(key, (None, None))
         rec["est_time_s"], rec["est_method"] = (rec["tokens"] / speed if speed else None), method
         if check and check["key"] == key:

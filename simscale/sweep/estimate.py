@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import pathlib
@@ -28,6 +27,7 @@ import sys
 import tempfile
 import time
 
+from simscale.config import program_key
 from simscale.jsonio import read_jsonl
 from simscale.model import counting
 from simscale.sweep import store
@@ -59,13 +59,6 @@ def sizes(run: Run, epoch_tokens: int) -> dict:
                 flops=counting.flops_per_token(m, t.seq_len, convention) * tokens, flops_convention=convention)
 
 
-def shape_key(cfg) -> str:
-    from simscale.config import to_dict
-
-    t = cfg.train
-    return json.dumps([to_dict(cfg.model), t.batch_size, t.seq_len, t.grad_accum], sort_keys=True)
-
-
 def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
     """tokens/s by shape key: calibrations, overridden by the workdir's past runs (the harmonic mean
     over a shape's runs, so that the first run's compilation is spread over all of them)."""
@@ -78,7 +71,7 @@ def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
         cfg = store.read_json(rdir / "config.json")
         speed = _wall_speed(rdir) or _median_speed(rdir / "metrics.jsonl")
         if cfg and speed:
-            speeds.setdefault(shape_key(from_dict(backfill(cfg)[0])), []).append(speed)
+            speeds.setdefault(program_key(from_dict(backfill(cfg)[0]), speed_only=True), []).append(speed)
     found.update({key: statistics.harmonic_mean(values) for key, values in speeds.items()})
     return found
 
@@ -161,7 +154,8 @@ def throughputs(runs: list[Run], workdir: pathlib.Path, calibrate_steps: int, ba
     past = measured_throughput(workdir)
     known = {key: (speed, _calibrated_method(calibrated[key]) if key in calibrated else "past runs")
              for key, speed in past.items()}
-    missing = {shape_key(r.cfg): r for r in sorted(runs, key=_flops_per_token) if shape_key(r.cfg) not in known}
+    missing = {program_key(r.cfg, speed_only=True): r for r in sorted(runs, key=_flops_per_token)
+               if program_key(r.cfg, speed_only=True) not in known}
     if not (calibrate_steps and missing):
         return known
     start, reference = time.monotonic(), None
@@ -201,7 +195,7 @@ def _full_batch(run: Run, reduced: dict, reduced_s: float, budget_s: float) -> d
 
 def batch_check(workdir: pathlib.Path) -> dict | None:
     """How good the reduced-batch estimate was on the shape also timed at its full batch:
-    {key (shape_key), shape, batch_size, tokens_per_s, full_batch: {batch_size, tokens_per_s} | {skipped},
+    {key (config.program_key, speed_only), shape, batch_size, tokens_per_s, full_batch: {batch_size, tokens_per_s} | {skipped},
     time_error: the reduced-batch time estimate / the full-batch one - 1}; None when no shape was."""
     for key, record in store.read_json(pathlib.Path(workdir) / "calibration.json", {}).items():
         if isinstance(record, dict) and "full_batch" in record:

@@ -18,7 +18,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
-from simscale.config import from_dict, to_dict
+from simscale.config import from_dict, program_key, to_dict
 from simscale.sweep import store
 
 if TYPE_CHECKING:  # workers import this module before their devices are pinned: keep it light
@@ -132,9 +132,9 @@ def _order(runs: list[Run], workers: int) -> list[Run]:
     from simscale.model import counting
     from simscale.sweep import estimate
 
-    by_shape: dict[tuple, list[Run]] = {}
+    by_shape: dict[str, list[Run]] = {}
     for r in runs:
-        by_shape.setdefault(r.shape, []).append(r)
+        by_shape.setdefault(program_key(r.cfg), []).append(r)
     groups = list(by_shape.values())
     if workers <= 1:
         return [r for g in groups for r in g]

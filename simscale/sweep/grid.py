@@ -32,13 +32,6 @@ class Run:
     cfg: ConfigDict  # the resolved run config (no `sweep` section)
     point: dict  # the axis values that made it
 
-    @property
-    def shape(self) -> tuple:
-        """What compiled functions depend on: runs sharing it reuse compilations."""
-        m, t = self.cfg.model, self.cfg.train
-        return (m.hidden, m.layers, m.heads, m.kv_heads, m.intermediate, m.vocab_size,
-                t.batch_size, t.seq_len, m.param_dtype, m.compute_dtype)
-
 
 def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
     """Every run of the sweep, validated; raises ConfigError listing every bad run."""

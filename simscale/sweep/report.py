@@ -100,8 +100,7 @@ def _progress_speed(rdir: pathlib.Path, status: dict, cfg) -> float | None:
 
 def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, float]) -> str:
     """done/running/failed/pending per run, last loss and ETA (remaining tokens / measured tokens/s)."""
-    from simscale.config import backfill, from_dict
-    from simscale.sweep.estimate import shape_key
+    from simscale.config import backfill, from_dict, program_key
 
     rows, counts, eta_total = [], {}, 0.0
     for entry in runs:
@@ -113,7 +112,7 @@ def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, floa
         status = store.run_status(rdir)
         total = entry["tokens"]
         done_tokens = last.get("tokens", 0) if state != "done" else total
-        speed = _progress_speed(rdir, status, cfg) or speeds.get(shape_key(cfg))
+        speed = _progress_speed(rdir, status, cfg) or speeds.get(program_key(cfg, speed_only=True))
         eta = 0.0 if state in ("done", "failed") else ((total - done_tokens) / speed if speed else None)
         eta_total = None if eta is None or eta_total is None else eta_total + eta
         age = time.time() - status["updated"] if status.get("updated") else None

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from simscale.config import ConfigError, to_dict
+from simscale.config import ConfigError, program_key
 from simscale.model import llama
 from simscale.train import mesh as mesh_lib
 from simscale.train import optim
@@ -220,16 +220,12 @@ def build(cfg, total_steps: int, mesh) -> Program:
         abstract_state=abstract, batch_sharding=batch_sh, global_batch_shape=shape)
 
 
-# Settings that change the compiled program; the rest (cadences, seed, data) do not.
-_TRAIN_KEYS = ("batch_size", "seq_len", "grad_accum", "loss_chunk", "lr", "warmup_steps", "schedule", "lr_floor",
-               "decay_fraction", "b1", "b2", "eps", "weight_decay", "decay", "clip_norm")
 _CACHE: dict[str, Program] = {}
 
 
 def program(cfg, total_steps: int, mesh) -> Program:
     """build() memoised on what the compiled code depends on, so a sweep compiles each shape once."""
-    key = json.dumps([to_dict(cfg.model), {k: cfg.train[k] for k in _TRAIN_KEYS}, total_steps,
-                      dict(mesh.shape), [d.id for d in mesh.devices.flat]], sort_keys=True)
+    key = json.dumps([program_key(cfg), total_steps, dict(mesh.shape), [d.id for d in mesh.devices.flat]])
     if key not in _CACHE:
         _CACHE[key] = build(cfg, total_steps, mesh)
     return _CACHE[key]
