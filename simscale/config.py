@@ -16,6 +16,9 @@ class ConfigError(ValueError):
     """A user-fixable problem with a config value; the message names the key."""
 
 
+VARIANTS = ("simplified", "unrestricted")  # data.variant: the paper's simplified text and its control
+
+
 def model_config() -> ConfigDict:
     """LLaMA shape and numerics (paper: 8 heads, intermediate 4 x hidden, ctx 128)."""
     return ConfigDict(

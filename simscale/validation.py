@@ -15,9 +15,7 @@ import pathlib
 
 from ml_collections import ConfigDict
 
-from simscale.config import SWEEP_AXES, ConfigError, flat, run_config, sweep_config, to_dict
-
-VARIANTS = ("simplified", "unrestricted")
+from simscale.config import SWEEP_AXES, VARIANTS, ConfigError, flat, run_config, sweep_config, to_dict
 
 
 def known_keys() -> list[str]:
@@ -47,17 +45,34 @@ def check_keys(cfg: ConfigDict | dict) -> None:
             raise ConfigError(unknown_key_message(key, known))
 
 
+def choices() -> dict[str, tuple]:
+    """The values each enumerated key may take, from the module that acts on the key."""
+    from simscale.data import sources
+    from simscale.model import backend, counting
+    from simscale.train import optim
+
+    return {"model.kernels": backend.KERNELS, "model.attention": backend.ATTENTION,
+            "train.schedule": optim.SCHEDULES, "train.decay": optim.DECAY,
+            "train.flops_convention": tuple(counting.FLOPS_CONVENTIONS),
+            "data.source": ("synthetic", *sources.SOURCES), "data.variant": VARIANTS,
+            "data.format": sources.FORMATS, "data.validation_unit": ("documents", "rows")}
+
+
 def problems(cfg: ConfigDict, n_devices: int) -> list[str]:
     """Every problem with one resolved run config (empty when it can train)."""
-    m, t = cfg.model, cfg.train
-    errors = []
-    if cfg.data.variant not in VARIANTS:
-        errors.append(f"data.variant={cfg.data.variant!r} is not one of {VARIANTS}")
-    for key, value in (("model.hidden", m.hidden), ("model.layers", m.layers), ("model.heads", m.heads),
-                       ("model.vocab_size", m.vocab_size), ("train.batch_size", t.batch_size),
-                       ("train.seq_len", t.seq_len)):
-        if value <= 0:
-            errors.append(f"{key}={value} must be positive")
+    return (_choice_problems(cfg, ("model.", "train.")) + _model_problems(cfg.model)
+            + _train_problems(cfg, n_devices) + data_problems(cfg))
+
+
+def _choice_problems(cfg: ConfigDict, sections: tuple[str, ...]) -> list[str]:
+    values = flat(to_dict(cfg))
+    return [f"{key}={values[key]!r}: choose one of {allowed}" for key, allowed in choices().items()
+            if key.startswith(sections) and key in values and values[key] not in allowed]
+
+
+def _model_problems(m) -> list[str]:
+    errors = [f"model.{key}={m[key]} must be positive" for key in ("hidden", "layers", "heads", "vocab_size")
+              if m[key] <= 0]
     if m.heads > 0 and m.hidden % m.heads:
         errors.append(f"model.hidden={m.hidden} is not divisible by model.heads={m.heads}")
     elif m.heads > 0 and m.hidden > 0 and (m.hidden // m.heads) % 2:
@@ -65,10 +80,25 @@ def problems(cfg: ConfigDict, n_devices: int) -> list[str]:
                       f"{m.hidden // m.heads}: rotary embeddings need an even one")
     if m.kv_heads and m.heads % m.kv_heads:
         errors.append(f"model.heads={m.heads} is not divisible by model.kv_heads={m.kv_heads}")
-    if t.seq_len > m.max_len:
-        errors.append(f"train.seq_len={t.seq_len} exceeds model.max_len={m.max_len}")
+    return errors
+
+
+def _train_problems(cfg: ConfigDict, n_devices: int) -> list[str]:
+    t = cfg.train
+    errors = [f"train.{key}={t[key]} must be positive" for key in ("batch_size", "seq_len") if t[key] <= 0]
+    if t.seq_len > cfg.model.max_len:
+        errors.append(f"train.seq_len={t.seq_len} exceeds model.max_len={cfg.model.max_len}")
     if t.steps < 0 or t.tokens < 0:
         errors.append(f"train.steps={t.steps} and train.tokens={t.tokens} must not be negative")
+    if not 0.0 <= t.lr_floor <= 1.0:
+        errors.append(f"train.lr_floor={t.lr_floor} must be a fraction of the peak in [0, 1]")
+    if not 0.0 < t.cosine_cycles <= 0.5:
+        errors.append(f"train.cosine_cycles={t.cosine_cycles} must lie in (0, 0.5] (0.5: a half cosine down to "
+                      "lr_floor; 0.25, Hugging Face's num_cycles=0.25: a quarter, ending halfway)")
+    if not 0.0 <= t.decay_fraction <= 1.0:
+        errors.append(f"train.decay_fraction={t.decay_fraction} must lie in [0, 1]")
+    if t.warmup_steps < 0 or t.lr <= 0:
+        errors.append(f"train.lr={t.lr} must be > 0 and train.warmup_steps={t.warmup_steps} >= 0")
     from simscale.train.mesh import mesh_shape  # the trainer's own rules
 
     try:
@@ -82,6 +112,29 @@ def problems(cfg: ConfigDict, n_devices: int) -> list[str]:
             errors.append(f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.grad_accum}) is not "
                           f"divisible by the {data * fsdp} data-parallel device(s) of the mesh")
     return errors
+
+
+def data_problems(cfg: ConfigDict) -> list[str]:
+    """Problems of the data section that need no files (the sources name missing files as they read)."""
+    d, errors = cfg.data, _choice_problems(cfg, ("data.",))
+    if not 0 <= d.validation_fraction < 1:
+        errors.append(f"data.validation_fraction={d.validation_fraction}: give a fraction in [0, 1)")
+    if d.validation_unit == "rows" and not d.validation_fraction:
+        errors.append("data.validation_unit='rows' holds out data.validation_fraction of the rows: give a fraction > 0")
+    if d.max_train_tokens < 0:
+        errors.append(f"data.max_train_tokens={d.max_train_tokens}: give 0 (all) or a token count")
+    if d.min_span_len < 0 or d.max_oov_p < 0:
+        errors.append("data.min_span_len and data.max_oov_p must not be negative")
+    if d.source != "synthetic" and cfg.model.vocab_size < 300:
+        errors.append(f"model.vocab_size={cfg.model.vocab_size} must be >= 300 for text (byte-level BPE needs 256 "
+                      "byte tokens plus the special tokens)")
+    return errors
+
+
+def raise_first(errors: list[str]) -> None:
+    """ConfigError with the first problem (and how many more there are), if any."""
+    if errors:
+        raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
 
 
 def check_folder(path, flag: str, created: bool = True) -> None:
@@ -112,6 +165,4 @@ def check(cfg: ConfigDict, n_devices: int) -> None:
     A `sweep` section is not looked at: training ignores it (the sweep checks it with check_keys).
     """
     check_keys({k: v for k, v in to_dict(cfg).items() if k != "sweep"})
-    errors = problems(cfg, n_devices)
-    if errors:
-        raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
+    raise_first(problems(cfg, n_devices))

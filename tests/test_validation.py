@@ -50,3 +50,22 @@ def test_every_preset_passes():
     for name in PRESETS:
         check_keys(get_config(name))
     check_keys(run_config())
+
+
+def test_every_bad_value_is_listed_before_anything_trains():
+    """Enumerated keys, optimiser and data values are refused with the model and mesh ones (the schedule,
+    decay and data values were checked only once a run had started, so a sweep began training)."""
+    from simscale.validation import problems
+
+    cfg = smoke()
+    cfg.train.update(dict(schedule="bogus", cosine_cycles=0.9, decay="some"))
+    cfg.data.update(dict(validation_fraction=1.5, format="csv"))
+    cfg.model.attention = "flash"
+    listed = problems(cfg, 1)
+    assert "train.schedule='bogus': choose one of ('cosine', 'wsd', 'constant')" in listed
+    assert "train.decay='some': choose one of ('matrices', 'all', 'none')" in listed
+    assert "model.attention='flash': choose one of ('auto', 'xla', 'cudnn')" in listed
+    assert "data.format='csv': choose one of ('auto', 'text', 'jsonl', 'parquet')" in listed
+    assert any(p.startswith("train.cosine_cycles=0.9 must lie in (0, 0.5]") for p in listed)
+    assert "data.validation_fraction=1.5: give a fraction in [0, 1)" in listed
+    assert len(listed) == 6

@@ -17,8 +17,8 @@ from simscale.analysis.collect import Run, collect, finished, write_points
 from simscale.analysis.fit import extrapolation, fit_law
 from simscale.analysis.optimal import group_budgets
 from simscale.analysis.vpnls import fit_vpnls
+from simscale.config import VARIANTS
 
-VARIANTS = ("simplified", "unrestricted")
 MULTIPLIER_DRAWS = 1000  # parametric bootstrap draws for the size multiplier's interval
 
 

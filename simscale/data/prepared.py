@@ -32,11 +32,11 @@ import numpy as np
 
 from simscale import tmpfiles
 from simscale.config import ConfigError
+from simscale.validation import data_problems, raise_first
 from simscale.data import datasets, manifest, simplify, sources, tokenizer
 from simscale.data.vocab import cache_dir as default_cache, load_vocabulary
 
 FORMAT_VERSION = 4
-VARIANTS = ("simplified", "unrestricted")
 _META = "prepared.json"
 
 
@@ -105,25 +105,9 @@ def _with_variant(cfg, variant: str):
 
 
 def _check(cfg) -> None:
-    d = cfg.data
-    if d.variant not in VARIANTS:
-        raise ConfigError(f"data.variant={d.variant!r}: choose simplified or unrestricted")
-    if d.source == "synthetic":
+    if cfg.data.source == "synthetic":
         raise ConfigError("data.source='synthetic' needs no preparation")
-    if not 0 <= d.validation_fraction < 1:
-        raise ConfigError(f"data.validation_fraction={d.validation_fraction}: give a fraction in [0, 1)")
-    if d.validation_unit not in ("documents", "rows"):
-        raise ConfigError(f"data.validation_unit={d.validation_unit!r}: choose documents or rows")
-    if d.validation_unit == "rows" and not d.validation_fraction:
-        raise ConfigError("data.validation_unit='rows' holds out data.validation_fraction of the rows: "
-                          "give a fraction > 0")
-    if d.max_train_tokens < 0:
-        raise ConfigError(f"data.max_train_tokens={d.max_train_tokens}: give 0 (all) or a token count")
-    if d.min_span_len < 0 or d.max_oov_p < 0:
-        raise ConfigError("data.min_span_len and data.max_oov_p must not be negative")
-    if cfg.train.seq_len < 1 or cfg.model.vocab_size < 300:
-        raise ConfigError("train.seq_len must be >= 1 and model.vocab_size >= 300 (byte-level BPE "
-                          "needs 256 byte tokens plus the special tokens)")
+    raise_first(data_problems(cfg))
 
 
 def _load(path: pathlib.Path) -> PreparedData:

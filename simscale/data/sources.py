@@ -15,7 +15,8 @@ from typing import Iterator
 
 from simscale.config import ConfigError
 
-SOURCES = ("bigbench", "files", "tfds", "hf")
+SOURCES = ("bigbench", "files", "tfds", "hf")  # data.source besides synthetic (simscale.validation checks)
+FORMATS = ("auto", "text", "jsonl", "parquet")  # data.format
 
 
 def documents(data_cfg, counts: dict | None = None) -> Iterator[str]:
@@ -29,8 +30,6 @@ def labelled_documents(data_cfg, counts: dict | None = None) -> Iterator[tuple[s
     counts = {} if counts is None else counts
     counts.setdefault("replaced_bytes", 0)
     readers = {"bigbench": _bigbench, "files": _files, "tfds": _tfds, "hf": _hf}
-    if data_cfg.source not in readers:
-        raise ConfigError(f"data.source={data_cfg.source!r}: choose one of synthetic, {', '.join(SOURCES)}")
     max_docs, max_bytes, size = data_cfg.max_documents, data_cfg.max_bytes, 0
     for i, (part, text) in enumerate(readers[data_cfg.source](data_cfg, counts)):
         if max_docs and i >= max_docs:
@@ -81,8 +80,6 @@ def file_paths(data_cfg) -> list[str]:
 
 def file_format(path: str, fmt: str = "auto") -> str:
     if fmt != "auto":
-        if fmt not in ("text", "jsonl", "parquet"):
-            raise ConfigError(f"data.format={fmt!r}: choose auto, text, jsonl or parquet")
         return fmt
     suffix = pathlib.Path(path).suffix.lower()
     return {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix, "text")

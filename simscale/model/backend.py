@@ -19,16 +19,14 @@ from simscale.config import ConfigError
 
 log = logging.getLogger("simscale.model")
 
-KERNELS = ("auto", "cpu", "generic")
-ATTENTION = ("auto", "xla", "cudnn")
+KERNELS = ("auto", "cpu", "generic")  # model.kernels (simscale.validation refuses others)
+ATTENTION = ("auto", "xla", "cudnn")  # model.attention
 _CUDNN_DTYPES = ("bfloat16", "float16")
 _logged: set[str] = set()
 
 
 def uses_cpu_kernels(cfg, backend: str | None = None) -> bool:
-    kernels = getattr(cfg, "kernels", "auto")  # configs saved before the key existed
-    if kernels not in KERNELS:
-        raise ConfigError(f"model.kernels={kernels!r}: choose one of {KERNELS}")
+    kernels = cfg.kernels
     if kernels == "auto":
         return (backend or jax.default_backend()) == "cpu"
     return kernels == "cpu"
@@ -64,8 +62,6 @@ def choose_attention(requested: str, backend: str, dtype, head_dim: int, cpu_ker
     auto: the CPU kernel with cpu kernels; on GPUs cuDNN where it supports the inputs, else XLA with
     the reason; XLA elsewhere. 'cudnn' where unsupported raises ConfigError naming the reason.
     """
-    if requested not in ATTENTION:
-        raise ConfigError(f"model.attention={requested!r}: choose one of {ATTENTION}")
     if requested == "xla":
         return "xla", "model.attention=xla"
     why_not = "backend " + backend if backend != "gpu" else cudnn_unsupported(dtype, head_dim, capability)

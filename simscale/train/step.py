@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from simscale.config import ConfigError, program_key
+from simscale.config import program_key
 from simscale.model import llama
 from simscale.train import mesh as mesh_lib
 from simscale.train import optim
@@ -137,15 +137,6 @@ class Program:
         return self.init_state(jax.random.key(seed))
 
 
-def check_batch(tc, mesh) -> None:
-    n = mesh_lib.batch_divisor(mesh)
-    if tc.grad_accum < 1 or tc.batch_size % tc.grad_accum:
-        raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by train.grad_accum={tc.grad_accum}")
-    if (tc.batch_size // tc.grad_accum) % n:
-        raise ConfigError(f"micro-batch {tc.batch_size // tc.grad_accum} (train.batch_size / train.grad_accum) "
-                          f"is not divisible by the {n} devices of the mesh's data x fsdp axes")
-
-
 def _init_fn(cfg, tx):
     def init_fn(rng):
         params = llama.init(rng, cfg.model)
@@ -174,9 +165,6 @@ def abstract_state(cfg, mesh, total_steps: int = 1):
 def build(cfg, total_steps: int, mesh) -> Program:
     """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use."""
     mc, tc = cfg.model, cfg.train
-    if tc.seq_len > mc.max_len:
-        raise ConfigError(f"train.seq_len={tc.seq_len} exceeds model.max_len={mc.max_len}")
-    check_batch(tc, mesh)
     tx = optim.optimizer(tc, total_steps, llama.logical_axes(mc))
     lr_fn = optim.schedule(tc, total_steps)
     init_fn = _init_fn(cfg, tx)
