@@ -101,8 +101,10 @@ def model_part(frames: tuple[tuple[str, str], ...]) -> str:
         name = function.rsplit(".", 1)[-1]
         if "/optax/" in file or file.endswith("simscale/train/optim.py"):
             return "optimizer update"
-        if file.endswith("simscale/train/step.py") and name != "compile":
-            return "optimizer update" if name == "train_fn" else "output head + loss"
+        if file.endswith("simscale/train/step.py") and name == "train_fn":
+            return "optimizer update"
+        if file.endswith("simscale/model/loss.py"):
+            return "output head + loss"
         if file.endswith(("simscale/model/cpu_kernels.py", "simscale/model/llama.py")):
             if name in _ATTENTION_FUNCTIONS:
                 return "attention (QK, softmax, PV)"

@@ -83,11 +83,11 @@ def test_innermost_and_wall_times():
 
 
 def test_model_part_uses_the_innermost_simscale_frame():
-    step, llama = "/x/simscale/train/step.py", "/x/simscale/model/llama.py"
-    assert profiling.model_part(((llama, "rms_norm"), (llama, "block"), (step, "_mean_loss"))) == "RMSNorm"
+    step, llama, loss = "/x/simscale/train/step.py", "/x/simscale/model/llama.py", "/x/simscale/model/loss.py"
+    assert profiling.model_part(((llama, "rms_norm"), (llama, "block"), (loss, "mean_loss"))) == "RMSNorm"
     optax_frame = ("/y/optax/_src/transform.py", "update_fn")
     assert profiling.model_part((optax_frame, (step, "build.<locals>.train_fn"))) == "optimizer update"
-    assert profiling.model_part(((step, "_head_chunk_grads.<locals>.chunk"),)) == "output head + loss"
+    assert profiling.model_part(((loss, "_head_chunk_grads.<locals>.chunk"),)) == "output head + loss"
     assert profiling.model_part((("/x/simscale/model/cpu_kernels.py", "_backward"),)).startswith("attention")
     assert profiling.model_part(()) == "other"
 

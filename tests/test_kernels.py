@@ -11,6 +11,7 @@ import pytest
 from simscale.config import ConfigError, run_config
 from simscale.data import stream
 from simscale.model import backend, llama
+from simscale.model import loss as loss_lib
 from simscale.train import mesh as mesh_lib
 from simscale.train import step as step_lib
 from simscale import validation
@@ -30,7 +31,7 @@ def tiny(**model):
 @functools.lru_cache(maxsize=None)
 def _grad_fn(kernels, remat, kv_heads, compute_dtype="float32"):
     cfg = tiny(kernels=kernels, remat=remat, kv_heads=kv_heads, compute_dtype=compute_dtype)
-    loss = functools.partial(step_lib._mean_loss, model_cfg=cfg.model, loss_chunk=cfg.train.loss_chunk)
+    loss = functools.partial(loss_lib.mean_loss, model_cfg=cfg.model, loss_chunk=cfg.train.loss_chunk)
     return jax.jit(jax.value_and_grad(loss)), cfg
 
 
@@ -90,7 +91,7 @@ def test_bfloat16_compute_keeps_residual_norms_softmax_and_loss_float32(kernels)
     cfg = tiny(kernels=kernels, compute_dtype="bfloat16", kv_heads=2)
     params = llama.init(jax.random.key(0), cfg.model)
     tokens = jnp.zeros((2, 17), jnp.int32)
-    loss = functools.partial(step_lib._mean_loss, model_cfg=cfg.model, loss_chunk=cfg.train.loss_chunk)
+    loss = functools.partial(loss_lib.mean_loss, model_cfg=cfg.model, loss_chunk=cfg.train.loss_chunk)
     eqns = list(_equations(jax.make_jaxpr(jax.value_and_grad(loss))(params, tokens).jaxpr))
     # Every forward matmul (7 projections + 2 attention products a block) takes bfloat16 (in the backward,
     # jax.nn's XLA attention multiplies its float32 score gradient by bfloat16 q and k: jax's own autodiff).

@@ -18,6 +18,7 @@ import pytest
 
 from simscale.config import ConfigError, run_config, to_dict
 from simscale.data import stream
+from simscale.model import loss as loss_lib
 from simscale.train import NonFiniteLoss, load_params, train
 from simscale.train import mesh as mesh_lib
 from simscale.train import optim
@@ -250,7 +251,7 @@ def test_fused_head_loss_matches_autodiff():
         logits = h @ head
         return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, targets[:, None], -1)[:, 0])
 
-    fused = lambda h, head: step_lib.fused_head_loss(h, head, targets, 4)  # noqa: E731 - 4 chunks of 32 rows
+    fused = lambda h, head: loss_lib.fused_head_loss(h, head, targets, 4)  # noqa: E731 - 4 chunks of 32 rows
     (loss_a, grads_a), (loss_b, grads_b) = (jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(h, head)
                                             for f in (plain, fused))
     np.testing.assert_allclose(loss_b, loss_a, rtol=1e-6)

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simscale.model import apply
+from simscale.model.loss import cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,9 @@ def _score_batch(params, tokens_BT, targets_BT, mask_BT, cfg):
     """Summed masked log-probabilities of the targets, and whether each target is the argmax
     (tested as target logit >= max logit: an argmax over the vocabulary is slow on XLA CPU)."""
     logits_BTV = apply(params, tokens_BT, cfg)
-    max_BT = jnp.max(logits_BTV, axis=-1)
+    logp_B = jnp.sum(jnp.where(mask_BT, -cross_entropy(logits_BTV, targets_BT), 0.0), axis=-1)
     target_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-    lse_BT = max_BT + jnp.log(jnp.sum(jnp.exp(logits_BTV - max_BT[..., None]), axis=-1))
-    logp_B = jnp.sum(jnp.where(mask_BT, target_BT - lse_BT, 0.0), axis=-1)
-    return logp_B, jnp.all((target_BT >= max_BT) | ~mask_BT, axis=-1)
+    return logp_B, jnp.all((target_BT >= jnp.max(logits_BTV, axis=-1)) | ~mask_BT, axis=-1)
 
 
 class Scorer:

@@ -1,7 +1,7 @@
 """The GPU check's markdown: one table of stages with their headline results, one of the shapes."""
 from __future__ import annotations
 
-from simscale.sweep.report import human
+from simscale.humanize import human
 
 
 def _pct(x) -> str:

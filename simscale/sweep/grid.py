@@ -19,7 +19,7 @@ from ml_collections import ConfigDict
 
 from simscale.config import SWEEP_AXES, ConfigError, config_hash, flat, run_config, to_dict
 from simscale.model import counting
-from simscale.sweep.report import human
+from simscale.humanize import human
 from simscale.validation import check_keys, problems
 
 AXES = SWEEP_AXES  # known axes, in expansion order

@@ -1,28 +1,11 @@
 """Tables: the dry run, the end-of-sweep summary and `status`."""
 from __future__ import annotations
 
-import math
 import pathlib
 import time
 
+from simscale.humanize import duration, human
 from simscale.sweep import store
-
-
-def human(x: float | None, unit: str = "") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{suffix}{unit}"
-    return f"{x:.3g}{unit}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

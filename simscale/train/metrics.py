@@ -2,27 +2,19 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
 from simscale import tmpfiles
+from simscale.humanize import duration
 from simscale.jsonio import read_jsonl, write_json
 
 
 def write_status(run_dir, status: str, step: int, **extra) -> None:
     write_json(Path(run_dir) / "status.json",
                {"status": status, "step": step, "updated": time.time(), **extra})
-
-
-def _format_eta(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def summary(record: dict) -> str:
@@ -79,7 +71,7 @@ class MetricsLog:
             done = step - self.start
             eta = (time.perf_counter() - self.t0) / done * (self.total - step) if done else float("inf")
             print(f"{self.name + ' ' if self.name else ''}step {step}/{self.total}  {summary(record)}  "
-                  f"eta {_format_eta(eta)}", flush=True)
+                  f"eta {duration(eta)}", flush=True)
 
     def close(self) -> None:
         if not self.enabled:

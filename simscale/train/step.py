@@ -13,90 +13,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from simscale.config import program_key
 from simscale.model import llama
+from simscale.model import loss as loss_lib
 from simscale.train import mesh as mesh_lib
 from simscale.train import optim
-
-
-def token_losses(params, tokens_BT1, model_cfg):
-    """Cross-entropy in nats of each next token, float32 [B, T]."""
-    logits_BTV = llama.apply(params, tokens_BT1[:, :-1], model_cfg)
-    targets_BT = tokens_BT1[:, 1:]
-    target_logit = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-    return jax.nn.logsumexp(logits_BTV, axis=-1) - target_logit
-
-
-def _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks: int):
-    """Summed loss and its gradients, computed chunk by chunk so [N, V] logits never exist whole.
-
-    Chunk c holds rows c, c + n_chunks, ...: with rows sharded over devices, every chunk stays
-    spread over all of them.
-    """
-    N, D = h_ND.shape
-    h_CMD = h_ND.reshape(N // n_chunks, n_chunks, D).swapaxes(0, 1)
-    t_CM = targets_N.reshape(N // n_chunks, n_chunks).swapaxes(0, 1)
-
-    def chunk(dhead_DV, xs):
-        h_MD, t_M = xs
-        logits_MV = jnp.dot(h_MD, head_DV, preferred_element_type=jnp.float32)
-        max_M1 = jnp.max(logits_MV, axis=-1, keepdims=True)
-        e_MV = jnp.exp(logits_MV - max_M1)
-        z_M1 = jnp.sum(e_MV, axis=-1, keepdims=True)
-        target_M = jnp.take_along_axis(logits_MV, t_M[:, None], axis=-1)[:, 0]
-        loss = jnp.sum(jnp.log(z_M1[:, 0]) + max_M1[:, 0] - target_M)
-        d_MV = (e_MV / z_M1 - jax.nn.one_hot(t_M, e_MV.shape[-1], dtype=e_MV.dtype)).astype(h_MD.dtype)
-        dhead_DV = dhead_DV + jnp.dot(h_MD.T, d_MV, preferred_element_type=jnp.float32)
-        return dhead_DV, (loss, jnp.dot(d_MV, head_DV.T, preferred_element_type=jnp.float32))
-
-    dhead, (losses, dh_CMD) = jax.lax.scan(chunk, jnp.zeros(head_DV.shape, jnp.float32), (h_CMD, t_CM))
-    dh_ND = dh_CMD.swapaxes(0, 1).reshape(N, D)
-    return jnp.sum(losses) / N, (dh_ND / N).astype(h_ND.dtype), (dhead / N).astype(head_DV.dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def fused_head_loss(h_ND, head_DV, targets_N, n_chunks: int):
-    """Mean cross-entropy of logits h @ head against targets, fused with its own gradient.
-
-    The forward pass computes the gradients too (one exp pass per chunk, logits kept in cache),
-    the backward pass only scales them: 2-3x faster than autodiff of logsumexp on CPU.
-    """
-    return _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks)[0]
-
-
-def _fused_fwd(h_ND, head_DV, targets_N, n_chunks):
-    loss, dh, dhead = _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks)
-    return loss, (dh, dhead, targets_N)
-
-
-def _fused_bwd(n_chunks, residuals, g):
-    dh, dhead, targets = residuals
-    return (g * dh).astype(dh.dtype), (g * dhead).astype(dhead.dtype), np.zeros(targets.shape, jax.dtypes.float0)
-
-
-fused_head_loss.defvjp(_fused_fwd, _fused_bwd)
-
-
-def _mean_loss(params, tokens_BT1, model_cfg, loss_chunk: int = 0):
-    """Mean next-token cross-entropy; loss_chunk > 0 uses fused_head_loss with chunks of ~that many tokens."""
-    if loss_chunk <= 0:
-        return jnp.mean(token_losses(params, tokens_BT1, model_cfg))
-    dt = llama.compute_dtype(model_cfg)  # the head's matmul inputs; its logits and loss are float32
-    h_BTD = llama.hidden_states(params, tokens_BT1[:, :-1], model_cfg).astype(dt)
-    B, T, D = h_BTD.shape
-    n_chunks = max(1, B * T // math.gcd(B * T, loss_chunk))
-    return fused_head_loss(h_BTD.reshape(B * T, D), llama.output_head(params, model_cfg).astype(dt),
-                           tokens_BT1[:, 1:].reshape(-1), n_chunks)
 
 
 def _micro_batches(tokens_BT1, accum: int, mesh):
@@ -177,7 +106,7 @@ def build(cfg, total_steps: int, mesh) -> Program:
 
     def train_fn(state, tokens_BT1):
         params = state["params"]
-        grad_fn = jax.value_and_grad(functools.partial(_mean_loss, model_cfg=mc, loss_chunk=tc.loss_chunk))
+        grad_fn = jax.value_and_grad(functools.partial(loss_lib.mean_loss, model_cfg=mc, loss_chunk=tc.loss_chunk))
         if accum == 1:
             loss, grads = grad_fn(params, tokens_BT1)
         else:
@@ -193,7 +122,7 @@ def build(cfg, total_steps: int, mesh) -> Program:
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr_fn(state["step"])}
 
     def eval_fn(params, tokens_BT1):
-        per_seq = lambda toks: jnp.mean(token_losses(params, toks, mc), axis=-1)  # noqa: E731
+        per_seq = lambda toks: jnp.mean(loss_lib.token_losses(params, toks, mc), axis=-1)  # noqa: E731
         if accum == 1:
             return per_seq(tokens_BT1)
         losses_AB = jax.lax.map(per_seq, _micro_batches(tokens_BT1, accum, mesh))
