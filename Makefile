@@ -27,7 +27,7 @@ test: install
 # Training step vs the HF peer (when torch+transformers are installed), span filter MB/s and
 # pipeline tokens/s, scaling-law fit time.
 bench: install
-	$(PY) -m simscale.bench
+	$(PY) -m simscale.step_bench
 	$(PY) -m simscale.data bench
 	$(PY) -m simscale.analysis bench
 

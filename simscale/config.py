@@ -84,7 +84,7 @@ def data_config() -> ConfigDict:
             variant="simplified",  # simplified | unrestricted
             cache_dir="",  # "": $SIMSCALE_CACHE or ~/.cache/simscale
             vocab="aochildes",  # path (CSV / word list) | aochildes | wordfreq:N
-            min_span_len=32,  # the paper's span filter (simscale.data.simplify)
+            min_span_len=32,  # the paper's span filter (simscale.data.span_filter)
             max_oov_p=0.01,
             from_sentence_start=True,
             bigbench_tasks="topical_chat,movie_dialog_same_or_different,play_dialog_same_or_different",

@@ -1,4 +1,4 @@
-"""`python -m simscale.bench --profile DIR`: where a traced train step's wall time goes.
+"""`python -m simscale.step_bench --profile DIR`: where a traced train step's wall time goes.
 
 Traces a few steps with jax.profiler, maps each XLA instruction back to the simscale (or optax)
 function that produced it through the HLO's stack frames, and splits the step's wall time by
@@ -15,7 +15,7 @@ import gzip
 import json
 import re
 
-from simscale.bench import _timed, bench_config, simscale_step
+from simscale.step_bench import _timed, bench_config, simscale_step
 from simscale.model import counting
 
 

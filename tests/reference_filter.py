@@ -1,4 +1,4 @@
-"""A literal, slow port of the paper's C++ `filter_vocab`: the oracle for simscale.data.simplify."""
+"""A literal, slow port of the paper's C++ `filter_vocab`: the oracle for simscale.data.span_filter."""
 import numpy as np
 
 DELIMITERS = set(" .,:;?!\n\t-()[]{}=<>\"'&^%$#@*+/|\\~")

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from simscale.analysis import optimal, zeroshot
-from simscale.analysis.bench import CHINCHILLA, isoflop_design
-from simscale.analysis.bench import noisy_loss as noisy
+from simscale.analysis.fit_bench import CHINCHILLA, isoflop_design
+from simscale.analysis.fit_bench import noisy_loss as noisy
 from simscale.analysis.fit import extrapolation, fit_law, huber_objective, lbfgs
 from simscale.analysis.laws import APPROACH3, KAPLAN, POWER
 

@@ -186,11 +186,11 @@ def test_accuracy_ladder_recovers_a_known_two_step_law():
 
 def test_curve_points_skip_warmup_and_the_first_tenth():
     from simscale.analysis import points
-    from simscale.analysis.collect import Run
+    from simscale.analysis.collect import RunResult
 
     t = np.linspace(1e8, 1e9, 10)
-    runs = [Run("a", "w", "done", N=1e6, D=1e9, eval_tokens_t=t, eval_loss_t=np.full(10, 3.0)),
-            Run("b", "w", "done", N=2e6, D=1e9, eval_tokens_t=t, eval_loss_t=np.full(10, 2.0),
+    runs = [RunResult("a", "w", "done", N=1e6, D=1e9, eval_tokens_t=t, eval_loss_t=np.full(10, 3.0)),
+            RunResult("b", "w", "done", N=2e6, D=1e9, eval_tokens_t=t, eval_loss_t=np.full(10, 2.0),
                 warmup_tokens=3.5e8)]
     p = points.curve_points(runs)
     # run a: tokens > 1e8 (10%) -> 9 points; run b: tokens > 3.5e8 (its warmup) -> 4e8 ... 1e9, 7 points

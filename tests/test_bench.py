@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from simscale import bench, profiling
+from simscale import profiling, step_bench
 
 KEYS = {"name", "hidden", "layers", "vocab", "seq_len", "batch", "compile_time_s", "step_time_s",
         "tokens_per_s", "model_flops_per_s", "fraction_of_peak", "mfu", "repeats", "peers"}
@@ -11,13 +11,13 @@ TINY = ["--shapes", "16x1", "--steps", "1", "--matmul-sizes", "64,128"]
 
 
 def test_parse_shapes_and_sizes():
-    assert bench.parse_shapes("64x2,128x4") == [(64, 2), (128, 4)]
+    assert step_bench.parse_shapes("64x2,128x4") == [(64, 2), (128, 4)]
     for bad in ("64y2", "64x", "", "0x2"):
         with pytest.raises(ValueError, match="HIDDENxLAYERS"):
-            bench.parse_shapes(bad)
-    assert bench.parse_sizes("512,2048") == [512, 2048]
+            step_bench.parse_shapes(bad)
+    assert step_bench.parse_sizes("512,2048") == [512, 2048]
     with pytest.raises(ValueError, match="matmul-sizes"):
-        bench.parse_sizes("512,x")
+        step_bench.parse_sizes("512,x")
 
 
 def test_cpu_info_reads_the_first_processor(tmp_path):
@@ -25,15 +25,15 @@ def test_cpu_info_reads_the_first_processor(tmp_path):
     cpuinfo.write_text("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
                        "model name\t: AMD EPYC 9B14\n"
                        "flags\t\t: fpu avx2 avx512f\n\nmodel name\t: second\n")
-    cpu = bench.cpu_info(str(cpuinfo))
+    cpu = step_bench.cpu_info(str(cpuinfo))
     assert (cpu["family"], cpu["model"], cpu["model_name"], cpu["vector"]) == ("25", "17", "AMD EPYC 9B14",
                                                                                ["avx2", "avx512f"])
-    assert "family 25, model 17, avx2+avx512f" in bench.describe_cpu(cpu)
+    assert "family 25, model 17, avx2+avx512f" in step_bench.describe_cpu(cpu)
 
 
 def test_cli_writes_records(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert bench.main([*TINY, "--repeats", "2", "--no-peer", "--json", str(out)]) == 0
+    out = tmp_path / "step_bench.json"
+    assert step_bench.main([*TINY, "--repeats", "2", "--no-peer", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["matmul"]["peak_gflops"] == max(result["matmul"]["gflops"].values()) > 0
     peak = result["peak_gflops"]  # fractions are quoted against the higher of the figures before and after
@@ -53,15 +53,15 @@ def test_cli_writes_records(tmp_path, capsys):
     assert record["step_time_s"] == min(r["simscale"] for r in record["repeats"])
     printed = capsys.readouterr().out
     assert "16x1" in printed and "matmul" in printed and result["cpu"]["model_name"] in printed
-    assert bench.main(["--shapes", "16z1"]) == 1
-    assert bench.main(["--repeats", "0"]) == 1
+    assert step_bench.main(["--shapes", "16z1"]) == 1
+    assert step_bench.main(["--repeats", "0"]) == 1
 
 
-@pytest.mark.skipif(not bench.peer_available(), reason="torch/transformers not installed")
+@pytest.mark.skipif(not step_bench.peer_available(), reason="torch/transformers not installed")
 def test_peer_alternates_with_simscale_and_reports_its_errors():
-    peer = bench.PeerProcess("torch+heap", heap=True)  # one child: importing torch is most of the time
+    peer = step_bench.PeerProcess("torch+heap", heap=True)  # one child: importing torch is most of the time
     try:
-        record = bench.bench_shape(16, 1, steps=1, repeats=2, peers=[peer], peak_gflops=100.0)
+        record = step_bench.bench_shape(16, 1, steps=1, repeats=2, peers=[peer], peak_gflops=100.0)
         result = record["peers"]["torch+heap"]
         assert result["ratios"] == [r["torch+heap"] / r["simscale"] for r in record["repeats"]]
         assert result["min_ratio"] == min(result["ratios"]) > 0 and len(result["ratios"]) == 2
@@ -94,7 +94,7 @@ def test_model_part_uses_the_innermost_simscale_frame():
 
 def test_profile_splits_a_real_step(tmp_path, capsys):
     out = tmp_path / "profile.json"
-    assert bench.main([*TINY, "--profile", str(tmp_path / "trace"), "--json", str(out)]) == 0
+    assert step_bench.main([*TINY, "--profile", str(tmp_path / "trace"), "--json", str(out)]) == 0
     (profile,) = json.loads(out.read_text())["profiles"]
     assert sum(profile["parts"].values()) == pytest.approx(1.0, abs=1e-6)
     assert sum(profile["kinds"].values()) == pytest.approx(1.0, abs=1e-6)

@@ -328,7 +328,7 @@ def test_stream_contract_on_prepared_data(prepared):
 
 
 def test_bench_pipeline_measures_tokens(prepared):
-    from simscale.data.bench import bench_pipeline
+    from simscale.data.filter_bench import bench_pipeline
 
     cfg, _ = prepared
     r = bench_pipeline(cfg, steps=5)

@@ -13,7 +13,7 @@ from simscale.data import tokenizer
 from simscale.evaluate import evaluator, run, tasks
 from simscale.evaluate.__main__ import main
 from simscale.evaluate.scoring import Scorer, TextEncoder
-from simscale.evaluate.simplify import content_words, in_vocabulary
+from simscale.evaluate.variant_filter import content_words, in_vocabulary
 from simscale.evaluate.tasks import Example, Task
 from simscale.model import apply, init
 

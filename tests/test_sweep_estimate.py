@@ -75,7 +75,7 @@ def test_calibration_times_a_reduced_batch(recorded_train, tmp_path):
 
 
 def test_the_reduced_batch_estimate_is_checked_on_a_full_batch(monkeypatch, tmp_path):
-    from simscale.sweep import report
+    from simscale.sweep import tables
 
     calls = record_train(monkeypatch, speed=lambda batch: 1000.0 * batch / (batch + 8))
     cfg = preset("paper")
@@ -90,7 +90,7 @@ def test_the_reduced_batch_estimate_is_checked_on_a_full_batch(monkeypatch, tmp_
     assert check["time_error"] == pytest.approx(full / 500.0 - 1)  # 0.969: a time estimate about twice too long
     by_width = {r.cfg.model.hidden: speeds[program_key(r.cfg, speed_only=True)] for r in runs}
     assert by_width[32] == (pytest.approx(full), "calibrated (full batch)") and by_width[64] == (500.0, "calibrated")
-    line = report.dry_run_table([estimate.sizes(r, 10**9) | dict(est_time_s=1.0, est_method="x") for r in runs],
+    line = tables.dry_run_table([estimate.sizes(r, 10**9) | dict(est_time_s=1.0, est_method="x") for r in runs],
                                 check=check).splitlines()[-1]
     assert line == ("reduced-batch estimate checked on w32d2: 8 sequences ran 500 tokens/s and its full batch of "
                     "512 ran 985: the reduced-batch time estimate was 97% too long (w32d2's rows use the "

@@ -190,7 +190,7 @@ def test_a_held_lock_blocks_and_a_dead_holders_lock_is_reclaimed(tmp_path):
 
 
 def test_run_states_for_status(tmp_path):
-    from simscale.sweep.report import run_state
+    from simscale.sweep.tables import run_state
 
     assert run_state(tmp_path) == "pending"
     store.write_json(tmp_path / "status.json", dict(status="running", step=5, updated=time.time()))

@@ -58,7 +58,7 @@ def _report(args) -> int:
 
 
 def _bench(args) -> int:
-    from simscale.analysis.bench import bench
+    from simscale.analysis.fit_bench import bench
 
     bench(args.points, args.bootstrap, seed=args.seed)
     return 0

@@ -17,7 +17,7 @@ from simscale.jsonio import read_json, read_jsonl
 
 
 @dataclasses.dataclass
-class Run:
+class RunResult:
     """One run: its size, budget, final loss, learning curve and zero-shot scores."""
 
     run_id: str
@@ -93,8 +93,8 @@ def _f(value) -> float:
         return math.nan
 
 
-def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
-    """One run directory as a Run; problems become warnings and a non-'done' status.
+def read_run(run_dir: pathlib.Path, warnings: list) -> RunResult:
+    """One run directory as a RunResult; problems become warnings and a non-'done' status.
 
     Data variant and shape come from result.json, else from config.json (unfinished runs).
     """
@@ -111,7 +111,7 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
     evals = _read_json(run_dir / "eval.json", warnings) or []
     config = _read_json(run_dir / "config.json", warnings) or {}
     model, data = config.get("model") or {}, config.get("data") or {}
-    run = Run(
+    run = RunResult(
         run_id=run_dir.name, workdir=str(run_dir.parent.parent), status=status,
         variant=result.get("variant") or data.get("variant"),
         hidden=result.get("hidden") or model.get("hidden"), layers=result.get("layers") or model.get("layers"),
@@ -131,7 +131,7 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> Run:
     return run
 
 
-def collect(workdirs) -> tuple[list[Run], list[str]]:
+def collect(workdirs) -> tuple[list[RunResult], list[str]]:
     """All runs of one or more workdirs, and the warnings met reading them."""
     runs, warnings = [], []
     for w in [workdirs] if isinstance(workdirs, (str, pathlib.Path)) else workdirs:
@@ -143,14 +143,14 @@ def collect(workdirs) -> tuple[list[Run], list[str]]:
     return runs, warnings
 
 
-def finished(runs: list[Run]) -> list[Run]:
+def finished(runs: list[RunResult]) -> list[RunResult]:
     return [r for r in runs if r.ok]
 
 
 POINT_COLUMNS = ("run_id", "variant", "hidden", "layers", "N", "N_nonemb", "D", "C", "loss")
 
 
-def write_points(runs: list[Run], path, convention: str | None = None) -> None:
+def write_points(runs: list[RunResult], path, convention: str | None = None) -> None:
     """Finished runs as a CSV that `python -m simscale.analysis fit --csv` reads."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)

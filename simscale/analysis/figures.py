@@ -20,7 +20,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from simscale.analysis import optimal  # noqa: E402
-from simscale.analysis.collect import Run, finished  # noqa: E402
+from simscale.analysis.collect import RunResult, finished  # noqa: E402
 
 COLORS = {"simplified": "tab:blue", "unrestricted": "tab:orange"}
 Z95 = 1.96  # half-width of a 95% normal interval in standard errors
@@ -84,7 +84,7 @@ def _panels(n: int, width: float = 5.0):
     return fig, list(axes[0])
 
 
-def _variants(runs: list[Run]) -> list[str]:
+def _variants(runs: list[RunResult]) -> list[str]:
     return sorted({str(r.variant) for r in runs})
 
 
@@ -93,7 +93,7 @@ def _a3(results: dict, variant: str) -> dict | None:
     return fit if "error" not in fit and fit else None
 
 
-def _size_norm(runs: list[Run]):
+def _size_norm(runs: list[RunResult]):
     n = [r.N for r in runs if np.isfinite(r.N)]
     return LogNorm(min(n), max(n) * 1.0001) if n else None
 
@@ -131,7 +131,7 @@ def fig_loss_vs_compute(runs, results, out, convention=None):
     return _save(fig, out, "loss_vs_compute")
 
 
-def _budgets(rs: list[Run]) -> np.ndarray:
+def _budgets(rs: list[RunResult]) -> np.ndarray:
     """Token budgets to compare sizes at: distinct final budgets, else levels along the curves."""
     finals = np.unique(np.round([r.D for r in rs], -3))
     if len(finals) >= 2:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from simscale.analysis.collect import Run
+from simscale.analysis.collect import RunResult
 from simscale.analysis.optimal import group_budgets
 
 CURVE_START = 0.1  # learning-curve points within the warmup or this fraction of a run's tokens are dropped
 # (Choshen et al. 2024, "A Hitchhiker's Guide to Scaling Law Estimation")
 
 
-def finals(runs: list[Run], convention=None) -> dict[str, np.ndarray]:
+def finals(runs: list[RunResult], convention=None) -> dict[str, np.ndarray]:
     """N, D, C, loss of finished runs (and `run`, their index)."""
     return dict(
         N=np.array([r.N for r in runs]), D=np.array([r.D for r in runs]),
@@ -28,19 +28,19 @@ def finals(runs: list[Run], convention=None) -> dict[str, np.ndarray]:
     )
 
 
-def flops_per_param_token(runs: list[Run], convention=None) -> float:
+def flops_per_param_token(runs: list[RunResult], convention=None) -> float:
     """k in C = k N D under `convention`, the median over runs (6 when FLOPs are unknown)."""
     k = np.array([r.C(convention) / (r.N * r.D) for r in runs])
     k = k[np.isfinite(k) & (k > 0)]
     return float(np.median(k)) if len(k) else 6.0
 
 
-def curve_start(run: Run, start: float = CURVE_START) -> float:
+def curve_start(run: RunResult, start: float = CURVE_START) -> float:
     """Token count up to which a run's learning curve is left out: its warmup or `start` of its tokens."""
     return max(run.warmup_tokens, start * run.D)
 
 
-def curve_points(runs: list[Run], convention=None, start: float = CURVE_START) -> dict[str, np.ndarray]:
+def curve_points(runs: list[RunResult], convention=None, start: float = CURVE_START) -> dict[str, np.ndarray]:
     """Eval-loss points along each run's learning curve past its warmup and `start` of its tokens."""
     cols = {k: [] for k in ("N", "D", "C", "loss", "run")}
     for i, r in enumerate(runs):
@@ -73,7 +73,7 @@ def envelope(C, loss, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(C, float)[pick], np.asarray(loss, float)[pick]
 
 
-def isoflop_profiles(runs: list[Run], convention=None, levels: int = 6) -> tuple[list[dict], str]:
+def isoflop_profiles(runs: list[RunResult], convention=None, levels: int = 6) -> tuple[list[dict], str]:
     """Loss against N at fixed compute: budget groups of final runs, else learning curves.
 
     Returns (profiles [{C, N, loss}], source). Final runs form profiles when at least

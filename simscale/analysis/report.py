@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 
 from simscale.analysis import figures, ladder, optimal, points, zeroshot
-from simscale.analysis.collect import Run, collect, finished, write_points
+from simscale.analysis.collect import RunResult, collect, finished, write_points
 from simscale.analysis.fit import extrapolation, fit_law
 from simscale.analysis.optimal import group_budgets
 from simscale.analysis.vpnls import fit_vpnls
@@ -104,18 +104,18 @@ def _task_score(e: dict, task_variant: str, metric: str) -> float | None:
     return float(value)
 
 
-def _task_records(r: Run, task_variant: str, metric: str = "acc") -> dict[str, dict]:
+def _task_records(r: RunResult, task_variant: str, metric: str = "acc") -> dict[str, dict]:
     """A run's usable per-task records of one task variant and metric, by task."""
     return {e["task"]: e for e in r.evals if _task_score(e, task_variant, metric) is not None}
 
 
-def common_tasks(runs: list[Run], task_variant: str, metric: str = "acc") -> list[str]:
+def common_tasks(runs: list[RunResult], task_variant: str, metric: str = "acc") -> list[str]:
     """Tasks every run with scores of this task variant has (sorted)."""
     sets = [set(t) for r in runs if (t := _task_records(r, task_variant, metric))]
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def run_scores(runs: list[Run], task_variant: str, metric: str = "acc") -> dict[str, float]:
+def run_scores(runs: list[RunResult], task_variant: str, metric: str = "acc") -> dict[str, float]:
     """Mean zero-shot `metric` over the tasks every scored run has, per run id.
 
     Suite averages (records with `excluded`) and flagged records (too few examples) are left out.
@@ -127,7 +127,7 @@ def run_scores(runs: list[Run], task_variant: str, metric: str = "acc") -> dict[
     return {k: float(np.mean([v[t]["value"] for t in tasks])) for k, v in per_run.items() if v}
 
 
-def _suite(runs: list[Run], task_variant: str, tasks: list[str], seed: int) -> dict:
+def _suite(runs: list[RunResult], task_variant: str, tasks: list[str], seed: int) -> dict:
     """Mean accuracy over `tasks` per run (with its standard error), chance, and the size multiplier."""
     by_var, arrays = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
     chance = []
@@ -152,7 +152,7 @@ def _suite(runs: list[Run], task_variant: str, tasks: list[str], seed: int) -> d
     return entry
 
 
-def _zero_shot(runs: list[Run], seed: int = 0, params: str = "nonembedding") -> dict:
+def _zero_shot(runs: list[RunResult], seed: int = 0, params: str = "nonembedding") -> dict:
     """Suite means per task variant, each naming the tasks it averages.
 
     `standard`: all standard tasks; `simplified` and `standard_shared`: the tasks both variants
@@ -169,7 +169,7 @@ def _zero_shot(runs: list[Run], seed: int = 0, params: str = "nonembedding") -> 
     return out
 
 
-def _ladder(runs: list[Run], bootstrap: int, seed: int, params: str = "nonembedding") -> dict:
+def _ladder(runs: list[RunResult], bootstrap: int, seed: int, params: str = "nonembedding") -> dict:
     """Each task's accuracy of the largest model predicted from the smaller ones (ladder.py)."""
     if len(runs) < 3:
         raise ValueError(f"the accuracy ladder needs 3 or more runs, got {len(runs)}")
@@ -200,7 +200,7 @@ def _ladder(runs: list[Run], bootstrap: int, seed: int, params: str = "nonembedd
     return out
 
 
-def analyse(runs: list[Run], convention: str | None = None, bootstrap: int = 1000, seed: int = 0,
+def analyse(runs: list[RunResult], convention: str | None = None, bootstrap: int = 1000, seed: int = 0,
             log=lambda line: None, params: str = "nonembedding") -> dict:
     """All fits per data variant, and zero-shot against scale, as a JSON-able dict.
 

@@ -45,7 +45,7 @@ _USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, PermissionError, IsA
 
 def simplify_file() -> None:
     from simscale import tmpfiles
-    from simscale.data import simplify, sources
+    from simscale.data import sources, span_filter
     from simscale.data.vocab import load_vocabulary
 
     if not FLAGS.input or not FLAGS.output:
@@ -57,11 +57,11 @@ def simplify_file() -> None:
     out = pathlib.Path(FLAGS.output)
     tmpfiles.remove_stale(out.parent, out.name)  # a killed simplify's partial output
     tmp = tmpfiles.temp_path(out)
-    counts, stats = {"replaced_bytes": 0}, simplify.Stats()
+    counts, stats = {"replaced_bytes": 0}, span_filter.Stats()
     docs = sources.read_file(src, sources.file_format(src), FLAGS.text_field, counts, fix="--text_field")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            for text, s in simplify.simplify_documents(docs, vocab.words, workers=FLAGS.workers):
+            for text, s in span_filter.simplify_documents(docs, vocab.words, workers=FLAGS.workers):
                 stats.add(s)
                 f.write(json.dumps({"text": text}) + "\n")
         stats.replaced_bytes = counts["replaced_bytes"]
@@ -129,7 +129,7 @@ def inspect() -> None:
 
 
 def bench() -> None:
-    from simscale.data import bench_filter
+    from simscale.data.filter_bench import bench_filter
 
     print(json.dumps(bench_filter()))
 

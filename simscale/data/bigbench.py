@@ -20,7 +20,7 @@ import tarfile
 import urllib.request
 from typing import Iterator
 
-from simscale.data.vocab import cache_dir as _cache_root
+from simscale.data.cache import cache_dir
 
 VERSION = "1.0.0"
 ARCHIVE = f"bigbench-{VERSION}.tar.gz"
@@ -31,9 +31,9 @@ _PREFIX = "/bigbench/benchmark_tasks/"
 _SMALL = 4_000_000  # task files up to this size are saved on the first pass
 
 
-def archive_path(cache_dir=None) -> pathlib.Path:
-    """The archive's path, downloading it once (with progress) when absent."""
-    folder = pathlib.Path(cache_dir) if cache_dir else _cache_root() / "bigbench"
+def archive_path(folder=None) -> pathlib.Path:
+    """The archive's path in `folder` (default: the cache's bigbench/), downloading it once (with progress)."""
+    folder = pathlib.Path(folder) if folder else cache_dir() / "bigbench"
     path = folder / ARCHIVE
     if not path.is_file():
         _download(path)

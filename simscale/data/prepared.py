@@ -33,8 +33,9 @@ import numpy as np
 from simscale import tmpfiles
 from simscale.config import ConfigError
 from simscale.validation import data_problems, raise_first
-from simscale.data import datasets, manifest, simplify, sources, tokenizer
-from simscale.data.vocab import cache_dir as default_cache, load_vocabulary
+from simscale.data import datasets, manifest, sources, span_filter, tokenizer
+from simscale.data.cache import cache_dir
+from simscale.data.vocab import load_vocabulary
 
 FORMAT_VERSION = 4
 _META = "prepared.json"
@@ -52,7 +53,7 @@ class PreparedData:
 
 
 def cache_root(cfg) -> pathlib.Path:
-    return pathlib.Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else default_cache()
+    return pathlib.Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else cache_dir()
 
 
 def prepare(cfg, log=None) -> PreparedData:
@@ -172,7 +173,7 @@ def _build(cfg, out: pathlib.Path, control: dict | None, log) -> None:
     train_docs, val_docs = order[n_val:], order[:n_val]
 
     log(f"{n_docs} documents ({n_val} for validation): writing the text dataset")
-    text = simplify.wrap if d.variant == "simplified" else "".join  # the filter's output; the raw text
+    text = span_filter.wrap if d.variant == "simplified" else "".join  # the filter's output; the raw text
     datasets.build("text", out, {split: lambda ids=ids: (text(corpus[i][1]) for i in ids)
                                  for split, ids in (("train", train_docs), ("validation", val_docs)) if len(ids)})
 
@@ -239,7 +240,7 @@ def _target_rows(cfg, control: dict | None) -> int:
     return cfg.data.max_train_tokens // cfg.train.seq_len if cfg.data.max_train_tokens else 0
 
 
-def _read(cfg, corpus: "_Corpus", control: dict | None, log) -> tuple[simplify.Stats, dict]:
+def _read(cfg, corpus: "_Corpus", control: dict | None, log) -> tuple[span_filter.Stats, dict]:
     """Write the variant's documents (part, content pieces) to `corpus`; the reading's stats and
     {part: {"documents", "bytes"}} of the source text read.
 
@@ -247,7 +248,7 @@ def _read(cfg, corpus: "_Corpus", control: dict | None, log) -> tuple[simplify.S
     unrestricted: a seeded random sample of whole documents from the text the simplified variant
     read, drawn per source part so that each part gives the share of the training tokens it has
     in the simplified variant: the two variants then differ in vocabulary, not in text domain."""
-    d, counts, stats, read = cfg.data, {"replaced_bytes": 0}, simplify.Stats(), {}
+    d, counts, stats, read = cfg.data, {"replaced_bytes": 0}, span_filter.Stats(), {}
     docs = sources.labelled_documents(d, counts)
 
     def count(part: str, text: str) -> None:
@@ -259,10 +260,10 @@ def _read(cfg, corpus: "_Corpus", control: dict | None, log) -> tuple[simplify.S
         vocab = load_vocabulary(d.vocab)
         vocab.write(corpus.path.parent / "vocab.txt")
         log(f"filtering {d.source} with {vocab.source} ({vocab.size} words)")
-        params = simplify.FilterParams(d.min_span_len, d.max_oov_p, d.from_sentence_start)
+        params = span_filter.FilterParams(d.min_span_len, d.max_oov_p, d.from_sentence_start)
         labelled = _Labelled(docs)
         enough = _READ_BYTES_PER_TOKEN * d.max_train_tokens
-        kept = simplify.simplify_documents(labelled.texts(), vocab.words, params, d.workers, as_spans=True)
+        kept = span_filter.simplify_documents(labelled.texts(), vocab.words, params, d.workers, as_spans=True)
         for (spans, s), (part, text) in zip(_progress(kept, "filtering"), labelled.read()):
             stats.add(s)
             count(part, text)
@@ -281,7 +282,7 @@ def _read(cfg, corpus: "_Corpus", control: dict | None, log) -> tuple[simplify.S
         for _, (part, text) in zip(range(control["documents_in"]), _progress(docs, "reading")):
             if rng.random() < take.get(part, 0.0):
                 count(part, text)
-                stats.add(simplify.Stats(documents_in=1, documents_out=1, bytes_in=len(text.encode())))
+                stats.add(span_filter.Stats(documents_in=1, documents_out=1, bytes_in=len(text.encode())))
                 corpus.append(part, [text])
     corpus.close()
     stats.replaced_bytes = counts["replaced_bytes"]

@@ -18,6 +18,8 @@ import os
 import pathlib
 import urllib.request
 
+from simscale.data.cache import cache_dir
+
 AOCHILDES_FILE = "AOChildes_word_frequency.csv"
 AOCHILDES_URL = ("https://raw.githubusercontent.com/text-machine-lab/mini_gpt/HEAD/data/"
                  + AOCHILDES_FILE)
@@ -53,10 +55,6 @@ def from_words(words, source: str) -> Vocabulary:
     clean = frozenset(ascii_lower(w.strip()) for w in words if w and w.strip())
     digest = hashlib.sha256("\n".join(sorted(clean)).encode()).hexdigest()
     return Vocabulary(words=clean, size=len(clean), source=source, sha256=digest)
-
-
-def cache_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("SIMSCALE_CACHE") or pathlib.Path.home() / ".cache" / "simscale")
 
 
 def load_vocabulary(spec: str | os.PathLike) -> Vocabulary:

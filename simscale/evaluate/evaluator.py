@@ -2,7 +2,7 @@
 
 A record is `{task, variant, metric, value, stderr, n, chance, suite, shots,
 flagged, group, skipped}`: `variant` is `standard` or `simplified` (examples whose
-words are all in the run's vocabulary, see simplify.py); `flagged` marks a
+words are all in the run's vocabulary, see variant_filter.py); `flagged` marks a
 variant with fewer than MIN_EXAMPLES examples, which is reported but left out of
 the averages over a suite's tasks (and over each BLiMP field), whose records
 list it in `excluded`; `skipped` counts examples too long for the model.
@@ -17,7 +17,7 @@ from typing import AbstractSet, Sequence
 import numpy as np
 
 from simscale.evaluate.scoring import Scorer, TextEncoder
-from simscale.evaluate.simplify import in_vocabulary
+from simscale.evaluate.variant_filter import in_vocabulary
 from simscale.evaluate.tasks import Example, Task
 
 log = logging.getLogger(__name__)

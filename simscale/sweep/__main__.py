@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from simscale import cli, compile_cache, cpu_runtime, tmpfiles
 from simscale.config import ConfigError, program_key, to_dict
-from simscale.sweep import estimate, executors, grid, report, store
+from simscale.sweep import estimate, executors, grid, store, tables
 from simscale.validation import check_folder, check_keys
 
 FLAGS = flags.FLAGS
@@ -79,7 +79,7 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
     if FLAGS.dry_run:
         records, check = _records(runs, workdir, cfg)
         print(json.dumps(records, indent=1) if FLAGS.json else
-              report.dry_run_table(records, estimated=FLAGS.estimate != "none", check=check))
+              tables.dry_run_table(records, estimated=FLAGS.estimate != "none", check=check))
         return 0
     compile_cache.enable(workdir)  # before this process compiles anything (inline runs)
     tmpfiles.remove_stale(workdir)  # a killed sweep's sweep.json being written
@@ -91,7 +91,7 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
     outcomes = executors.execute(runs, workdir, FLAGS.executor, workers=FLAGS.workers,
                                  devices_per_worker=FLAGS.devices_per_worker, ray_address=FLAGS.ray_address,
                                  retry_failed=FLAGS.retry_failed)
-    print(report.summary_table(workdir, [r.run_id for r in runs]))
+    print(tables.summary_table(workdir, [r.run_id for r in runs]))
     failed = [o for o in outcomes if o["outcome"] == "failed"]
     counts = {k: sum(o["outcome"] == k for o in outcomes) for k in ("done", "skipped", "failed")}
     print(f"\n{counts['done']} trained, {counts['skipped']} already done, {counts['failed']} failed")
@@ -121,7 +121,7 @@ def status(workdir: pathlib.Path) -> int:
     state = store.read_json(workdir / "sweep.json")
     if state is None:
         raise FileNotFoundError(f"{workdir / 'sweep.json'} not found: is --workdir a sweep folder?")
-    print(report.status_table(workdir, state["runs"], estimate.measured_throughput(workdir)))
+    print(tables.status_table(workdir, state["runs"], estimate.measured_throughput(workdir)))
     return 0
 
 

@@ -31,12 +31,12 @@ from simscale.config import program_key
 from simscale.jsonio import read_jsonl
 from simscale.model import counting
 from simscale.sweep import store
-from simscale.sweep.grid import Run
+from simscale.sweep.grid import PlannedRun
 
 log = logging.getLogger("simscale.sweep")
 
 
-def run_tokens(run: Run, epoch_tokens: int) -> tuple[int, bool]:
+def run_tokens(run: PlannedRun, epoch_tokens: int) -> tuple[int, bool]:
     """(tokens, exact): the budget of the run, or, when it trains one epoch, that epoch's size:
     `epoch_tokens` capped by data.max_train_tokens (the data stops there)."""
     t = run.cfg.train
@@ -48,7 +48,7 @@ def run_tokens(run: Run, epoch_tokens: int) -> tuple[int, bool]:
     return int(min(epoch_tokens, cap) if cap else epoch_tokens), False
 
 
-def sizes(run: Run, epoch_tokens: int) -> dict:
+def sizes(run: PlannedRun, epoch_tokens: int) -> dict:
     """The dry-run record of a run: ids, shape, parameters, tokens, FLOPs."""
     m, t = run.cfg.model, run.cfg.train
     tokens, exact = run_tokens(run, epoch_tokens)
@@ -107,7 +107,7 @@ def _calibrated_method(calibration) -> str:
     return "calibrated (full batch)" if full else "calibrated"
 
 
-def calibration_batch(run: Run, batch: int, n_devices: int) -> int:
+def calibration_batch(run: PlannedRun, batch: int, n_devices: int) -> int:
     """Sequences per calibration step: `batch` (0: the run's) rounded up to a multiple of the
     devices, at most the run's batch."""
     full = run.cfg.train.batch_size
@@ -115,7 +115,7 @@ def calibration_batch(run: Run, batch: int, n_devices: int) -> int:
     return min(full, -(-batch // n_devices) * n_devices)
 
 
-def calibrate(run: Run, steps: int, batch: int = 0) -> dict:
+def calibrate(run: PlannedRun, steps: int, batch: int = 0) -> dict:
     """{tokens_per_s, batch_size, timed_steps}: `steps` timed train steps of the run's shape at
     `batch` sequences (0: the run's batch) on synthetic tokens, after one compile step."""
     import jax
@@ -137,15 +137,15 @@ def calibrate(run: Run, steps: int, batch: int = 0) -> dict:
     return dict(tokens_per_s=speed, batch_size=batch, timed_steps=steps)
 
 
-def _flops_per_token(run: Run) -> float:
+def _flops_per_token(run: PlannedRun) -> float:
     return counting.flops_per_token(run.cfg.model, run.cfg.train.seq_len, run.cfg.train.flops_convention)
 
 
-def _label(run: Run) -> str:
+def _label(run: PlannedRun) -> str:
     return f"w{run.cfg.model.hidden}d{run.cfg.model.layers}"
 
 
-def throughputs(runs: list[Run], workdir: pathlib.Path, calibrate_steps: int, batch: int = 0,
+def throughputs(runs: list[PlannedRun], workdir: pathlib.Path, calibrate_steps: int, batch: int = 0,
                 budget_s: float = math.inf) -> dict[str, tuple[float, str]]:
     """(tokens/s, how it was estimated) for every shape of `runs`: measured, calibrated now (0 steps:
     measured only) cheapest shape first until `budget_s` is spent, the rest scaled by FLOPs."""
@@ -179,7 +179,7 @@ def throughputs(runs: list[Run], workdir: pathlib.Path, calibrate_steps: int, ba
     return known
 
 
-def _full_batch(run: Run, reduced: dict, reduced_s: float, budget_s: float) -> dict:
+def _full_batch(run: PlannedRun, reduced: dict, reduced_s: float, budget_s: float) -> dict:
     """The shape timed at its runs' batch (one timed step after the compile step), or why not: when
     that would take longer than the whole calibration budget (estimated as the reduced calibration's
     time plus two full steps at its speed). It may use what is left of the budget: the shapes not

@@ -22,7 +22,7 @@ from simscale.config import from_dict, program_key, to_dict
 from simscale.sweep import store
 
 if TYPE_CHECKING:  # workers import this module before their devices are pinned: keep it light
-    from simscale.sweep.grid import Run
+    from simscale.sweep.grid import PlannedRun
 
 log = logging.getLogger("simscale.sweep")
 EXECUTORS = ("inline", "process", "ray")
@@ -94,7 +94,7 @@ def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
     return None
 
 
-def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int = 0, devices_per_worker: int = 1,
+def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, workers: int = 0, devices_per_worker: int = 1,
             ray_address: str = "", retry_failed: bool = False, train_fn=None, poll_s: float = 2.0) -> list[dict]:
     """Run everything; runs busy in another worker are retried until they settle. Outcomes in grid order."""
     if executor not in EXECUTORS:
@@ -124,7 +124,7 @@ def execute(runs: list[Run], workdir, executor: str = "inline", *, workers: int 
     return [outcomes[r.run_id] for r in runs]
 
 
-def _order(runs: list[Run], workers: int) -> list[Run]:
+def _order(runs: list[PlannedRun], workers: int) -> list[PlannedRun]:
     """One worker: runs sharing a shape go one after another, so the process reuses its compiled
     functions. Several: the costliest shapes (FLOPs of a run) first, so that the workers finish
     together, and the first runs of `workers` shapes before their second runs, so that a shape's
@@ -132,7 +132,7 @@ def _order(runs: list[Run], workers: int) -> list[Run]:
     from simscale.model import counting
     from simscale.sweep import estimate
 
-    by_shape: dict[str, list[Run]] = {}
+    by_shape: dict[str, list[PlannedRun]] = {}
     for r in runs:
         by_shape.setdefault(program_key(r.cfg), []).append(r)
     groups = list(by_shape.values())

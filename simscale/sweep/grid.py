@@ -27,13 +27,13 @@ _ABSENT = object()
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
+class PlannedRun:
     run_id: str
     cfg: ConfigDict  # the resolved run config (no `sweep` section)
     point: dict  # the axis values that made it
 
 
-def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
+def expand(cfg: ConfigDict, n_devices: int = 1) -> list[PlannedRun]:
     """Every run of the sweep, validated; raises ConfigError listing every bad run."""
     check_keys(cfg)  # unknown keys and axes, before anything else
     sweep = cfg.sweep
@@ -44,7 +44,7 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
         run_cfg = _resolve(base, point, sweep)
         run_id = _run_id(run_cfg)
         errors += [f"{run_id}: {e}" for e in problems(run_cfg, n_devices)]
-        runs.append(Run(run_id, run_cfg, point))
+        runs.append(PlannedRun(run_id, run_cfg, point))
     ids = [r.run_id for r in runs]
     errors += [f"{i}: appears {ids.count(i)} times (two grid points resolve to one config)"
                for i in sorted(set(ids)) if ids.count(i) > 1]
@@ -53,7 +53,7 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[Run]:
     return runs
 
 
-def select(runs: list[Run], only: str = "", skip: str = "") -> list[Run]:
+def select(runs: list[PlannedRun], only: str = "", skip: str = "") -> list[PlannedRun]:
     """Runs whose id matches `only` (regex search) and not `skip`."""
     keep, drop = _pattern(only, "only"), _pattern(skip, "skip")
     return [r for r in runs if (not keep or keep.search(r.run_id)) and not (drop and drop.search(r.run_id))]

@@ -1,10 +1,10 @@
-"""The paper's span filter (simscale.data.simplify), rule by rule, against a literal port and on real text."""
+"""The paper's span filter (simscale.data.span_filter), rule by rule, against a literal port and on real text."""
 import random
 
 import numpy as np
 import pytest
 
-from simscale.data.simplify import FilterParams, SpanFilter, Stats, simplify_documents, tokenize
+from simscale.data.span_filter import FilterParams, SpanFilter, Stats, simplify_documents, tokenize
 import reference_filter  # tests/reference_filter.py (pytest puts tests/ on sys.path)
 
 VOCAB = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "i", "it", "is", "s"}

@@ -1,6 +1,6 @@
 """Training throughput benchmark that explains itself: the machine's matmul peak, simscale's step, two peers.
 
-    python -m simscale.bench [--shapes 64x2,128x4,256x4] [--steps N] [--repeats R] [--json FILE]
+    python -m simscale.step_bench [--shapes 64x2,128x4,256x4] [--steps N] [--repeats R] [--json FILE]
                              [--no-peer] [--profile DIR]
 
 One run measures, on the same machine in one sitting:
@@ -243,7 +243,7 @@ class PeerProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self.omp_wait_policy = env["OMP_WAIT_POLICY"]
         self._stderr = tempfile.TemporaryFile(mode="w+")
-        code = f"from simscale.bench import serve_peer; serve_peer(heap={heap!r})"
+        code = f"from simscale.step_bench import serve_peer; serve_peer(heap={heap!r})"
         self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
 
@@ -358,7 +358,7 @@ def run_bench(shapes, steps: int, repeats: int, peer_names: list[str], peak_gflo
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m simscale.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m simscale.step_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="64x2,128x4,256x4", help="HIDDENxLAYERS, comma separated")
     parser.add_argument("--steps", type=int, default=10, help="timed (or traced) steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="alternating simscale/peer rounds per shape")

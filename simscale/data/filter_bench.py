@@ -6,8 +6,9 @@ import os
 import pathlib
 import time
 
-from simscale.data import simplify
-from simscale.data.vocab import cache_dir, load_vocabulary
+from simscale.data import span_filter
+from simscale.data.cache import cache_dir
+from simscale.data.vocab import load_vocabulary
 
 
 def bench_texts(mb: float) -> tuple[str, list[str]]:
@@ -48,8 +49,8 @@ def bench_filter(mb: float = 8.0, workers: int = 0) -> dict:
     result = {"text": text, "vocab": vocab.source, "mb": round(size, 1)}
     workers = workers or os.cpu_count() or 1
     for label, n in (("single", 1), ("parallel", workers)):
-        start, cpu, stats = time.perf_counter(), _cpu_seconds(), simplify.Stats()
-        for _, s in simplify.simplify_documents(docs, vocab.words, workers=n):
+        start, cpu, stats = time.perf_counter(), _cpu_seconds(), span_filter.Stats()
+        for _, s in span_filter.simplify_documents(docs, vocab.words, workers=n):
             stats.add(s)
         result[f"{label}_mb_s"] = round(size / (time.perf_counter() - start), 2)
         # per CPU second (all processes): what the cores do, however busy the machine is
