@@ -6,7 +6,7 @@ import pytest
 
 import simscale.train
 from simscale.config import run_config
-from simscale.data import prepare, stream, tokenizer
+from simscale.data import loader, prepare, tokenizer
 
 WORDS = "the cat sat on a mat and dog ran to big red ball".split()
 
@@ -27,10 +27,11 @@ def test_bits_per_byte_of_a_uniform_model_by_hand(tmp_path, variant):
                      log_every=1, eval_every=1, checkpoint_every=0)
     result = simscale.train.train(cfg, tmp_path / "run")
 
-    tok = tokenizer.load(prepare(cfg).tokenizer_path)
+    data = prepare(cfg)
+    tok = tokenizer.load(data.tokenizer_path)
     special = {tok.token_to_id(t) for t in tokenizer.SPECIAL_TOKENS}
     n_targets = n_bytes = 0
-    for rows in stream.batches(cfg, "validation"):
+    for rows in loader.batches(data, cfg, "validation"):
         for row in rows:
             targets = [int(i) for i in row[1:]]
             n_targets += len(targets)

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from simscale.config import run_config
-from simscale.data import datasets, prepare, tokenizer
-from simscale.data.pipeline import batches
+from simscale.data import datasets, loader, prepare, tokenizer
 
 WORDS = "the cat sat on a mat and dog ran to big red ball she he saw it was happy sad".split()
 
@@ -120,33 +119,33 @@ def test_unrestricted_is_cut_to_the_simplified_token_count(prepared):
 
 
 def test_batches_are_deterministic_and_resumable(prepared):
-    cfg, _ = prepared
-    first = list(itertools.islice(batches(cfg, "train", 0), 6))
-    again = list(itertools.islice(batches(cfg, "train", 0), 6))
-    resumed = list(itertools.islice(batches(cfg, "train", 4), 2))
+    cfg, p = prepared
+    first = list(itertools.islice(loader.batches(p, cfg, "train", 0), 6))
+    again = list(itertools.islice(loader.batches(p, cfg, "train", 0), 6))
+    resumed = list(itertools.islice(loader.batches(p, cfg, "train", 4), 2))
     assert all(b.shape == (4, 17) and b.dtype == np.int32 for b in first)
     assert all((a == b).all() for a, b in zip(first, again))
     assert all((a == b).all() for a, b in zip(first[4:], resumed))
     assert not (first[0] == first[1]).all()
-    val = list(batches(cfg, "validation"))
-    assert len(val) == 3 and all((a == b).all() for a, b in zip(val, batches(cfg, "validation")))
+    val = list(loader.batches(p, cfg, "validation"))
+    assert len(val) == 3 and all((a == b).all() for a, b in zip(val, loader.batches(p, cfg, "validation")))
 
 
 def test_epochs_reshuffle(prepared):
     cfg, p = prepared
     n = p.stats["train_rows"]
     steps_per_epoch = n // cfg.train.batch_size
-    epoch = np.concatenate(list(itertools.islice(batches(cfg, "train", 0), steps_per_epoch)))
+    epoch = np.concatenate(list(itertools.islice(loader.batches(p, cfg, "train", 0), steps_per_epoch)))
     assert len({r.tobytes() for r in epoch}) == len(epoch)  # no row twice within an epoch
-    nxt = next(batches(cfg, "train", n))  # step n starts 4 epochs later
+    nxt = next(loader.batches(p, cfg, "train", n))  # step n starts 4 epochs later
     assert nxt.shape == (4, 17)
 
 
 def test_different_seed_different_order(prepared):
-    cfg, _ = prepared
+    cfg, p = prepared
     other = cfg.copy_and_resolve_references()
     other.seed = 1
-    assert not (next(batches(cfg, "train")) == next(batches(other, "train"))).all()
+    assert not (next(loader.batches(p, cfg, "train")) == next(loader.batches(p, other, "train"))).all()
 
 
 def test_non_utf8_bytes_are_replaced_and_counted(tmp_path):
@@ -293,13 +292,13 @@ def test_tfds_source_reads_a_prepared_text_dataset(prepared):
 def test_hosts_split_the_global_batch(prepared, monkeypatch):
     import jax
 
-    cfg, _ = prepared
-    whole = next(batches(cfg, "train", 5))
+    cfg, p = prepared
+    whole = next(loader.batches(p, cfg, "train", 5))
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     parts = []
     for host in (0, 1):
         monkeypatch.setattr(jax, "process_index", lambda host=host: host)
-        parts.append(next(batches(cfg, "train", 5)))
+        parts.append(next(loader.batches(p, cfg, "train", 5)))
     assert parts[0].shape == (2, 17) and (np.concatenate(parts) == whole).all()
 
 
@@ -320,18 +319,24 @@ def test_hf_source_streams_and_explains_failures(monkeypatch):
         list(sources.documents(cfg))
 
 
-def test_stream_contract_on_prepared_data(prepared):
-    from simscale.data import stream
+def test_loader_batches_are_those_of_the_prepared_rows(prepared):
+    """Step s's batch holds rows [s B, (s+1) B) of grain's seeded shuffle of the training rows."""
+    import grain
+
+    from simscale.data import datasets
 
     cfg, p = prepared
-    assert (next(stream.batches(cfg, "train", 2)) == next(batches(cfg, "train", 2))).all()
+    order = grain.MapDataset.source(datasets.source("tokens", p.dir, "train")).shuffle(seed=cfg.seed)
+    B = cfg.train.batch_size
+    expected = np.stack([order[2 * B + i]["tokens"] for i in range(B)])
+    assert (next(loader.batches(p, cfg, "train", 2)) == expected).all()
 
 
 def test_bench_pipeline_measures_tokens(prepared):
-    from simscale.data.filter_bench import bench_pipeline
+    from simscale.data.throughput import bench_loader
 
     cfg, _ = prepared
-    r = bench_pipeline(cfg, steps=5)
+    r = bench_loader(cfg, steps=5)
     assert r["batch"] == [4, 17] and r["tokens_per_s"] > 0
 
 
@@ -405,3 +410,20 @@ def test_validation_rows_are_every_kth_packed_row(tmp_path):
     cfg.data.validation_fraction = 0.0
     with pytest.raises(ValueError, match="validation_unit='rows'.*fraction > 0"):
         prepare(cfg)
+
+
+def test_a_run_prepares_its_data_once_and_reads_every_batch_from_it(prepared, tmp_path, monkeypatch):
+    """The loop hands the PreparedData it holds to the loader: training and validation batches do not
+    prepare (hash the vocabulary, check the manifest) again, as they did through the old stream module."""
+    import simscale.data.prepared as prepared_lib
+    from simscale.train import train
+
+    cfg, _ = prepared
+    cfg = cfg.copy_and_resolve_references()
+    cfg.model.update(hidden=16, layers=1, heads=2, max_len=16)
+    cfg.train.update(steps=3, log_every=1, eval_every=2, checkpoint_every=0, warmup_steps=1)
+    calls = []
+    real = prepared_lib.prepare
+    monkeypatch.setattr(prepared_lib, "prepare", lambda c, log=None: calls.append(c.data.variant) or real(c, log))
+    assert train(cfg, tmp_path / "run")["steps"] == 3
+    assert calls == ["simplified"]

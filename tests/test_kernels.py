@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simscale.config import ConfigError, run_config
-from simscale.data import stream
+from simscale.data import loader
 from simscale.model import backend, llama
 from simscale.model import loss as loss_lib
 from simscale.train import mesh as mesh_lib
@@ -40,7 +40,7 @@ def _sgd_trajectory(kernels, remat, kv_heads, steps=3, lr=0.5):
     grad_fn, cfg = _grad_fn(kernels, remat, kv_heads)
     params = llama.init(jax.random.key(0), cfg.model)
     losses, grads = [], []
-    for tokens in itertools.islice(stream.batches(cfg, "train"), steps):
+    for tokens in itertools.islice(loader.batches(None, cfg, "train"), steps):
         loss, g = grad_fn(params, jnp.asarray(tokens))
         losses.append(float(loss))
         grads.append(g)
@@ -122,7 +122,7 @@ def test_bfloat16_smoke_run_ends_near_float32():
         cfg.train.steps = 40
         prog = step_lib.build(cfg, 40, mesh)
         state, losses = prog.init(0), []
-        for tokens in itertools.islice(stream.batches(cfg, "train"), 40):
+        for tokens in itertools.islice(loader.batches(None, cfg, "train"), 40):
             state, metrics = prog.train(state, jax.device_put(tokens, prog.batch_sharding))
             losses.append(float(metrics["loss"]))
         assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["opt_state"]) if x.ndim)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from simscale.config import ConfigError, run_config, to_dict
-from simscale.data import stream
+from simscale.data import loader
 from simscale.model import loss as loss_lib
 from simscale.train import NonFiniteLoss, load_params, train
 from simscale.train import mesh as mesh_lib
@@ -170,13 +170,13 @@ def ocp_meta():
 @pytest.fixture
 def data_ends_after_12_steps(monkeypatch):
     """A training stream that gives 12 batches (tiny_config plans 20 steps and logs every step)."""
-    batches = stream.batches
+    batches = loader.batches
 
-    def finite(cfg, split, start_step=0):
-        rows = batches(cfg, split, start_step)
+    def finite(data, cfg, split, start_step=0):
+        rows = batches(data, cfg, split, start_step)
         return itertools.islice(rows, max(0, 12 - start_step)) if split == "train" else rows
 
-    monkeypatch.setattr(stream, "batches", finite)
+    monkeypatch.setattr(loader, "batches", finite)
 
 
 def test_data_ending_after_a_log_step_ends_with_an_eval_and_a_checkpoint(tmp_path, data_ends_after_12_steps):
@@ -289,7 +289,7 @@ def test_grad_accumulation_matches_one_big_batch():
     cfg2.train.grad_accum = 2
     mesh = mesh_lib.make_mesh(cfg1.mesh)
     p1, p2 = step_lib.build(cfg1, 20, mesh), step_lib.build(cfg2, 20, mesh)
-    tokens = jax.device_put(next(stream.batches(cfg1, "train")), p1.batch_sharding)
+    tokens = jax.device_put(next(loader.batches(None, cfg1, "train")), p1.batch_sharding)
     s1, m1 = p1.train(p1.init(0), tokens)
     s2, m2 = p2.train(p1.init(0), tokens)  # same state shardings: p1's init serves both
     np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-6)
@@ -313,7 +313,7 @@ def test_every_train_setting_that_enters_the_program_gets_its_own_compiled_progr
     p_half, p_quarter = step_lib.program(half, 20, mesh), step_lib.program(quarter, 20, mesh)
     assert p_quarter is not p_half
     assert step_lib.program(cadence, 20, mesh) is p_half
-    tokens = jax.device_put(next(stream.batches(half, "train")), p_half.batch_sharding)
+    tokens = jax.device_put(next(loader.batches(None, half, "train")), p_half.batch_sharding)
     state = p_half.init(0)
     state["step"] = jnp.asarray(11, jnp.int32)  # 9 of 18 decay steps: cosine progress 0.5
     # lr * (1 + cos(2 pi c p)) / 2 with lr_floor 0.1: c = 0.5 gives 0.55 lr, c = 0.25 gives 0.8182 lr

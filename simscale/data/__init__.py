@@ -11,6 +11,12 @@ def prepare(cfg, log=None):
     return _prepare(cfg, log)
 
 
+def prepare_all(cfgs, log=None):
+    from simscale.data.prepared import prepare_all as _prepare_all
+
+    return _prepare_all(cfgs, log)
+
+
 def __getattr__(name):
     if name == "PreparedData":
         from simscale.data.prepared import PreparedData

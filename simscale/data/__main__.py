@@ -10,7 +10,7 @@
   inspect (--config ... [--variant V] | --prepared DIR) [--n 3]
       Prints a prepared dataset's stats and decoded training rows.
   bench
-      Span-filter MB/s, single process and parallel.
+      Span-filter MB/s, single process and parallel, and the batch loader's tokens/s.
 """
 from __future__ import annotations
 
@@ -89,16 +89,17 @@ def _config():
     return cfg
 
 
-def prepare_all() -> None:
-    from simscale.data import prepare
+def prepare_command() -> None:
+    from simscale.data import prepare_all
 
     cfg = _config()
     variants = list(cfg.sweep.axes.variant) if "sweep" in cfg and "variant" in cfg.sweep.axes else [cfg.data.variant]
+    cfgs = []
+    for variant in variants:
+        cfgs.append(cfg.copy_and_resolve_references())
+        cfgs[-1].data.variant = variant
     rows = []
-    for variant in sorted(variants, key=["simplified", "unrestricted"].index):
-        c = cfg.copy_and_resolve_references()
-        c.data.variant = variant
-        p = prepare(c)
+    for variant, p in zip(variants, prepare_all(cfgs)):
         s = p.stats
         kept = f"{100 * s['kept_fraction']:.1f}%" if "kept_fraction" in s else "-"
         rows.append((variant, s["documents_in"], s["documents"], kept, p.train_tokens, p.vocab_size,
@@ -129,12 +130,14 @@ def inspect() -> None:
 
 
 def bench() -> None:
-    from simscale.data.filter_bench import bench_filter
+    from simscale.data.throughput import bench_filter, bench_loader_on_text
 
     print(json.dumps(bench_filter()))
+    for record in bench_loader_on_text():
+        print(json.dumps({"loader": record}))
 
 
-COMMANDS = {"simplify": simplify_file, "prepare": prepare_all, "inspect": inspect, "bench": bench}
+COMMANDS = {"simplify": simplify_file, "prepare": prepare_command, "inspect": inspect, "bench": bench}
 
 
 def main(argv) -> None:

@@ -84,6 +84,16 @@ def prepare(cfg, log=None) -> PreparedData:
     return _load(final)
 
 
+def prepare_all(cfgs, log=None) -> list[PreparedData]:
+    """prepare() each distinct dataset of `cfgs` once; one PreparedData per config, in their order."""
+    by_key = {}
+    for cfg in cfgs:
+        key = f"{cfg.data.variant}-{cache_key(cfg)}"
+        if key not in by_key:
+            by_key[key] = prepare(cfg, log)
+    return [by_key[f"{c.data.variant}-{cache_key(c)}"] for c in cfgs]
+
+
 def cache_key(cfg) -> str:
     d = cfg.data
     parts = {"format": FORMAT_VERSION, "variant": d.variant, "source": sources.describe(d),

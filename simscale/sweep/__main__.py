@@ -103,18 +103,13 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
 
 
 def _prepare_data(runs) -> None:
-    """simscale.data.prepare once per data variant (simplified first: the control is sized from it)."""
-    seen = {}
-    for run in sorted(runs, key=lambda r: r.cfg.data.variant != "simplified"):
-        data = run.cfg.data
-        if data.source == "synthetic":
-            continue
-        key = json.dumps([to_dict(data), run.cfg.model.vocab_size, run.cfg.seed], sort_keys=True)
-        if key not in seen:
-            from simscale.data import prepare
+    """Every dataset the runs train on, prepared once before training starts."""
+    real = [r.cfg for r in runs if r.cfg.data.source != "synthetic"]
+    if real:
+        from simscale.data import prepare_all
 
-            log.info("preparing data: %s %s", data.source, data.variant)
-            seen[key] = prepare(run.cfg)
+        log.info("preparing data: %s", ", ".join(sorted({f"{c.data.source} {c.data.variant}" for c in real})))
+        prepare_all(real)
 
 
 def status(workdir: pathlib.Path) -> int:

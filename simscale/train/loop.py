@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from simscale.config import BACKFILL, ConfigError, backfill, config_hash, differences, from_dict, to_dict
-from simscale.data import stream, tokenizer
+from simscale.data import loader, tokenizer
 from simscale.model import counting
 from simscale.train import mesh as mesh_lib
 from simscale.train import step as step_lib
@@ -73,7 +73,7 @@ def _prepare_data(cfg, run_dir: Path, main: bool):
 
 def evaluate(prog, params, cfg, local_batches: list[np.ndarray], token_bytes: np.ndarray | None) -> dict:
     """Mean validation nats/token, its standard error over sequences, and bits per byte, on
-    `local_batches` (this host's rows of `stream.batches(cfg, "validation")`).
+    `local_batches` (this host's rows of `loader.batches(data, cfg, "validation")`).
 
     Bits per byte = the evaluated tokens' summed loss in bits / the UTF-8 bytes of source text
     those tokens stand for (`token_bytes[id]`, 0 for the <s> </s> markup), on these same rows.
@@ -167,7 +167,7 @@ class _Run:
             write_status(self.run_dir, "running", 0)
         prepared = _prepare_data(cfg, self.run_dir, main)
         self.token_bytes = tokenizer.content_bytes(tokenizer.load(prepared.tokenizer_path)) if prepared else None
-        self.validation = list(stream.batches(cfg, "validation"))  # the same rows at every evaluation
+        self.validation = list(loader.batches(prepared, cfg, "validation"))  # the same rows at every evaluation
         self.steps = steps = total_steps(cfg, prepared.train_tokens if prepared else None)
         self.flops_per_token = counting.flops_per_token(cfg.model, tc.seq_len, tc.flops_convention)
         self.prog = prog = step_lib.program(cfg, steps, mesh_lib.make_mesh(cfg.mesh))
@@ -180,7 +180,7 @@ class _Run:
         self.log = MetricsLog(self.run_dir, start, steps, enabled=main, name=self.run_dir.name)
         self.pending, self.window_t0 = [], time.perf_counter()
         end = steps if stop_at is None else min(stop_at, steps)
-        data = read_ahead(map(functools.partial(_device_batch, prog), stream.batches(cfg, "train", start_step=start)))
+        data = read_ahead(map(functools.partial(_device_batch, prog), loader.batches(prepared, cfg, "train", start)))
         try:
             # The batch of step s + 1 is read before step s reports: a step after which the data ends
             # is the run's last one (evaluated and checkpointed) even when it was also a log step.

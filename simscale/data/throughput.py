@@ -1,4 +1,5 @@
-"""Throughput of the span filter (MB/s of UTF-8 input, single process and parallel)."""
+"""Throughput of the data path: the span filter (MB/s of UTF-8 input, single process and parallel) and
+the batch loader (training tokens/s)."""
 from __future__ import annotations
 
 import itertools
@@ -38,12 +39,16 @@ def _cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _vocabulary():
+    try:
+        return load_vocabulary("aochildes")
+    except FileNotFoundError:
+        return load_vocabulary("wordfreq:20000")
+
+
 def bench_filter(mb: float = 8.0, workers: int = 0) -> dict:
     """MB/s of the filter with the AO-CHILDES vocabulary (else wordfreq:20000) on English text."""
-    try:
-        vocab = load_vocabulary("aochildes")
-    except FileNotFoundError:
-        vocab = load_vocabulary("wordfreq:20000")
+    vocab = _vocabulary()
     text, docs = bench_texts(mb)
     size = sum(len(d.encode()) for d in docs) / 1e6
     result = {"text": text, "vocab": vocab.source, "mb": round(size, 1)}
@@ -60,14 +65,36 @@ def bench_filter(mb: float = 8.0, workers: int = 0) -> dict:
     return result
 
 
-def bench_pipeline(cfg, steps: int = 50) -> dict:
-    """Training tokens/s that pipeline.batches delivers for cfg (prepares the data if needed)."""
-    from simscale.data import pipeline
+def bench_loader(cfg, steps: int = 50) -> dict:
+    """Training tokens/s that loader.batches delivers for cfg (prepares the data if needed)."""
+    from simscale.data import loader, prepare
 
-    it = pipeline.batches(cfg, "train", 0)
+    it = loader.batches(prepare(cfg), cfg, "train", 0)
     next(it)  # opening the data source is not throughput
     start, cpu, tokens = time.perf_counter(), time.process_time(), 0
     for batch in itertools.islice(it, steps):
         tokens += batch[:, 1:].size
     return {"tokens_per_s": round(tokens / (time.perf_counter() - start)),
             "tokens_per_cpu_s": round(tokens / (time.process_time() - cpu)), "batch": list(batch.shape)}
+
+
+def bench_loader_on_text(mb: float = 4.0, batch_sizes=(16, 512)) -> list[dict]:
+    """bench_loader at each batch size on `mb` of bench_texts, prepared (filtered) in a temporary cache with
+    rows of 65 tokens, as the cpu preset has them."""
+    import json
+    import tempfile
+
+    from simscale.config import run_config
+
+    _, docs = bench_texts(mb)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="simscale-bench-") as tmp:
+        corpus = pathlib.Path(tmp) / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+        cfg = run_config()
+        cfg.model.update(vocab_size=2000, max_len=64)
+        cfg.data.update(source="files", files=str(corpus), vocab=_vocabulary().source, cache_dir=tmp)
+        for batch in batch_sizes:
+            cfg.train.update(batch_size=batch, seq_len=64)
+            out.append(bench_loader(cfg))
+    return out
