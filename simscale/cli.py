@@ -8,6 +8,7 @@ every config flag once, and turns either into one line naming the cause.
 """
 from __future__ import annotations
 
+import re
 import sys
 
 from absl import flags
@@ -28,6 +29,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         rest = flags.FLAGS(argv)
     except flags.Error as e:  # a config file's own error comes as its whole traceback: keep the last line
+        section = re.match(r"flag --(config\.[\w.]+)=.*as a ConfigDict", str(e))
+        if section:
+            fail(f"--{section.group(1)} is a section: set its keys, e.g. --{section.group(1)}.KEY=VALUE")
         lines = [line for line in str(e).splitlines() if line.strip()]
         fail(lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1].strip()}")
     for name in ("config",):

@@ -87,17 +87,16 @@ def data_config() -> ConfigDict:
             min_span_len=32,  # the paper's span filter (simscale.data.span_filter)
             max_oov_p=0.01,
             from_sentence_start=True,
-            bigbench_tasks="topical_chat,movie_dialog_same_or_different,play_dialog_same_or_different",
-            files="",  # source=files: paths or globs, comma-separated
-            format="auto",  # auto | text (one document a line) | jsonl | parquet
-            lines_per_document=1,  # text files: N consecutive lines make a document (e.g. utterances)
-            text_field="text",  # jsonl / parquet / tfds / hf field holding the text
-            tfds_name="",  # source=tfds: e.g. 'tiny_shakespeare' (prepared in tfds_data_dir)
-            tfds_split="train",
-            tfds_data_dir="",
-            hf_name="",  # source=hf: e.g. 'roneneldan/TinyStories' (needs `datasets`)
-            hf_config="",
-            hf_split="train",
+            # Each source's own settings, read only when data.source names it.
+            bigbench=ConfigDict(dict(tasks="topical_chat,movie_dialog_same_or_different,play_dialog_same_or_different")),
+            files=ConfigDict(dict(
+                paths="",  # paths or globs, comma-separated
+                format="auto",  # auto (by suffix) | text (one document a line) | jsonl | parquet
+                lines_per_document=1,  # text files: N consecutive lines make a document (e.g. utterances)
+                text_field="text",  # jsonl / parquet field holding the text
+            )),
+            tfds=ConfigDict(dict(name="", split="train", data_dir="", text_field="text")),  # a prepared TFDS dataset
+            hf=ConfigDict(dict(name="", config="", split="train", text_field="text")),  # Hugging Face `datasets`, streamed
             max_documents=0,  # 0: all; otherwise read only the first N documents
             max_bytes=0,  # 0: all; otherwise stop reading after N bytes of text
             max_train_tokens=0,  # 0: all the source gives; else stop reading once this many training tokens
@@ -198,15 +197,39 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 # Keys added to the defaults after run directories could hold a config.json without them, each with
 # the value that computes what such runs computed before the key existed. A saved config lacking one
-# resumes with it filled in (`backfill`); a missing key whose default would change the run is refused.
+# resumes with it filled in (`upgrade`); a missing key whose default would change the run is refused.
 BACKFILL = {
     "model.kernels": "auto",  # before it: the CPU kernels on the CPU backend, the generic path elsewhere = auto
 }
+# Keys that were renamed: a saved config's old key is moved to its new place (`upgrade`). The source
+# settings were one flat list before each source had its own section; data.text_field served three.
+RENAMED = {
+    "data.bigbench_tasks": ("data.bigbench.tasks",), "data.files": ("data.files.paths",),
+    "data.format": ("data.files.format",), "data.lines_per_document": ("data.files.lines_per_document",),
+    "data.text_field": ("data.files.text_field", "data.tfds.text_field", "data.hf.text_field"),
+    "data.tfds_name": ("data.tfds.name",), "data.tfds_split": ("data.tfds.split",),
+    "data.tfds_data_dir": ("data.tfds.data_dir",), "data.hf_name": ("data.hf.name",),
+    "data.hf_config": ("data.hf.config",), "data.hf_split": ("data.hf.split",),
+}
 
 
-def backfill(saved: dict) -> tuple[dict, list[str]]:
-    """(a copy of a saved config dict with the missing BACKFILL keys set, the keys it filled)."""
-    out, filled = json.loads(json.dumps(saved)), []
+def upgrade(saved: dict) -> tuple[dict, list[str]]:
+    """(a copy of a saved config dict in today's layout, the BACKFILL keys it lacked and got)."""
+    out = json.loads(json.dumps(saved))
+    moved = {}
+    for old, new_keys in RENAMED.items():
+        section, leaf = old.split(".")
+        node = out.get(section)
+        if isinstance(node, dict) and leaf in node and not isinstance(node[leaf], dict):
+            value = node.pop(leaf)
+            moved.update({new: value for new in new_keys})
+    for new, value in moved.items():
+        *sections, leaf = new.split(".")
+        node = out
+        for name in sections:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    filled = []
     for key, value in BACKFILL.items():
         *sections, leaf = key.split(".")
         node = out

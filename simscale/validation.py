@@ -15,7 +15,7 @@ import pathlib
 
 from ml_collections import ConfigDict
 
-from simscale.config import SWEEP_AXES, VARIANTS, ConfigError, flat, run_config, sweep_config, to_dict
+from simscale.config import RENAMED, SWEEP_AXES, VARIANTS, ConfigError, flat, run_config, sweep_config, to_dict
 
 
 def known_keys() -> list[str]:
@@ -26,7 +26,10 @@ def known_keys() -> list[str]:
 
 
 def unknown_key_message(key: str, known: list[str]) -> str:
-    """'unknown config key K (did you mean N?)': N is the closest key of K's section (else of all)."""
+    """'unknown config key K (did you mean N?)': N is the closest key of K's section (else of all), or K's
+    new name when it was renamed (config.RENAMED)."""
+    if key in RENAMED:
+        return f"unknown config key {key}: it is {' / '.join(RENAMED[key])} now"
     section = key.rsplit(".", 1)[0] + "." if "." in key else ""
     pool = [k for k in known if k.startswith(section) and k.count(".") == key.count(".")] or known
     nearest = difflib.get_close_matches(key, pool, n=1, cutoff=0.0)
@@ -55,7 +58,7 @@ def choices() -> dict[str, tuple]:
             "train.schedule": optim.SCHEDULES, "train.decay": optim.DECAY,
             "train.flops_convention": tuple(counting.FLOPS_CONVENTIONS),
             "data.source": ("synthetic", *sources.SOURCES), "data.variant": VARIANTS,
-            "data.format": sources.FORMATS, "data.validation_unit": ("documents", "rows")}
+            "data.files.format": sources.FORMATS, "data.validation_unit": ("documents", "rows")}
 
 
 def problems(cfg: ConfigDict, n_devices: int) -> list[str]:

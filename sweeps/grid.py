@@ -39,9 +39,9 @@ def paper() -> ConfigDict:
     cfg.train.update(b1=0.9, b2=0.95, eps=1e-4, weight_decay=0.1, decay="all", clip_norm=0.0,
                      schedule="cosine", cosine_cycles=0.25, lr_floor=0.0, warmup_steps=1000, lr=2.8e-3,
                      batch_size=512, seq_len=128, tokens=0)
-    cfg.data.update(source="hf", hf_name="cerebras/SlimPajama-627B", hf_split="train", text_field="text",
-                    vocab="aochildes", validation_unit="rows", validation_fraction=0.003,
+    cfg.data.update(source="hf", vocab="aochildes", validation_unit="rows", validation_fraction=0.003,
                     max_train_tokens=2_100_000_000)
+    cfg.data.hf.update(name="cerebras/SlimPajama-627B", split="train", text_field="text")
     cfg.sweep = sweep_config()
     return cfg
 

@@ -36,7 +36,8 @@ def _corpus(path, n_docs=400, seed=0):
 def _cfg(tmp, corpus, **data):
     (tmp / "vocab.txt").write_text("\n".join(WORDS))
     cfg = run_config()
-    cfg.data.update(dict(source="files", files=str(corpus), vocab=str(tmp / "vocab.txt"),
+    cfg.data.files.paths = str(corpus)
+    cfg.data.update(dict(source="files", vocab=str(tmp / "vocab.txt"),
                          cache_dir=str(tmp / "cache"), min_span_len=8, workers=1, min_validation_documents=10) | data)
     cfg.model.vocab_size = 300
     cfg.train.update(seq_len=16, batch_size=4, eval_batches=3)
@@ -239,7 +240,8 @@ def test_cli_prepare_and_inspect(tmp_path):
         "from simscale.config import run_config\n"
         "def get_config(arg=None):\n"
         "    cfg = run_config()\n"
-        "    cfg.data.update(source='files', files='corpus.txt', vocab='vocab.txt', min_span_len=8, workers=1,\n"
+        "    cfg.data.files.paths = 'corpus.txt'\n"
+        "    cfg.data.update(source='files', vocab='vocab.txt', min_span_len=8, workers=1,\n"
         "                    min_validation_documents=2)\n"
         "    cfg.model.vocab_size = 300\n"
         "    cfg.train.seq_len = 16\n"
@@ -262,16 +264,18 @@ def test_file_formats_and_limits(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"text": "three"}\n\n{"text": "four", "x": 1}\n')
     (tmp_path / "c.txt").write_text("five\n\nsix\n")
     cfg = run_config().data
-    cfg.update(source="files", files=f"{tmp_path}/*.parquet,{tmp_path}/b.jsonl,{tmp_path}/c.txt")
+    cfg.source = "files"
+    cfg.files.paths = f"{tmp_path}/*.parquet,{tmp_path}/b.jsonl,{tmp_path}/c.txt"
     assert list(sources.documents(cfg)) == ["one doc", "two doc", "three", "four", "five", "six"]
     cfg.max_documents = 3
     assert list(sources.documents(cfg)) == ["one doc", "two doc", "three"]
     cfg.update(max_documents=0, max_bytes=10)
     assert list(sources.documents(cfg)) == ["one doc", "two doc"]
-    cfg.update(files=str(tmp_path / "c.txt"), max_bytes=0, lines_per_document=2)
+    cfg.max_bytes = 0
+    cfg.files.update(paths=str(tmp_path / "c.txt"), lines_per_document=2)
     assert list(sources.documents(cfg)) == ["five\n", "six"]
     (tmp_path / "d.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
-    cfg.update(files=str(tmp_path / "d.jsonl"), max_bytes=0)
+    cfg.files.update(paths=str(tmp_path / "d.jsonl"), lines_per_document=1)
     with pytest.raises(ValueError, match="d.jsonl line 2"):
         list(sources.documents(cfg))
 
@@ -281,10 +285,11 @@ def test_tfds_source_reads_a_prepared_text_dataset(prepared):
 
     cfg, p = prepared
     data = cfg.data.copy_and_resolve_references()
-    data.update(source="tfds", tfds_name="simscale_text", tfds_split="validation", tfds_data_dir=str(p.dir))
+    data.source = "tfds"
+    data.tfds.update(name="simscale_text", split="validation", data_dir=str(p.dir))
     docs = list(sources.documents(data))
     assert len(docs) == p.stats["validation_documents"] and docs[0].startswith("<s> ")
-    data.tfds_name = "no_such_dataset"
+    data.tfds.name = "no_such_dataset"
     with pytest.raises(FileNotFoundError, match="no_such_dataset"):
         list(sources.documents(data))
 
@@ -307,7 +312,8 @@ def test_hf_source_streams_and_explains_failures(monkeypatch):
     from simscale.data import sources
 
     cfg = run_config().data
-    cfg.update(source="hf", hf_name="someone/corpus")
+    cfg.source = "hf"
+    cfg.hf.name = "someone/corpus"
     monkeypatch.setattr(datasets_hf, "load_dataset", lambda *a, **k: iter([{"text": "a"}, {"text": ""}, {"text": "b"}]))
     assert list(sources.documents(cfg)) == ["a", "b"]
 
@@ -342,8 +348,9 @@ def test_bench_pipeline_measures_tokens(prepared):
 
 def test_prepare_child_directed_utterances(shared_data, tmp_path):
     cfg = run_config()
-    cfg.data.update(source="files", files=str(shared_data / "aochildes" / "child_directed_utterances.txt"),
-                    lines_per_document=100, max_documents=150, vocab="aochildes", workers=1,
+    cfg.data.files.update(paths=str(shared_data / "aochildes" / "child_directed_utterances.txt"),
+                          lines_per_document=100)
+    cfg.data.update(source="files", max_documents=150, vocab="aochildes", workers=1,
                     min_validation_documents=5, cache_dir=str(tmp_path))
     cfg.model.vocab_size = 500
     cfg.train.seq_len = 32

@@ -58,7 +58,8 @@ def trained_run(tmp_path_factory):
     (root / "words.txt").write_text("\n".join(sorted({w for d in docs for w in d.split()})) + "\n")
     cfg = run_config()
     cfg.model.update(dict(vocab_size=320, hidden=32, layers=2, heads=4, max_len=32))
-    cfg.data.update(dict(source="files", files=str(root / "corpus.txt"), format="text", workers=1,
+    cfg.data.files.update(dict(paths=str(root / "corpus.txt"), format="text"))
+    cfg.data.update(dict(source="files", workers=1,
                          vocab=str(root / "words.txt"), cache_dir=str(root / "cache"), min_span_len=8,
                          min_validation_documents=10))
     cfg.train.update(dict(batch_size=32, seq_len=32, steps=300, warmup_steps=20, lr=3e-3,

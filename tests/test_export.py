@@ -29,7 +29,8 @@ def text_run(tmp_path_factory):
     (root / "words.txt").write_text("\n".join(WORDS) + "\n")
     cfg = run_config()
     cfg.model.update(dict(vocab_size=300, hidden=32, layers=2, heads=4, kv_heads=2, max_len=32))
-    cfg.data.update(dict(source="files", files=str(root / "corpus.txt"), format="text", workers=1,
+    cfg.data.files.update(dict(paths=str(root / "corpus.txt"), format="text"))
+    cfg.data.update(dict(source="files", workers=1,
                          vocab=str(root / "words.txt"), cache_dir=str(root / "cache"), min_span_len=8,
                          min_validation_documents=10))
     cfg.train.update(dict(batch_size=16, seq_len=32, steps=20, warmup_steps=5, lr=3e-3, log_every=10,

@@ -105,6 +105,28 @@ def test_a_config_json_from_before_model_kernels_resumes(straight, tmp_path):
     assert load_params(tmp_path)[1].model.kernels == "auto"
 
 
+def test_a_config_json_with_the_flat_source_keys_resumes_and_loads(straight, tmp_path):
+    """Run directories written before each data source had its own section (data.files, data.hf_name,
+    data.text_field, ...) resume and load: the old keys move to their new places."""
+    ref_dir, _ = straight
+    cfg = tiny_config()
+    cfg.data.hf.update(name="someone/corpus", split="validation", text_field="body")
+    train(cfg, tmp_path, stop_at=10)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    data = saved["data"]
+    for source in ("bigbench", "files", "tfds", "hf"):
+        data.pop(source)
+    data.update(bigbench_tasks=cfg.data.bigbench.tasks, files="", format="auto", lines_per_document=1,
+                text_field="body", tfds_name="", tfds_split="train", tfds_data_dir="", hf_name="someone/corpus",
+                hf_config="", hf_split="validation")
+    cfg.data.files.text_field = cfg.data.tfds.text_field = "body"  # the one old key served all three
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert load_params(tmp_path)[1].data.hf.name == "someone/corpus"
+    train(cfg, tmp_path)
+    assert losses(tmp_path) == losses(ref_dir)
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["hf"]["split"] == "validation"
+
+
 def test_a_config_json_lacking_a_key_that_changes_the_run_is_refused(tmp_path):
     train(tiny_config(), tmp_path, stop_at=5)
     _drop_saved_key(tmp_path, "train", "loss_chunk")  # its default (256) is not what a run without it computed

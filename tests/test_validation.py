@@ -59,13 +59,33 @@ def test_every_bad_value_is_listed_before_anything_trains():
 
     cfg = smoke()
     cfg.train.update(dict(schedule="bogus", cosine_cycles=0.9, decay="some"))
-    cfg.data.update(dict(validation_fraction=1.5, format="csv"))
+    cfg.data.validation_fraction = 1.5
+    cfg.data.files.format = "csv"
     cfg.model.attention = "flash"
     listed = problems(cfg, 1)
     assert "train.schedule='bogus': choose one of ('cosine', 'wsd', 'constant')" in listed
     assert "train.decay='some': choose one of ('matrices', 'all', 'none')" in listed
     assert "model.attention='flash': choose one of ('auto', 'xla', 'cudnn')" in listed
-    assert "data.format='csv': choose one of ('auto', 'text', 'jsonl', 'parquet')" in listed
+    assert "data.files.format='csv': choose one of ('auto', 'text', 'jsonl', 'parquet')" in listed
     assert any(p.startswith("train.cosine_cycles=0.9 must lie in (0, 0.5]") for p in listed)
     assert "data.validation_fraction=1.5: give a fraction in [0, 1)" in listed
     assert len(listed) == 6
+
+
+def test_a_renamed_source_key_names_its_new_place():
+    cfg = smoke()
+    cfg.data.hf_name = "roneneldan/TinyStories"
+    with pytest.raises(ConfigError, match=r"^unknown config key data.hf_name: it is data.hf.name now$"):
+        check_keys(cfg)
+
+
+def test_a_value_for_a_source_section_is_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "simscale.sweep", "--config", "sweeps/grid.py:preset=smoke",
+                           f"--workdir={tmp_path}", "--config.data.files=corpus.txt", "--dry_run"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: --config.data.files is a section: set its keys, "
+                                   "e.g. --config.data.files.KEY=VALUE")

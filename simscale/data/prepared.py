@@ -413,5 +413,5 @@ class _Packer:
 
 
 def _where(d) -> str:
-    return {"files": f"data.files={d.files!r}", "bigbench": f"BIG-bench tasks {d.bigbench_tasks!r}",
-            "tfds": f"TFDS {d.tfds_name!r}", "hf": f"Hugging Face {d.hf_name!r}"}.get(d.source, d.source)
+    return {"files": f"data.files.paths={d.files.paths!r}", "bigbench": f"BIG-bench tasks {d.bigbench.tasks!r}",
+            "tfds": f"TFDS {d.tfds.name!r}", "hf": f"Hugging Face {d.hf.name!r}"}.get(d.source, d.source)

@@ -16,7 +16,7 @@ from typing import Iterator
 from simscale.config import ConfigError
 
 SOURCES = ("bigbench", "files", "tfds", "hf")  # data.source besides synthetic (simscale.validation checks)
-FORMATS = ("auto", "text", "jsonl", "parquet")  # data.format
+FORMATS = ("auto", "text", "jsonl", "parquet")  # data.files.format
 
 
 def documents(data_cfg, counts: dict | None = None) -> Iterator[str]:
@@ -31,7 +31,7 @@ def labelled_documents(data_cfg, counts: dict | None = None) -> Iterator[tuple[s
     counts.setdefault("replaced_bytes", 0)
     readers = {"bigbench": _bigbench, "files": _files, "tfds": _tfds, "hf": _hf}
     max_docs, max_bytes, size = data_cfg.max_documents, data_cfg.max_bytes, 0
-    for i, (part, text) in enumerate(readers[data_cfg.source](data_cfg, counts)):
+    for i, (part, text) in enumerate(readers[data_cfg.source](data_cfg[data_cfg.source], counts)):
         if max_docs and i >= max_docs:
             return
         yield part, text
@@ -42,12 +42,10 @@ def labelled_documents(data_cfg, counts: dict | None = None) -> Iterator[tuple[s
 
 def describe(data_cfg) -> dict:
     """The fields that identify this source's documents (part of the cache key)."""
-    keys = {"bigbench": ["bigbench_tasks"], "files": ["files", "format", "text_field", "lines_per_document"],
-            "tfds": ["tfds_name", "tfds_split", "text_field"],
-            "hf": ["hf_name", "hf_config", "hf_split", "text_field"]}.get(data_cfg.source, [])
-    d = {k: data_cfg[k] for k in ["source", "max_documents", "max_bytes", *keys]}
+    d = {k: data_cfg[k] for k in ("source", "max_documents", "max_bytes")}
+    d[data_cfg.source] = data_cfg[data_cfg.source].to_dict()
     if data_cfg.source == "files":  # the files' identity: names, sizes, times
-        d["stat"] = [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in file_paths(data_cfg)]
+        d["stat"] = [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in file_paths(data_cfg.files)]
     return d
 
 
@@ -60,20 +58,21 @@ def decode(raw: bytes, counts: dict) -> str:
         return text
 
 
-def file_paths(data_cfg) -> list[str]:
-    specs = [s.strip() for s in str(data_cfg.files).split(",") if s.strip()]
+def file_paths(files_cfg) -> list[str]:
+    """The files of data.files.paths (globs expanded, in the order given), each checked readable."""
+    specs = [s.strip() for s in str(files_cfg.paths).split(",") if s.strip()]
     if not specs:
-        raise ConfigError("data.files is empty: give corpus paths or globs (comma-separated) for source=files")
+        raise ConfigError("data.files.paths is empty: give corpus paths or globs (comma-separated) for source=files")
     paths = []
     for spec in specs:
         found = sorted(glob.glob(os.path.expanduser(spec))) if glob.has_magic(spec) else [spec]
         if not found:
-            raise FileNotFoundError(f"data.files: {spec!r} matches no file; check the path or glob")
+            raise FileNotFoundError(f"data.files.paths: {spec!r} matches no file; check the path or glob")
         for p in found:
             if not os.path.isfile(p):
-                raise FileNotFoundError(f"corpus file {p} does not exist; fix data.files")
+                raise FileNotFoundError(f"corpus file {p} does not exist; fix data.files.paths")
             if not os.access(p, os.R_OK):
-                raise PermissionError(f"corpus file {p} is not readable; fix its permissions or data.files")
+                raise PermissionError(f"corpus file {p} is not readable; fix its permissions or data.files.paths")
         paths += found
     return paths
 
@@ -85,7 +84,7 @@ def file_format(path: str, fmt: str = "auto") -> str:
     return {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix, "text")
 
 
-def read_file(path: str, fmt: str, field: str, counts: dict, fix: str = "data.text_field or data.format"
+def read_file(path: str, fmt: str, field: str, counts: dict, fix: str = "data.files.text_field or data.files.format"
               ) -> Iterator[str]:
     """Documents of one file, empty ones included: text (one a line), jsonl or parquet; an error about
     `field` says to fix `fix` (the caller's name of the settings that chose it)."""
@@ -118,24 +117,24 @@ def read_file(path: str, fmt: str, field: str, counts: dict, fix: str = "data.te
             yield text
 
 
-def _files(data_cfg, counts) -> Iterator[str]:
-    for path in file_paths(data_cfg):
-        fmt = file_format(path, data_cfg.format)
-        docs = read_file(path, fmt, data_cfg.text_field, counts)
-        if fmt == "text" and data_cfg.lines_per_document > 1:  # e.g. utterances: one document per N
-            lines, n = docs, data_cfg.lines_per_document
+def _files(files_cfg, counts) -> Iterator[str]:
+    for path in file_paths(files_cfg):
+        fmt = file_format(path, files_cfg.format)
+        docs = read_file(path, fmt, files_cfg.text_field, counts)
+        if fmt == "text" and files_cfg.lines_per_document > 1:  # e.g. utterances: one document per N
+            lines, n = docs, files_cfg.lines_per_document
             docs = ("\n".join(group) for group in iter(lambda: list(itertools.islice(lines, n)), []))
         yield from ((path, t) for t in docs if t.strip())
 
 
-def _bigbench(data_cfg, counts) -> Iterator[tuple[str, str]]:
+def _bigbench(bigbench_cfg, counts) -> Iterator[tuple[str, str]]:
     """The chosen BIG-bench tasks' examples as plain text (bigbench.documents), the tasks interleaved
     in proportion to their sizes, so that reading stops at any point (max_documents, a token
     target) with every task in its share."""
     from simscale.data import bigbench
 
     archive = bigbench.archive_path()  # one copy in $SIMSCALE_CACHE, whatever data.cache_dir says
-    names = [t.strip() for t in data_cfg.bigbench_tasks.split(",") if t.strip()]
+    names = [t.strip() for t in bigbench_cfg.tasks.split(",") if t.strip()]
     yield from interleave({name: list(bigbench.documents(name, archive)) for name in names})
 
 
@@ -149,36 +148,35 @@ def interleave(parts: dict[str, list[str]]) -> Iterator[tuple[str, str]]:
         yield names[k], lists[k][i]
 
 
-def _tfds(data_cfg, counts) -> Iterator[str]:
+def _tfds(tfds_cfg, counts) -> Iterator[str]:
     import tensorflow_datasets as tfds
 
-    if not data_cfg.tfds_name:
-        raise ConfigError("data.tfds_name is empty: name a prepared TFDS dataset for source=tfds")
+    if not tfds_cfg.name:
+        raise ConfigError("data.tfds.name is empty: name a prepared TFDS dataset for source=tfds")
     try:
-        src = tfds.data_source(data_cfg.tfds_name, split=data_cfg.tfds_split,
-                               data_dir=data_cfg.tfds_data_dir or None, download=False)
+        src = tfds.data_source(tfds_cfg.name, split=tfds_cfg.split, data_dir=tfds_cfg.data_dir or None,
+                               download=False)
     except Exception as e:  # tfds raises many types for a missing or unprepared dataset
-        raise FileNotFoundError(f"TFDS dataset {data_cfg.tfds_name!r} split {data_cfg.tfds_split!r} cannot be "
-                                f"opened ({e}); prepare it first or fix data.tfds_name/tfds_data_dir") from None
+        raise FileNotFoundError(f"TFDS dataset {tfds_cfg.name!r} split {tfds_cfg.split!r} cannot be "
+                                f"opened ({e}); prepare it first or fix data.tfds.name/data_dir") from None
     for i in range(len(src)):
-        value = src[i][data_cfg.text_field]
-        yield data_cfg.tfds_name, decode(value, counts) if isinstance(value, bytes) else str(value)
+        value = src[i][tfds_cfg.text_field]
+        yield tfds_cfg.name, decode(value, counts) if isinstance(value, bytes) else str(value)
 
 
-def _hf(data_cfg, counts) -> Iterator[str]:
+def _hf(hf_cfg, counts) -> Iterator[str]:
     try:
         import datasets
     except ImportError:
         raise ConfigError("data.source=hf needs the `datasets` package: pip install datasets") from None
-    if not data_cfg.hf_name:
-        raise ConfigError("data.hf_name is empty: name a Hugging Face dataset for source=hf")
+    if not hf_cfg.name:
+        raise ConfigError("data.hf.name is empty: name a Hugging Face dataset for source=hf")
     try:
-        ds = datasets.load_dataset(data_cfg.hf_name, data_cfg.hf_config or None, split=data_cfg.hf_split,
-                                   streaming=True)
+        ds = datasets.load_dataset(hf_cfg.name, hf_cfg.config or None, split=hf_cfg.split, streaming=True)
         for ex in ds:
-            if ex.get(data_cfg.text_field):
-                yield data_cfg.hf_name, ex[data_cfg.text_field]
+            if ex.get(hf_cfg.text_field):
+                yield hf_cfg.name, ex[hf_cfg.text_field]
     except (OSError, ValueError) as e:  # offline, unknown name, config or split
-        raise FileNotFoundError(f"Hugging Face dataset {data_cfg.hf_name!r} cannot be read ({e}): check "
-                                "data.hf_name/hf_config/hf_split and the network, or use data.source="
+        raise FileNotFoundError(f"Hugging Face dataset {hf_cfg.name!r} cannot be read ({e}): check "
+                                "data.hf.name/config/split and the network, or use data.source="
                                 "bigbench or files") from None

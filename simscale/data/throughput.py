@@ -93,7 +93,8 @@ def bench_loader_on_text(mb: float = 4.0, batch_sizes=(16, 512)) -> list[dict]:
         corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
         cfg = run_config()
         cfg.model.update(vocab_size=2000, max_len=64)
-        cfg.data.update(source="files", files=str(corpus), vocab=_vocabulary().source, cache_dir=tmp)
+        cfg.data.update(source="files", vocab=_vocabulary().source, cache_dir=tmp)
+        cfg.data.files.paths = str(corpus)
         for batch in batch_sizes:
             cfg.train.update(batch_size=batch, seq_len=64)
             out.append(bench_loader(cfg))

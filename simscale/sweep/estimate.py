@@ -62,7 +62,7 @@ def sizes(run: PlannedRun, epoch_tokens: int) -> dict:
 def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
     """tokens/s by shape key: calibrations, overridden by the workdir's past runs (the harmonic mean
     over a shape's runs, so that the first run's compilation is spread over all of them)."""
-    from simscale.config import backfill, from_dict
+    from simscale.config import upgrade, from_dict
 
     workdir = pathlib.Path(workdir)
     found = {key: _speed(value) for key, value in store.read_json(workdir / "calibration.json", {}).items()}
@@ -71,7 +71,7 @@ def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
         cfg = store.read_json(rdir / "config.json")
         speed = _wall_speed(rdir) or _median_speed(rdir / "metrics.jsonl")
         if cfg and speed:
-            speeds.setdefault(program_key(from_dict(backfill(cfg)[0]), speed_only=True), []).append(speed)
+            speeds.setdefault(program_key(from_dict(upgrade(cfg)[0]), speed_only=True), []).append(speed)
     found.update({key: statistics.harmonic_mean(values) for key, values in speeds.items()})
     return found
 

@@ -83,12 +83,12 @@ def _progress_speed(rdir: pathlib.Path, status: dict, cfg) -> float | None:
 
 def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, float]) -> str:
     """done/running/failed/pending per run, last loss and ETA (remaining tokens / measured tokens/s)."""
-    from simscale.config import backfill, from_dict, program_key
+    from simscale.config import upgrade, from_dict, program_key
 
     rows, counts, eta_total = [], {}, 0.0
     for entry in runs:
         rdir = store.run_dir(workdir, entry["run_id"])
-        cfg = from_dict(backfill(entry["config"])[0])  # a sweep.json written before a key existed
+        cfg = from_dict(upgrade(entry["config"])[0])  # a sweep.json written before a key existed
         state = run_state(rdir)
         counts[state] = counts.get(state, 0) + 1
         last = store.last_metrics(rdir)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from simscale.config import backfill, from_dict, mesh_config
+from simscale.config import upgrade, from_dict, mesh_config
 from simscale.jsonio import read_json
 
 
@@ -144,7 +144,7 @@ def load_checkpoint(run_dir):
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path} not found: is {run_dir} a training run directory?")
-    cfg = from_dict(backfill(json.loads(config_path.read_text()))[0])
+    cfg = from_dict(upgrade(json.loads(config_path.read_text()))[0])
     mesh = mesh_lib.make_mesh(mesh_config())  # every local device, data parallel
     abstract = step_lib.abstract_state(cfg, mesh)
     ckpt = Checkpoints(run_dir / "checkpoints", read_only=True)

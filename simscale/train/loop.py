@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from simscale.config import BACKFILL, ConfigError, backfill, config_hash, differences, from_dict, to_dict
+from simscale.config import BACKFILL, ConfigError, upgrade, config_hash, differences, from_dict, to_dict
 from simscale.data import loader, tokenizer
 from simscale.model import counting
 from simscale.train import mesh as mesh_lib
@@ -143,7 +143,7 @@ def _check_saved_config(path: Path, given: dict) -> None:
     saved = read_json(path)
     if saved is None:
         return
-    saved, filled = backfill(saved)
+    saved, filled = upgrade(saved)
     changed = differences(saved, given)
     if changed:
         listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
