@@ -83,7 +83,7 @@ def data_config() -> ConfigDict:
             source="synthetic",  # synthetic | bigbench | files | tfds | hf
             variant="simplified",  # simplified | unrestricted
             cache_dir="",  # "": $SIMSCALE_CACHE or ~/.cache/simscale
-            vocab="aochildes",  # path (CSV / word list) | aochildes | wordfreq:N
+            vocab="aochildes",  # path (CSV / word list) | aochildes | wordfreq:N | auto (simscale.at_hand)
             min_span_len=32,  # the paper's span filter (simscale.data.span_filter)
             max_oov_p=0.01,
             from_sentence_start=True,
@@ -116,7 +116,8 @@ def mesh_config() -> ConfigDict:
 
 def eval_config() -> ConfigDict:
     """Zero-shot tasks after training (simscale.evaluate names, comma-separated; "": none)."""
-    return ConfigDict(dict(tasks="", shots=0, max_examples=0))  # max_examples: per task, 0 = all
+    # tasks: simscale.evaluate names, or auto (simscale.at_hand); max_examples: per task, 0 = all
+    return ConfigDict(dict(tasks="", shots=0, max_examples=0))
 
 
 # Sweep axes (simscale.sweep.grid), in expansion order.
@@ -124,7 +125,7 @@ SWEEP_AXES = ("flops", "width", "depth", "variant", "seed", "lr", "heads", "batc
 
 
 def sweep_config() -> ConfigDict:
-    """A sweep's grid (docs/sweeps.md): axes (lists), zip groups, width rules and budget defaults."""
+    """A sweep's grid (docs/sweeps.md): axes (lists), zip groups and budget defaults."""
     return ConfigDict(
         dict(
             # Known axes: SWEEP_AXES, each a tuple (tuples can be overridden on the command
@@ -137,9 +138,7 @@ def sweep_config() -> ConfigDict:
                     variant=("simplified", "unrestricted"),
                 )
             ),
-            zip=(),  # e.g. ("width,lr",): equal-length axes zipped into one
-            heads_rule="",  # "": model.heads | "head_dim=64": heads = width // 64
-            lr_rule="",  # "": train.lr | "inverse_width=64": lr * 64 / width
+            zip=(),  # e.g. ("width,heads,lr",): equal-length axes zipped into one (per-width heads and LR)
             # Tokens of one epoch when the data is not prepared yet (dry runs):
             # the paper's simplified SlimPajama has 2.1B tokens.
             epoch_tokens=2_100_000_000,
@@ -210,6 +209,13 @@ RENAMED = {
     "data.tfds_name": ("data.tfds.name",), "data.tfds_split": ("data.tfds.split",),
     "data.tfds_data_dir": ("data.tfds.data_dir",), "data.hf_name": ("data.hf.name",),
     "data.hf_config": ("data.hf.config",), "data.hf_split": ("data.hf.split",),
+}
+
+
+# Keys that are gone, with what replaces them (an unknown-key error says so).
+REMOVED = {
+    "sweep.heads_rule": "give sweep.axes.heads and zip it with width (sweep.zip=('width,heads',))",
+    "sweep.lr_rule": "give sweep.axes.lr and zip it with width (sweep.zip=('width,lr',))",
 }
 
 

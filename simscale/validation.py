@@ -15,7 +15,7 @@ import pathlib
 
 from ml_collections import ConfigDict
 
-from simscale.config import RENAMED, SWEEP_AXES, VARIANTS, ConfigError, flat, run_config, sweep_config, to_dict
+from simscale.config import REMOVED, RENAMED, SWEEP_AXES, VARIANTS, ConfigError, flat, run_config, sweep_config, to_dict
 
 
 def known_keys() -> list[str]:
@@ -30,6 +30,8 @@ def unknown_key_message(key: str, known: list[str]) -> str:
     new name when it was renamed (config.RENAMED)."""
     if key in RENAMED:
         return f"unknown config key {key}: it is {' / '.join(RENAMED[key])} now"
+    if key in REMOVED:
+        return f"unknown config key {key}: {REMOVED[key]}"
     section = key.rsplit(".", 1)[0] + "." if "." in key else ""
     pool = [k for k in known if k.startswith(section) and k.count(".") == key.count(".")] or known
     nearest = difflib.get_close_matches(key, pool, n=1, cutoff=0.0)

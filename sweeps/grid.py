@@ -8,13 +8,11 @@ The `sweep` section describes the grid (see docs/sweeps.md); everything else
 is the base run config, so `python -m simscale.train --config sweeps/grid.py`
 trains the base run alone.
 """
-import os
-import pathlib
+import inspect
 
 from ml_collections import ConfigDict
 
 from simscale.config import ConfigError, run_config, sweep_config
-from simscale.data.vocab import aochildes_local
 
 PRESETS = ("paper", "cpu", "smoke", "isoflop")
 
@@ -46,7 +44,13 @@ def paper() -> ConfigDict:
     return cfg
 
 
-def cpu() -> ConfigDict:
+def cpu(vocab: str = "auto", tasks: str = "auto") -> ConfigDict:
+    """A small real grid for a 2-core machine: 4 widths x 2 depths x 2 variants on BIG-bench dialogue.
+
+    `auto` vocabulary and tasks are chosen by what the machine has (simscale.at_hand): the paper's
+    AO-CHILDES list and BLiMP paper-22 when $SIMSCALE_DATA (or the cache) has them, else wordfreq's
+    top 21,000 words and BIG-bench multiple choice. Pin them with preset=cpu,vocab=...,tasks=...
+    """
     cfg = run_config()
     cfg.model.vocab_size = 2000
     cfg.model.max_len = 64
@@ -61,20 +65,18 @@ def cpu() -> ConfigDict:
     # has, and `make demo` fits in 15 minutes on 2 slow cores (0.7M took 31-35 min on Zen 3, 0.3M
     # 15-17 min with two workers). docs/results.md also reports the 0.7M-token study.
     cfg.data.max_train_tokens = 200_000
-    # The paper's AO-CHILDES list when it is at hand ($SIMSCALE_DATA or a cached download),
-    # else the top English words.
-    cfg.data.vocab = "aochildes" if aochildes_local() else "wordfreq:21000"
-    # Zero-shot after each run: BLiMP's paper-22 suite when its files are at hand, else BIG-bench
-    # multiple choice; 100 examples per task (of each variant) keep the 16 evaluations to ~2 minutes.
-    data = os.environ.get("SIMSCALE_DATA")
-    cfg.eval.tasks = "blimp_paper22" if data and (pathlib.Path(data) / "blimp").is_dir() else "bigbench_mc"
+    cfg.data.vocab = vocab
+    # 100 examples per task (of each variant) keep the 16 evaluations to ~2 minutes.
+    cfg.eval.tasks = tasks
     cfg.eval.max_examples = 100
     cfg.sweep = sweep_config()
-    cfg.sweep.axes = ConfigDict(dict(width=(32, 64, 128, 256), depth=(2, 4), variant=("simplified", "unrestricted")))
-    cfg.sweep.heads_rule = "head_dim=16"
-    # One epoch; wider models want a smaller LR (w256 at 0.7M tokens: 1e-3 beat 3e-3 by
-    # 0.14 nats), so lr = 2e-3 * 128 / width.
-    cfg.sweep.lr_rule = "inverse_width=128"
+    widths = (32, 64, 128, 256)
+    # 16-wide heads; one epoch, where wider models want a smaller LR (w256 at 0.7M tokens: 1e-3 beat
+    # 3e-3 by 0.14 nats), so lr = 2e-3 * 128 / width.
+    cfg.sweep.axes = ConfigDict(dict(width=widths, heads=tuple(w // 16 for w in widths),
+                                     lr=tuple(2e-3 * 128 / w for w in widths), depth=(2, 4),
+                                     variant=("simplified", "unrestricted")))
+    cfg.sweep.zip = ("width,heads,lr",)
     cfg.sweep.calibration_steps = 2
     return cfg
 
@@ -104,9 +106,17 @@ def isoflop() -> ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-    """`arg` is "preset=NAME" or "NAME" (default: paper)."""
-    name = (arg or "paper").strip()
-    name = name.split("=", 1)[1] if name.startswith("preset=") else name
+    """`arg`: "NAME" or "preset=NAME[,key=value...]" (default: paper); the keys are the preset's own
+    arguments, e.g. "preset=cpu,vocab=wordfreq:21000,tasks=bigbench_mc"."""
+    fields = [f.strip() for f in (arg or "paper").split(",") if f.strip()]
+    first = fields[0].split("=", 1)
+    name = first[1] if first[0] == "preset" and len(first) == 2 else fields[0]
     if name not in PRESETS:
         raise ConfigError(f"unknown sweep preset {name!r} in --config sweeps/grid.py:preset=...; choose from {PRESETS}")
-    return globals()[name]()
+    options = dict(f.split("=", 1) if "=" in f else (f, "") for f in fields[1:])
+    accepted = inspect.signature(globals()[name]).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"preset {name} takes no option {unknown[0]!r}" +
+                          (f"; its options: {', '.join(accepted)}" if accepted else ""))
+    return globals()[name](**options)

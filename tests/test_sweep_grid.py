@@ -97,11 +97,41 @@ def test_zip_product_budgets_and_width_rules():
         c = r.point["flops"]
         assert abs(r.cfg.train.tokens * counting.flops_6n(r.cfg.model, 128) - c) / c < 0.01
 
-    rules = preset("smoke")
-    rules.sweep.axes.width = [32, 64]
-    rules.sweep.heads_rule, rules.sweep.lr_rule = "head_dim=16", "inverse_width=32"
-    got = {r.cfg.model.hidden: (r.cfg.model.heads, r.cfg.train.lr) for r in grid.expand(rules)}
+    per_width = preset("smoke")  # per-width heads and LR are ordinary axes, zipped with width
+    per_width.sweep.axes.update(width=[32, 64], heads=[2, 4], lr=[3e-3, 1.5e-3])
+    per_width.sweep.zip = ["width,heads,lr"]
+    got = {r.cfg.model.hidden: (r.cfg.model.heads, r.cfg.train.lr) for r in grid.expand(per_width)}
     assert got == {32: (2, 3e-3), 64: (4, 1.5e-3)}
+    per_width.sweep.heads_rule = "head_dim=16"
+    with pytest.raises(ConfigError, match=r"sweep.heads_rule: give sweep.axes.heads and zip it with width"):
+        grid.expand(per_width)
+
+
+def test_the_cpu_preset_is_one_config_everywhere_and_auto_is_resolved_by_what_is_at_hand(tmp_path, monkeypatch):
+    """sweeps/grid.py:preset=cpu no longer probes the machine; simscale.at_hand resolves its `auto`
+    vocabulary and tasks (AO-CHILDES and BLiMP when found locally), and preset options pin them."""
+    from simscale import at_hand
+    from simscale.config import to_dict
+
+    (tmp_path / "data" / "vocab").mkdir(parents=True)
+    (tmp_path / "data" / "vocab" / "AOChildes_word_frequency.csv").write_text("word\nball\n")
+    (tmp_path / "data" / "blimp").mkdir()
+    monkeypatch.setenv("SIMSCALE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SIMSCALE_DATA", str(tmp_path / "data"))
+    here = preset("cpu")
+    notes = at_hand.resolve(here)
+    assert (here.data.vocab, here.eval.tasks) == ("aochildes", "blimp_paper22")
+    assert notes[0].startswith("data.vocab=auto: aochildes (found ") and notes[1].startswith("eval.tasks=auto: blimp")
+    monkeypatch.setenv("SIMSCALE_DATA", str(tmp_path / "nothing"))
+    bare = preset("cpu")
+    assert to_dict(bare) == to_dict(preset("cpu")) and (bare.data.vocab, bare.eval.tasks) == ("auto", "auto")
+    at_hand.resolve(bare)
+    assert (bare.data.vocab, bare.eval.tasks) == ("wordfreq:21000", "bigbench_mc")
+    assert {r.run_id for r in grid.expand(preset("cpu"))} == {r.run_id for r in grid.expand(bare)}
+    pinned = preset("cpu,vocab=aochildes,tasks=bigbench_mc")
+    assert at_hand.resolve(pinned) == [] and pinned.data.vocab == "aochildes"
+    with pytest.raises(ConfigError, match="preset cpu takes no option 'vocabulary'; its options: vocab, tasks"):
+        preset("cpu,vocabulary=x")
 
 
 def test_every_invalid_run_is_reported_before_anything_runs():

@@ -22,7 +22,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from simscale import cli
+from simscale import at_hand, cli
 
 from simscale.config import ConfigError
 from simscale.validation import check_file, check_folder, check_keys
@@ -84,6 +84,8 @@ def _config():
         raise ConfigError("--config is required, e.g. --config sweeps/grid.py:preset=cpu")
     check_keys(cfg)
     check_folder(FLAGS.data_dir, "--data_dir")
+    for note in at_hand.resolve(cfg):
+        print(note, file=sys.stderr)
     if FLAGS.data_dir:
         cfg.data.cache_dir = FLAGS.data_dir
     return cfg

@@ -60,6 +60,8 @@ def from_words(words, source: str) -> Vocabulary:
 def load_vocabulary(spec: str | os.PathLike) -> Vocabulary:
     """A Vocabulary from a path, 'aochildes' or 'wordfreq:N' (see the module docstring)."""
     spec_s = str(spec)
+    if spec_s == "auto":
+        raise ValueError("vocabulary 'auto' is this machine's choice: resolve it first (simscale.at_hand.resolve)")
     if spec_s == "aochildes":
         return _load_file(_aochildes_path(), source="aochildes")
     if spec_s.startswith("wordfreq:"):

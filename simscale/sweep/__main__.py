@@ -16,7 +16,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from simscale import cli, compile_cache, cpu_runtime, tmpfiles
+from simscale import at_hand, cli, compile_cache, cpu_runtime, tmpfiles
 from simscale.config import ConfigError, program_key, to_dict
 from simscale.sweep import estimate, executors, grid, store, tables
 from simscale.validation import check_folder, check_keys
@@ -141,6 +141,8 @@ def _main(argv) -> int:
     if "sweep" not in FLAGS.config:
         raise ConfigError(f"--config {flags.FLAGS['config'].config_filename} has no `sweep` section")
     check_keys(FLAGS.config)
+    for note in at_hand.resolve(FLAGS.config):
+        log.info(note)
     return sweep(FLAGS.config, workdir)
 
 

@@ -1,9 +1,9 @@
 """Grid expansion: a sweep config -> validated runs with stable ids.
 
 The `sweep` section (sweeps/grid.py, docs/sweeps.md) lists axes. Axes are
-multiplied in AXES order, except those joined in a `zip` group ("width,lr"),
-which advance together. Each point is applied to the base run config, then the
-width rules and the token budget. The run id is a readable prefix (width,
+multiplied in AXES order, except those joined in a `zip` group ("width,heads,lr"),
+which advance together. `auto` values of the base run config are resolved
+(simscale.at_hand), then each point and its token budget are applied to it. The run id is a readable prefix (width,
 depth, variant, seed, tokens) plus a hash of the resolved run config's
 non-default settings, both from the config alone, so reordering or extending
 a grid keeps the ids of the runs it already had.
@@ -17,6 +17,7 @@ import re
 
 from ml_collections import ConfigDict
 
+from simscale import at_hand
 from simscale.config import SWEEP_AXES, ConfigError, config_hash, flat, run_config, to_dict
 from simscale.model import counting
 from simscale.humanize import human
@@ -38,10 +39,11 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[PlannedRun]:
     check_keys(cfg)  # unknown keys and axes, before anything else
     sweep = cfg.sweep
     base = ConfigDict(copy.deepcopy({k: v for k, v in to_dict(cfg).items() if k != "sweep"}))
+    at_hand.resolve(base)  # `auto` values, before run ids are made (the entry points say what they chose)
     points = _points(sweep)
     runs, errors = [], []
     for point in points:
-        run_cfg = _resolve(base, point, sweep)
+        run_cfg = _resolve(base, point)
         run_id = _run_id(run_cfg)
         errors += [f"{run_id}: {e}" for e in problems(run_cfg, n_devices)]
         runs.append(PlannedRun(run_id, run_cfg, point))
@@ -88,8 +90,8 @@ def _points(sweep: ConfigDict) -> list[dict]:
     return [dict(kv for part in combo for kv in part.items()) for combo in itertools.product(*groups)]
 
 
-def _resolve(base: ConfigDict, point: dict, sweep: ConfigDict) -> ConfigDict:
-    """Apply one grid point, the width rules and the token budget to a copy of the base config."""
+def _resolve(base: ConfigDict, point: dict) -> ConfigDict:
+    """Apply one grid point and its token budget to a copy of the base config."""
     cfg = copy.deepcopy(base)
     m, t = cfg.model, cfg.train
     for name, (section, key) in {"width": (m, "hidden"), "depth": (m, "layers"), "variant": (cfg.data, "variant"),
@@ -98,23 +100,12 @@ def _resolve(base: ConfigDict, point: dict, sweep: ConfigDict) -> ConfigDict:
             setattr(section, key, type(getattr(section, key))(point[name]))
     if "seed" in point:
         cfg.seed = int(point["seed"])
-    if "heads" not in point and sweep.heads_rule:
-        m.heads = max(1, m.hidden // _rule_value(sweep.heads_rule, "head_dim", "sweep.heads_rule"))
-    if "lr" not in point and sweep.lr_rule:
-        t.lr = t.lr * _rule_value(sweep.lr_rule, "inverse_width", "sweep.lr_rule") / m.hidden
     tokens = _budget_tokens(cfg, point)
     if tokens is not None:
         per_step = t.batch_size * t.seq_len
         t.steps = max(1, round(tokens / per_step))
         t.tokens = t.steps * per_step
     return cfg
-
-
-def _rule_value(rule: str, name: str, key: str) -> int:
-    match = re.fullmatch(rf"{name}=(\d+)", rule.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ConfigError(f"{key}={rule!r}: expected '' or '{name}=<positive int>'")
-    return int(match.group(1))
 
 
 def _budget_tokens(cfg: ConfigDict, point: dict) -> float | None:

@@ -35,6 +35,7 @@ def main(argv) -> None:
 
     if _DISTRIBUTED.value:
         distributed.initialize()
+    from simscale import at_hand
     from simscale.config import ConfigError
     from simscale.runlock import RunLock, held_message
     from simscale.train import NonFiniteLoss, train
@@ -44,6 +45,8 @@ def main(argv) -> None:
     try:
         check_folder(_WORKDIR.value, "--workdir")
         check(_CONFIG.value, jax.device_count())  # before the lock creates the run directory
+        for note in at_hand.resolve(_CONFIG.value):
+            print(note, file=sys.stderr)
         # The sweep's lock, one trainer per run: process 0 takes it, and every process stops if it could not.
         if not distributed.from_process_0(lock.acquire):
             raise ConfigError(held_message(_WORKDIR.value))

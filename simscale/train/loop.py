@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from simscale import at_hand
 from simscale.config import BACKFILL, ConfigError, upgrade, config_hash, differences, from_dict, to_dict
 from simscale.data import loader, tokenizer
 from simscale.model import counting
@@ -119,6 +120,7 @@ def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
     """
     check(cfg, jax.device_count())  # unknown keys and bad values, before anything is written
     cfg = run_config_of(cfg)
+    at_hand.resolve(cfg)  # `auto` values: config.json records what the run used
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     main = jax.process_index() == 0
