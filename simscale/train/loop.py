@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
 import shutil
@@ -10,6 +11,7 @@ import traceback
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -130,13 +132,81 @@ def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
         return result
     if main:
         write_json(run_dir / "config.json", to_dict(cfg))
-    run = _Run(cfg, run_dir, main)
+        write_status(run_dir, "running", 0)
+    run = None
     try:
-        return run.go(stop_at)
+        run = _Run.start(cfg, run_dir, main)
+        try:
+            end = _loop(run, run.steps if stop_at is None else min(stop_at, run.steps))
+        finally:
+            run.close()
+        return _finish(run) if end == run.steps else {"status": "running", "step": end}
     except Exception as e:
         if main:
-            write_status(run_dir, "failed", run.step, error=str(e), traceback=traceback.format_exc())
+            write_status(run_dir, "failed", run.step if run else 0, error=str(e), traceback=traceback.format_exc())
         raise
+
+
+def _loop(run: "_Run", end: int) -> int:
+    """Train steps run.step + 1 ... `end`, logging, evaluating and checkpointing on their cadences;
+    returns the last step trained: `end`, or the step after which the training data ended."""
+    tc = run.cfg.train
+    every = lambda n, s: n > 0 and s % n == 0  # noqa: E731
+    data = read_ahead(map(functools.partial(_device_batch, run.prog),
+                          loader.batches(run.data, run.cfg, "train", run.step)))
+    try:
+        # The batch of step s + 1 is read before step s reports: a step after which the data ends is
+        # the run's last one (evaluated and checkpointed) even when it was also a log step.
+        batch = next(data, None) if run.step < end else None
+        if batch is None and run.step < end:
+            if run.step == 0:
+                raise ValueError("the training data gave no batch for step 1")
+            end = run.data_ended(run.step)  # resumed at the step where the data ended
+        while run.step < end:
+            run.train_step(batch)
+            s = run.step
+            batch = next(data, None) if s < end else None
+            if batch is None and s < end:
+                end = run.data_ended(s)
+            evaluate_now = s == run.steps or every(tc.eval_every, s)
+            checkpoint_now = s == end or every(tc.checkpoint_every, s)
+            log_now = evaluate_now or checkpoint_now or every(max(tc.log_every, 1), s)
+            if log_now:
+                record = run.metrics()
+                if evaluate_now:
+                    record.update(run.evaluate())
+                run.write(record)
+            if checkpoint_now:
+                run.checkpoint()
+            if log_now:
+                run.window_start = time.perf_counter()  # the next record's tokens/s leaves out this work
+        run.ckpt.wait()
+    finally:
+        data.close()  # joins the read-ahead thread
+    return end
+
+
+def _finish(run: "_Run") -> dict:
+    """result.json (and status done) of a run trained to its last step."""
+    cfg, tc, end = run.cfg, run.cfg.train, run.step
+    last = run.last
+    if last is None or last["step"] != end or "eval_loss" not in last:  # resumed at the final step
+        run.evaluate()
+    tokens = end * tc.batch_size * tc.seq_len
+    result = {
+        "status": "done", "steps": end, "tokens": tokens,
+        "params_total": counting.params_total(cfg.model),
+        "params_nonembedding": counting.params_nonembedding(cfg.model),
+        "flops": {k: v * tokens for k, v in counting.all_flops_per_token(cfg.model, tc.seq_len).items()},
+        "flops_convention": tc.flops_convention,
+        "final_loss": last["loss"] if last else _last_logged_loss(run.run_dir), **run.evals,
+        "wall_time_s": run.wall_time(), "variant": cfg.data.variant,
+        "hidden": cfg.model.hidden, "layers": cfg.model.layers,
+    }
+    if run.main:
+        write_json(run.run_dir / "result.json", result)
+        write_status(run.run_dir, "done", end)
+    return result
 
 
 def _check_saved_config(path: Path, given: dict) -> None:
@@ -156,116 +226,98 @@ def _check_saved_config(path: Path, given: dict) -> None:
                       f"({', '.join(f'{k}={BACKFILL[k]!r}' for k in filled)}), which computes what the run did then")
 
 
+@dataclasses.dataclass
 class _Run:
-    """One train() call: the loop plus what it has done so far (for status and errors)."""
+    """One train() call: what it set up (data, compiled program, checkpoints, metrics log) and how far
+    it has come (state, step, the last record and evaluation); its methods are the loop's actions."""
 
-    def __init__(self, cfg, run_dir: Path, main: bool):
-        self.cfg, self.run_dir, self.main, self.step = cfg, run_dir, main, 0
-        self.last, self.evals = None, None
+    cfg: Any
+    run_dir: Path
+    main: bool  # process 0, the one that writes run files
+    data: Any  # PreparedData, None for synthetic data
+    steps: int  # planned steps (fewer once the data ends early)
+    prog: step_lib.Program
+    ckpt: Checkpoints
+    token_bytes: np.ndarray | None  # source-text bytes per token id, for bits per byte
+    validation: list[np.ndarray]  # this host's validation rows, the same at every evaluation
+    flops_per_token: float
+    log: MetricsLog
+    state: dict
+    step: int
+    wall_before: float  # wall time of earlier attempts
+    pending: list = dataclasses.field(default_factory=list)  # device metrics of steps not yet logged
+    last: dict | None = None  # the last metrics record written
+    evals: dict | None = None  # the last evaluation
+    clock_start: float = dataclasses.field(default_factory=time.perf_counter)
+    window_start: float = dataclasses.field(default_factory=time.perf_counter)  # of the steps in `pending`
 
-    def go(self, stop_at):
-        cfg, tc, main = self.cfg, self.cfg.train, self.main
-        if main:
-            write_status(self.run_dir, "running", 0)
-        prepared = _prepare_data(cfg, self.run_dir, main)
-        self.token_bytes = tokenizer.content_bytes(tokenizer.load(prepared.tokenizer_path)) if prepared else None
-        self.validation = list(loader.batches(prepared, cfg, "validation"))  # the same rows at every evaluation
-        self.steps = steps = total_steps(cfg, prepared.train_tokens if prepared else None)
-        self.flops_per_token = counting.flops_per_token(cfg.model, tc.seq_len, tc.flops_convention)
-        self.prog = prog = step_lib.program(cfg, steps, mesh_lib.make_mesh(cfg.mesh))
-        self.ckpt = Checkpoints(self.run_dir / "checkpoints", tc)
-        restored = self.ckpt.restore(prog.abstract_state, discard_unreadable=True)
-        self.state, meta = restored if restored else (prog.init(cfg.seed), {"step": 0, "wall_time_s": 0.0})
-        self.step = start = int(meta["step"])
-        self.t_start, self.wall0 = time.perf_counter(), float(meta["wall_time_s"])
+    @classmethod
+    def start(cls, cfg, run_dir: Path, main: bool) -> "_Run":
+        """Everything a run needs, its state restored from the newest readable checkpoint (else fresh)."""
+        tc = cfg.train
+        data = _prepare_data(cfg, run_dir, main)
+        steps = total_steps(cfg, data.train_tokens if data else None)
+        prog = step_lib.program(cfg, steps, mesh_lib.make_mesh(cfg.mesh))
+        ckpt = Checkpoints(run_dir / "checkpoints", tc)
+        restored = ckpt.restore(prog.abstract_state, discard_unreadable=True)
+        state, meta = restored if restored else (prog.init(cfg.seed), {"step": 0, "wall_time_s": 0.0})
         prog.train.compile()  # before the clocks start, so the first tokens/s and ETA are real ones
-        self.log = MetricsLog(self.run_dir, start, steps, enabled=main, name=self.run_dir.name)
-        self.pending, self.window_t0 = [], time.perf_counter()
-        end = steps if stop_at is None else min(stop_at, steps)
-        data = read_ahead(map(functools.partial(_device_batch, prog), loader.batches(prepared, cfg, "train", start)))
-        try:
-            # The batch of step s + 1 is read before step s reports: a step after which the data ends
-            # is the run's last one (evaluated and checkpointed) even when it was also a log step.
-            batch = next(data, None) if start < end else None
-            if batch is None and start < end:
-                if start == 0:
-                    raise ValueError("the training data gave no batch for step 1")
-                self._data_ended(start)  # resumed at the step where the data ended
-                end = start
-            for s in range(start + 1, end + 1):
-                self.state, metrics = prog.train(self.state, batch)
-                self.pending.append(metrics)
-                self.step = s
-                batch = next(data, None) if s < end else None
-                if batch is None and s < end:
-                    self._data_ended(s)
-                    end = s
-                self._report(s, evaluate_now=s == self.steps or (tc.eval_every > 0 and s % tc.eval_every == 0),
-                             checkpoint_now=s == end or (tc.checkpoint_every > 0 and s % tc.checkpoint_every == 0))
-                if s == end:
-                    break  # the data ended early
-            self.ckpt.wait()
-        finally:
-            data.close()  # joins the read-ahead thread
-            self.log.close()
-            self.ckpt.close()
-        if end < self.steps:
-            return {"status": "running", "step": end}
-        return self._finish(end)
+        start = int(meta["step"])
+        return cls(
+            cfg=cfg, run_dir=run_dir, main=main, data=data, steps=steps, prog=prog, ckpt=ckpt,
+            token_bytes=tokenizer.content_bytes(tokenizer.load(data.tokenizer_path)) if data else None,
+            validation=list(loader.batches(data, cfg, "validation")),  # the same rows at every evaluation
+            flops_per_token=counting.flops_per_token(cfg.model, tc.seq_len, tc.flops_convention),
+            log=MetricsLog(run_dir, start, steps, enabled=main, name=run_dir.name),
+            state=state, step=start, wall_before=float(meta["wall_time_s"]))
 
-    def _data_ended(self, s: int) -> None:
+    def train_step(self, batch) -> None:
+        """One compiled step; its metrics stay on the device until the next log step."""
+        self.state, metrics = self.prog.train(self.state, batch)
+        self.pending.append(metrics)
+        self.step += 1
+
+    def metrics(self) -> dict:
+        """The record of the steps since the last one: mean loss, throughput, MFU (raises at the first
+        non-finite step). The only host-device sync of the loop."""
+        tc = self.cfg.train
+        window = _fetch(self.pending, self.step)
+        self.pending = []
+        tokens_per_step = tc.batch_size * tc.seq_len
+        tok_s = len(window) * tokens_per_step / (time.perf_counter() - self.window_start)
+        return {"step": self.step, "loss": float(np.mean([m["loss"] for m in window])),
+                "lr": float(window[-1]["lr"]), "grad_norm": float(window[-1]["grad_norm"]),
+                "tokens": self.step * tokens_per_step, "tokens_per_s": tok_s,
+                "flops_per_s": tok_s * self.flops_per_token,
+                "mfu": counting.mfu(tok_s, self.cfg.model, tc.seq_len, jax.devices()[0].device_kind,
+                                    jax.device_count())}
+
+    def evaluate(self) -> dict:
+        self.evals = evaluate(self.prog, self.state["params"], self.cfg, self.validation, self.token_bytes)
+        return self.evals
+
+    def write(self, record: dict) -> None:
+        self.last = record
+        self.log.write(record)
+
+    def checkpoint(self) -> None:
+        s = self.step
+        self.ckpt.save(s, self.state, {"step": s, "wall_time_s": self.wall_time(), "config_hash": config_hash(self.cfg)})
+        if self.main:
+            write_status(self.run_dir, "running", s)
+
+    def data_ended(self, s: int) -> int:
         """The training data gave no batch after step `s`: the run ends there."""
         warnings.warn(f"the training data ended after {s} of {self.steps} planned steps")
         self.steps = s
+        return s
 
-    def _report(self, s: int, evaluate_now: bool, checkpoint_now: bool) -> None:
-        """At log, eval and checkpoint steps: the only host-device sync of the loop."""
-        tc = self.cfg.train
-        if not (evaluate_now or checkpoint_now or s % max(tc.log_every, 1) == 0) or not self.pending:
-            return
-        window = _fetch(self.pending, s)
-        tokens_per_step = tc.batch_size * tc.seq_len
-        tok_s = len(window) * tokens_per_step / (time.perf_counter() - self.window_t0)
-        self.pending = []
-        self.last = {"step": s, "loss": float(np.mean([m["loss"] for m in window])),
-                     "lr": float(window[-1]["lr"]), "grad_norm": float(window[-1]["grad_norm"]),
-                     "tokens": s * tokens_per_step, "tokens_per_s": tok_s,
-                     "flops_per_s": tok_s * self.flops_per_token,
-                     "mfu": counting.mfu(tok_s, self.cfg.model, tc.seq_len, jax.devices()[0].device_kind,
-                                         jax.device_count())}
-        if evaluate_now:
-            self.evals = evaluate(self.prog, self.state["params"], self.cfg, self.validation, self.token_bytes)
-            self.last.update(self.evals)
-        self.log.write(self.last)
-        if checkpoint_now:
-            self.ckpt.save(s, self.state, {"step": s, "wall_time_s": self._wall(), "config_hash": config_hash(self.cfg)})
-            if self.main:
-                write_status(self.run_dir, "running", s)
-        self.window_t0 = time.perf_counter()
+    def wall_time(self) -> float:
+        return self.wall_before + time.perf_counter() - self.clock_start
 
-    def _wall(self) -> float:
-        return self.wall0 + time.perf_counter() - self.t_start
-
-    def _finish(self, end: int) -> dict:
-        cfg, tc = self.cfg, self.cfg.train
-        if self.last is None or self.last["step"] != end or "eval_loss" not in self.last:
-            # resumed at the final step (e.g. after a crash while writing result.json)
-            self.evals = evaluate(self.prog, self.state["params"], cfg, self.validation, self.token_bytes)
-        final_loss = self.last["loss"] if self.last else _last_logged_loss(self.run_dir)
-        tokens = end * tc.batch_size * tc.seq_len
-        result = {
-            "status": "done", "steps": end, "tokens": tokens,
-            "params_total": counting.params_total(cfg.model),
-            "params_nonembedding": counting.params_nonembedding(cfg.model),
-            "flops": {k: v * tokens for k, v in counting.all_flops_per_token(cfg.model, tc.seq_len).items()},
-            "flops_convention": tc.flops_convention, "final_loss": final_loss, **self.evals,
-            "wall_time_s": self._wall(), "variant": cfg.data.variant,
-            "hidden": cfg.model.hidden, "layers": cfg.model.layers,
-        }
-        if self.main:
-            write_json(self.run_dir / "result.json", result)
-            write_status(self.run_dir, "done", end)
-        return result
+    def close(self) -> None:
+        self.log.close()
+        self.ckpt.close()
 
 
 def _last_logged_loss(run_dir: Path) -> float | None:
