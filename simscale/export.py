@@ -98,8 +98,7 @@ def export(run_dir, out_dir, allow_earlier_step: bool = False) -> pathlib.Path:
 
 
 def main(argv=None) -> int:
-    from simscale import cpu_runtime
-    from simscale.validation import check_folder
+    from simscale import cli, cpu_runtime
 
     p = argparse.ArgumentParser(prog="python -m simscale.export", description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, help="a finished run directory (trained on text)")
@@ -108,17 +107,18 @@ def main(argv=None) -> int:
                    help="export the newest readable checkpoint even when it is not the run's final step")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     cpu_runtime.configure()
-    try:
-        check_folder(args.run, "--run", created=False)
-        check_folder(args.out, "--out")
-        if not pathlib.Path(args.run).is_dir():
-            raise FileNotFoundError(f"--run {args.run} does not exist")
-        out = export(args.run, args.out, args.allow_earlier_step)
-    except (ValueError, FileNotFoundError) as e:  # a user's input to fix (ConfigError is a ValueError)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(_export, args)
+
+
+def _export(args) -> None:
+    from simscale.validation import check_folder
+
+    check_folder(args.run, "--run", created=False)
+    check_folder(args.out, "--out")
+    if not pathlib.Path(args.run).is_dir():
+        raise FileNotFoundError(f"--run {args.run} does not exist")
+    out = export(args.run, args.out, args.allow_earlier_step)
     print(f"wrote {out} (LlamaForCausalLM.from_pretrained / AutoTokenizer.from_pretrained)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def test_bigbench_reads_tasks_from_the_archive(tmp_path):
     assert bigbench.list_tasks(archive) == ["copa_like/sub", "play_dialog_same_or_different", "topical_chat"]
     assert bigbench.read_task("topical_chat", archive)["examples"][0]["target"] == '"Hello."'
     assert bigbench.read_task("copa_like/sub", archive)["examples"][0]["target_scores"]["a"] == 1
-    with pytest.raises(KeyError, match="no task"):
+    with pytest.raises(ValueError, match="no task"):
         bigbench.read_task("nope", archive)
     assert bigbench.archive_path(tmp_path) == archive  # present: no download
 

@@ -2,6 +2,7 @@
 gradient accumulation, sharded layouts on fake CPU devices, and the CLI."""
 import itertools
 import json
+import re
 import math
 import os
 import shutil
@@ -425,3 +426,15 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == \
         "error: train.schedule='bogus': choose one of ('cosine', 'wsd', 'constant')"
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_exit_codes_say_who_must_act(tmp_path):
+    """One convention for every entry point (simscale.cli.run): a value to fix exits 2, a run that failed
+    exits 1, each with one `error:` line and no traceback."""
+    diverged = run_cli(tmp_path, "--config.train.lr=1e30", "--config.train.warmup_steps=0")
+    assert diverged.returncode == 1
+    assert re.fullmatch(r"error: non-finite (loss|gradient norm) at step \d+", diverged.stderr.strip().splitlines()[-1])
+    assert "Traceback" not in diverged.stderr
+    taken = run_cli(tmp_path, "--config.model.hidden=33")
+    assert taken.returncode == 2 and "Traceback" not in taken.stderr
+    assert taken.stderr.strip().splitlines()[-1].startswith("error: model.hidden=33 is not divisible by model.heads=4")

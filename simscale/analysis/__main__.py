@@ -9,6 +9,7 @@ import numpy as np
 
 from simscale.analysis.collect import read_labels, read_points, valid_rows
 from simscale.analysis.fit import fit_law
+from simscale import cli
 from simscale.validation import check_folder
 
 # --law -> (law form, CSV input columns)
@@ -92,11 +93,7 @@ def main(argv=None) -> int:
         p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
         p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    try:
-        return dict(fit=_fit, report=_report, bench=_bench)[args.cmd](args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(dict(fit=_fit, report=_report, bench=_bench)[args.cmd], args)
 
 
 if __name__ == "__main__":

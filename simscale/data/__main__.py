@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 
@@ -39,8 +38,6 @@ flags.DEFINE_integer("workers", 0, "simplify: filter processes (0: all cores)")
 flags.DEFINE_string("variant", None, "inspect: simplified or unrestricted (default data.variant)")
 flags.DEFINE_string("prepared", None, "inspect: a prepared dataset folder")
 flags.DEFINE_integer("n", 3, "inspect: rows to print")
-
-_USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError, KeyError)
 
 
 def simplify_file() -> None:
@@ -142,17 +139,12 @@ def bench() -> None:
 COMMANDS = {"simplify": simplify_file, "prepare": prepare_command, "inspect": inspect, "bench": bench}
 
 
-def main(argv) -> None:
+def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)  # TFDS logs every dataset it opens at INFO
     if len(argv) != 2 or argv[1] not in COMMANDS:
         print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    try:
-        COMMANDS[argv[1]]()
-    except _USER_ERRORS as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return cli.run(COMMANDS[argv[1]])
 
 
 if __name__ == "__main__":

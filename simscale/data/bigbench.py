@@ -54,7 +54,7 @@ def read_task(name: str, archive=None) -> dict:
     if not path.is_file():
         _scan(_archive(archive), wanted=(name,))
         if not path.is_file():
-            raise KeyError(f"BIG-bench has no task {name!r}; see simscale.data.bigbench.list_tasks()")
+            raise ValueError(f"BIG-bench has no task {name!r}; see simscale.data.bigbench.list_tasks()")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

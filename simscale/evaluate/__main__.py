@@ -7,7 +7,7 @@ import logging
 import sys
 import warnings
 
-from simscale import cpu_runtime
+from simscale import cli, cpu_runtime
 from simscale.evaluate import tasks as tasks_lib
 
 
@@ -80,15 +80,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     logging.getLogger("simscale.evaluate").setLevel(logging.INFO)
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"  # one line each
-    try:
-        if argv[:1] == ["counts"]:
-            counts(argv[1:])
-        else:
-            evaluate(argv)
-    except (ValueError, FileNotFoundError) as e:  # a user's input to fix (ConfigError is a ValueError)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    command, args = (counts, argv[1:]) if argv[:1] == ["counts"] else (evaluate, argv)
+    return cli.run(command, args)
 
 
 if __name__ == "__main__":

@@ -146,16 +146,8 @@ def _main(argv) -> int:
     return sweep(FLAGS.config, workdir)
 
 
-def _checked(argv) -> int:
-    try:
-        return _main(argv)
-    except (ConfigError, FileNotFoundError, ValueError, ImportError, ConnectionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
 def main() -> None:
-    app.run(_checked, flags_parser=cli.parse_flags)
+    app.run(lambda argv: cli.run(_main, argv), flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

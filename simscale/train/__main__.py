@@ -21,42 +21,37 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv) -> None:
+def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    import jax
-
     from simscale import cpu_runtime
 
     cpu_runtime.configure()
+    return cli.run(_train)
 
-    from simscale.train import distributed
 
-    if _DISTRIBUTED.value:
-        distributed.initialize()
+def _train() -> None:
+    import jax
+
     from simscale import at_hand
     from simscale.config import ConfigError
     from simscale.runlock import RunLock, held_message
-    from simscale.train import NonFiniteLoss, train
+    from simscale.train import distributed, train
     from simscale.validation import check, check_folder
 
+    if _DISTRIBUTED.value:
+        distributed.initialize()
+    check_folder(_WORKDIR.value, "--workdir")
+    check(_CONFIG.value, jax.device_count())  # before the lock creates the run directory
+    for note in at_hand.resolve(_CONFIG.value):
+        print(note, file=sys.stderr)
     lock = RunLock(_WORKDIR.value)
     try:
-        check_folder(_WORKDIR.value, "--workdir")
-        check(_CONFIG.value, jax.device_count())  # before the lock creates the run directory
-        for note in at_hand.resolve(_CONFIG.value):
-            print(note, file=sys.stderr)
         # The sweep's lock, one trainer per run: process 0 takes it, and every process stops if it could not.
         if not distributed.from_process_0(lock.acquire):
             raise ConfigError(held_message(_WORKDIR.value))
         result = train(_CONFIG.value, _WORKDIR.value)
-    except ConfigError as e:  # a value to fix, or a run directory in use: nothing was written
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     finally:
         lock.release()
     if jax.process_index() == 0:
