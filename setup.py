@@ -1,4 +1,4 @@
-"""simscale: scaling-law sweeps of small LLaMA-style LMs on simplified text (JAX/Flax)."""
+"""simscale: scaling-law sweeps of small LLaMA-style LMs on simplified text (JAX)."""
 from setuptools import find_packages, setup
 
 setup(
@@ -11,7 +11,6 @@ setup(
     install_requires=[
         # jax 0.10.x runs on Python 3.11, 0.11.x (CUDA machines) on 3.12.
         "jax>=0.10,<0.12",
-        "flax>=0.12,<0.14",
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11",
         "tensorflow-datasets>=4.9.8",
