@@ -43,7 +43,7 @@ figures: install
 	$(PY) -m simscale.analysis report --workdir $(WORKDIR) --out figures
 
 # The prepared accelerator check (docs/training.md, "GPU check"): the image's own python (jax with
-# CUDA, flax, optax, orbax, tokenizers), plus the wheels of ../shared/device-wheels that the image
+# CUDA, optax, orbax, tokenizers), plus the wheels of ../shared/device-wheels that the image
 # lacks (tensorflow-datasets, grain, array_record, ml-collections, ...), installed into .site from
 # .whl/ (both ignored by git) when they do not import. `make gpu-wheels` here fills .whl/, which
 # travels with the checkout to a machine without ../shared. Never jax: it must match the CUDA plugin.

@@ -28,7 +28,7 @@ setup(
         "wordfreq>=3.1",
     ],
     extras_require={
-        "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "dev": ["pytest>=8", "ruff>=0.15", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "ray": ["ray[default]>=2.40"],
         # Hugging Face datasets for SlimPajama/TinyStories/C4, and the paper's own stack
         # (transformers + torch) as the peer in `make bench`.

@@ -11,7 +11,11 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = pathlib.Path(__file__).parent
 
 SETUP = '''\
-import importlib.util, os, pathlib, subprocess, sys
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
 
 # Where the project lives: this checkout when the notebook runs inside one, else a fresh clone.
 REPO_URL = os.environ.get("SIMSCALE_REPO", "https://github.com/simscale/simscale.git")
@@ -54,7 +58,6 @@ colab = new_notebook(cells=[
 run("simscale.devices")'''),
     new_markdown_cell("## Choose a preset and look at the grid first (no data needed)"),
     new_code_cell('''\
-import json
 probe = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
                        capture_output=True, text=True, check=True)
 platform = probe.stdout.split()[-1]
@@ -102,10 +105,9 @@ print(f"{'run':44s} {'variant':13s} {'N':>12s} {'D':>12s} {'C':>10s} {'loss':>7s
 for r in runs:
     print(f"{r.run_id:44s} {str(r.variant):13s} {r.N:12,.0f} {r.D:12,.0f} {r.C():10.3g} {r.loss:7.4f}")'''),
     new_markdown_cell("## Fit a law\n\n`fit_law(law, x, loss)` with law `approach3` (inputs N, D) or "
-                      "a one-variable law `power` (E + A X^-alpha) or `kaplan` ((X_c / X)^alpha) in N, D or C; "
-                      "try other FLOPs conventions or subsets of runs."),
+                      "a one-variable law `power` (E + A X^-alpha) or `kaplan` ((X_c / X)^alpha) in N, D or "
+                      "C; try other FLOPs conventions or subsets of runs."),
     new_code_cell('''\
-import numpy as np
 from simscale.analysis.fit import fit_law
 
 from simscale.analysis.points import curve_points
@@ -125,7 +127,8 @@ for task_variant in ("standard", "simplified"):
     scores = run_scores(runs, task_variant)
     for r in runs:
         if r.run_id in scores:
-            print(f"{task_variant:10s} {r.run_id:44s} {str(r.variant):13s} mean acc {scores[r.run_id]:.3f}")'''),
+            print(f"{task_variant:10s} {r.run_id:44s} {str(r.variant):13s} mean acc \
+{scores[r.run_id]:.3f}")'''),
     new_markdown_cell("## All figures"),
     new_code_cell('''\
 from IPython.display import Image, display

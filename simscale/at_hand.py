@@ -20,7 +20,8 @@ WORDFREQ_WORDS = 21_000  # about the AO-CHILDES list's 21,036 usable words
 
 
 def resolve(cfg) -> list[str]:
-    """Replace `auto` in data.vocab and eval.tasks of `cfg` (a run or sweep config) by this machine's choice."""
+    """Replace `auto` in data.vocab and eval.tasks of `cfg` (a run or sweep config) by this machine's
+    choice."""
     notes = []
     if cfg.data.vocab == "auto":
         from simscale.data.vocab import aochildes_local

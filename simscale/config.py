@@ -36,9 +36,11 @@ def model_config() -> ConfigDict:
             init_std=0.02,
             remat=False,
             param_dtype="float32",
-            compute_dtype="auto",  # matmul inputs only (residual, norms, softmax: f32); auto: f32 CPU, bf16 GPU/TPU
+            # matmul inputs only (residual, norms, softmax: f32); auto: f32 CPU, bf16 GPU/TPU
+            compute_dtype="auto",
             attention="auto",  # auto (CPU kernel | cuDNN where supported | XLA) | xla | cudnn
-            kernels="auto",  # auto (cpu on CPUs, else generic) | cpu | generic: the accelerator path, on any backend
+            # auto (cpu on CPUs, else generic) | cpu | generic: the accelerator path, on any backend
+            kernels="auto",
         )
     )
 
@@ -95,8 +97,10 @@ def data_config() -> ConfigDict:
                 lines_per_document=1,  # text files: N consecutive lines make a document (e.g. utterances)
                 text_field="text",  # jsonl / parquet field holding the text
             )),
-            tfds=ConfigDict(dict(name="", split="train", data_dir="", text_field="text")),  # a prepared TFDS dataset
-            hf=ConfigDict(dict(name="", config="", split="train", text_field="text")),  # Hugging Face `datasets`, streamed
+            # a prepared TFDS dataset
+            tfds=ConfigDict(dict(name="", split="train", data_dir="", text_field="text")),
+            # Hugging Face `datasets`, streamed
+            hf=ConfigDict(dict(name="", config="", split="train", text_field="text")),
             max_documents=0,  # 0: all; otherwise read only the first N documents
             max_bytes=0,  # 0: all; otherwise stop reading after N bytes of text
             max_train_tokens=0,  # 0: all the source gives; else stop reading once this many training tokens
@@ -121,7 +125,8 @@ def eval_config() -> ConfigDict:
 
 
 # Sweep axes (simscale.sweep.grid), in expansion order.
-SWEEP_AXES = ("flops", "width", "depth", "variant", "seed", "lr", "heads", "batch_size", "tokens", "tokens_per_param")
+SWEEP_AXES = ("flops", "width", "depth", "variant", "seed", "lr", "heads", "batch_size", "tokens",
+              "tokens_per_param")
 
 
 def sweep_config() -> ConfigDict:
@@ -143,8 +148,10 @@ def sweep_config() -> ConfigDict:
             # the paper's simplified SlimPajama has 2.1B tokens.
             epoch_tokens=2_100_000_000,
             calibration_steps=3,  # timed steps per shape when no past run is measured
-            calibration_batch=8,  # sequences per calibration step (0: the run's); tokens/s stands for the full batch
-            calibration_budget_s=20.0,  # calibrate cheapest shapes first while this lasts; the rest scale by FLOPs
+            # sequences per calibration step (0: the run's); tokens/s stands for the full batch
+            calibration_batch=8,
+            # calibrate cheapest shapes first while this lasts; the rest scale by FLOPs
+            calibration_budget_s=20.0,
         )
     )
 
@@ -167,10 +174,11 @@ def run_config() -> ConfigDict:
 # step count its schedule needs), cadences and bookkeeping. Every other `model` and `train` key
 # is part of program_key, so a key added to either section changes it instead of being ignored.
 NOT_IN_PROGRAM = ("train.steps", "train.tokens", "train.log_every", "train.eval_every", "train.eval_batches",
-                  "train.checkpoint_every", "train.keep_checkpoints", "train.keep_period", "train.flops_convention")
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.keep_period",
+                  "train.flops_convention")
 # Of the program's keys, the optimiser's values: constants of a program that leave its speed alone.
-SPEED_NEUTRAL = ("train.lr", "train.warmup_steps", "train.lr_floor", "train.cosine_cycles", "train.decay_fraction",
-                 "train.b1", "train.b2", "train.eps", "train.weight_decay")
+SPEED_NEUTRAL = ("train.lr", "train.warmup_steps", "train.lr_floor", "train.cosine_cycles",
+                 "train.decay_fraction", "train.b1", "train.b2", "train.eps", "train.weight_decay")
 
 
 def program_key(cfg, speed_only: bool = False) -> str:
@@ -198,7 +206,8 @@ def flat(d: dict, prefix: str = "") -> dict:
 # the value that computes what such runs computed before the key existed. A saved config lacking one
 # resumes with it filled in (`upgrade`); a missing key whose default would change the run is refused.
 BACKFILL = {
-    "model.kernels": "auto",  # before it: the CPU kernels on the CPU backend, the generic path elsewhere = auto
+    # before it: the CPU kernels on the CPU backend, the generic path elsewhere = auto
+    "model.kernels": "auto",
 }
 # Keys that were renamed: a saved config's old key is moved to its new place (`upgrade`). The source
 # settings were one flat list before each source had its own section; data.text_field served three.

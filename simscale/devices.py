@@ -10,8 +10,8 @@ def describe() -> str:
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
     peaks = {k: device_peak_flops(k) for k in kinds}
-    peak_text = ", ".join(f"{k}: {p / 1e12:.0f} TFLOP/s bf16" if p else f"{k}: no peak known (MFU not reported)"
-                          for k, p in peaks.items())
+    peak_text = ", ".join(f"{k}: {p / 1e12:.0f} TFLOP/s bf16" if p
+                          else f"{k}: no peak known (MFU not reported)" for k, p in peaks.items())
     mesh = make_mesh(mesh_config())
     return (f"backend {jax.default_backend()}, {jax.process_count()} host(s), {len(devices)} device(s) "
             f"({jax.local_device_count()} local)\n{peak_text}\n"

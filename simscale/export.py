@@ -5,8 +5,8 @@
 DIR gets config.json, model.safetensors (float32) and the run's tokenizer as a
 PreTrainedTokenizerFast with simscale's special tokens, encoding as simscale's scorer does (`<s>`
 first, a space before text that does not start with one), so `LlamaForCausalLM.from_pretrained(DIR)`
-gives simscale's logits and lm-eval's `hf` model scores an export as `simscale.evaluate` does. The parameters are
-the run's final checkpoint (refused when the newest readable one is older, unless
+gives simscale's logits and lm-eval's `hf` model scores an export as `simscale.evaluate` does. The
+parameters are the run's final checkpoint (refused when the newest readable one is older, unless
 --allow_earlier_step). Needs the `hf` extra (transformers, safetensors) but not torch.
 """
 from __future__ import annotations
@@ -38,7 +38,8 @@ def hf_state_dict(params, model_cfg) -> dict[str, np.ndarray]:
     """simscale parameters -> LlamaForCausalLM's state dict, float32 (torch weights are [out, in])."""
     f32 = lambda x: np.array(x, np.float32, order="C")  # noqa: E731 - a C-ordered, writable copy
     D = model_cfg.hidden
-    state = {"model.embed_tokens.weight": f32(params["embed"]), "model.norm.weight": f32(params["final_norm"])}
+    state = {"model.embed_tokens.weight": f32(params["embed"]),
+             "model.norm.weight": f32(params["final_norm"])}
     if not model_cfg.tie_embeddings:
         state["lm_head.weight"] = f32(params["lm_head"].T)
     layers = params["layers"]
@@ -84,7 +85,8 @@ def export(run_dir, out_dir, allow_earlier_step: bool = False) -> pathlib.Path:
     run_dir, out_dir = pathlib.Path(run_dir), pathlib.Path(out_dir)
     tokenizer_path = run_dir / "tokenizer.json"
     if not tokenizer_path.exists():
-        raise FileNotFoundError(f"{tokenizer_path} not found: only a run trained on text has a tokenizer to export")
+        raise FileNotFoundError(f"{tokenizer_path} not found: only a run trained on text has a tokenizer to "
+                                "export")
     params, cfg, step = load_final_checkpoint(run_dir, allow_earlier_step)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(hf_config(cfg.model), indent=1) + "\n")

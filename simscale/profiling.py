@@ -258,8 +258,9 @@ def profile_table(profile: dict, peak_gflops: float) -> str:
              f"({profile['profiled_steps']} steps, share of wall time)"]
     for title in ("parts", "kinds"):
         lines.append(f"  by {title[:-1]}: " + ", ".join(f"{k} {v:.1%}" for k, v in profile[title].items()))
-    lines.append("  GFLOP/s by part (its PaLM FLOPs over its share of the time, all of its ops): " + ", ".join(
-        f"{part} {g:.0f} ({g / peak_gflops:.0%} of peak)" for part, g in profile["part_gflops"].items()))
+    lines.append("  GFLOP/s by part (its PaLM FLOPs over its share of the time, all of its ops): "
+                 + ", ".join(f"{part} {g:.0f} ({g / peak_gflops:.0%} of peak)"
+                             for part, g in profile["part_gflops"].items()))
     lines.append("  top ops:")
     lines += [f"    {op['fraction']:6.1%}  {op['name']:<40} {op['kind']:<18} {op['part']:<28} {op['shape']}"
               for op in profile["top_ops"]]

@@ -2,8 +2,8 @@
 
 An exclusive `fcntl.flock` on RUN_DIR/lock, held while the run trains: the kernel
 drops it when the holder dies (kill -9 included), so a dead worker's lock is
-reclaimed by the next claim, which removes the temporary files it left (simscale.tmpfiles). The lock file also records pid, host and a
-heartbeat that `status` reads without taking the lock.
+reclaimed by the next claim, which removes the temporary files it left (simscale.tmpfiles). The
+lock file also records pid, host and a heartbeat that `status` reads without taking the lock.
 """
 from __future__ import annotations
 

@@ -349,7 +349,8 @@ def run_bench(shapes, steps: int, repeats: int, peer_names: list[str], peak_gflo
             records.append(record)
             summary = ", ".join(f"{n} min ratio {p['min_ratio']:.2f}x" for n, p in record["peers"].items())
             print(f"{record['name']}: {record['tokens_per_s']:,.0f} tok/s, "
-                  f"{record['fraction_of_peak']:.0%} of the peak measured before" + (f"; {summary}" if summary else ""),
+                  f"{record['fraction_of_peak']:.0%} of the peak measured before"
+                  + (f"; {summary}" if summary else ""),
                   file=sys.stderr, flush=True)
         return records
     finally:
@@ -358,7 +359,8 @@ def run_bench(shapes, steps: int, repeats: int, peer_names: list[str], peak_gflo
 
 
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m simscale.step_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m simscale.step_bench",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="64x2,128x4,256x4", help="HIDDENxLAYERS, comma separated")
     parser.add_argument("--steps", type=int, default=10, help="timed (or traced) steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="alternating simscale/peer rounds per shape")

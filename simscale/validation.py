@@ -15,7 +15,8 @@ import pathlib
 
 from ml_collections import ConfigDict
 
-from simscale.config import REMOVED, RENAMED, SWEEP_AXES, VARIANTS, ConfigError, flat, run_config, sweep_config, to_dict
+from simscale.config import (REMOVED, RENAMED, SWEEP_AXES, VARIANTS, ConfigError, flat, run_config,
+                             sweep_config, to_dict)
 
 
 def known_keys() -> list[str]:
@@ -98,8 +99,8 @@ def _train_problems(cfg: ConfigDict, n_devices: int) -> list[str]:
     if not 0.0 <= t.lr_floor <= 1.0:
         errors.append(f"train.lr_floor={t.lr_floor} must be a fraction of the peak in [0, 1]")
     if not 0.0 < t.cosine_cycles <= 0.5:
-        errors.append(f"train.cosine_cycles={t.cosine_cycles} must lie in (0, 0.5] (0.5: a half cosine down to "
-                      "lr_floor; 0.25, Hugging Face's num_cycles=0.25: a quarter, ending halfway)")
+        errors.append(f"train.cosine_cycles={t.cosine_cycles} must lie in (0, 0.5] (0.5: a half cosine down "
+                      "to lr_floor; 0.25, Hugging Face's num_cycles=0.25: a quarter, ending halfway)")
     if not 0.0 <= t.decay_fraction <= 1.0:
         errors.append(f"train.decay_fraction={t.decay_fraction} must lie in [0, 1]")
     if t.warmup_steps < 0 or t.lr <= 0:
@@ -112,10 +113,11 @@ def _train_problems(cfg: ConfigDict, n_devices: int) -> list[str]:
         errors.append(str(e))
     else:
         if t.grad_accum < 1 or t.batch_size % t.grad_accum:
-            errors.append(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+            errors.append(f"train.batch_size={t.batch_size} is not divisible by "
+                          f"train.grad_accum={t.grad_accum}")
         elif (t.batch_size // t.grad_accum) % (data * fsdp):
-            errors.append(f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.grad_accum}) is not "
-                          f"divisible by the {data * fsdp} data-parallel device(s) of the mesh")
+            errors.append(f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.grad_accum}) "
+                          f"is not divisible by the {data * fsdp} data-parallel device(s) of the mesh")
     return errors
 
 
@@ -125,21 +127,23 @@ def data_problems(cfg: ConfigDict) -> list[str]:
     if not 0 <= d.validation_fraction < 1:
         errors.append(f"data.validation_fraction={d.validation_fraction}: give a fraction in [0, 1)")
     if d.validation_unit == "rows" and not d.validation_fraction:
-        errors.append("data.validation_unit='rows' holds out data.validation_fraction of the rows: give a fraction > 0")
+        errors.append("data.validation_unit='rows' holds out data.validation_fraction of the rows: give a "
+                      "fraction > 0")
     if d.max_train_tokens < 0:
         errors.append(f"data.max_train_tokens={d.max_train_tokens}: give 0 (all) or a token count")
     if d.min_span_len < 0 or d.max_oov_p < 0:
         errors.append("data.min_span_len and data.max_oov_p must not be negative")
     if d.source != "synthetic" and cfg.model.vocab_size < 300:
-        errors.append(f"model.vocab_size={cfg.model.vocab_size} must be >= 300 for text (byte-level BPE needs 256 "
-                      "byte tokens plus the special tokens)")
+        errors.append(f"model.vocab_size={cfg.model.vocab_size} must be >= 300 for text (byte-level BPE "
+                      "needs 256 byte tokens plus the special tokens)")
     return errors
 
 
 def raise_first(errors: list[str]) -> None:
     """ConfigError with the first problem (and how many more there are), if any."""
     if errors:
-        raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
+        raise ConfigError(errors[0]
+                          + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
 
 
 def check_folder(path, flag: str, created: bool = True) -> None:

@@ -112,7 +112,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     first = fields[0].split("=", 1)
     name = first[1] if first[0] == "preset" and len(first) == 2 else fields[0]
     if name not in PRESETS:
-        raise ConfigError(f"unknown sweep preset {name!r} in --config sweeps/grid.py:preset=...; choose from {PRESETS}")
+        raise ConfigError(f"unknown sweep preset {name!r} in --config sweeps/grid.py:preset=...; choose from "
+                          f"{PRESETS}")
     options = dict(f.split("=", 1) if "=" in f else (f, "") for f in fields[1:])
     accepted = inspect.signature(globals()[name]).parameters
     unknown = sorted(set(options) - set(accepted))

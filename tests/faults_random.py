@@ -41,7 +41,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from simscale.jsonio import read_jsonl  # noqa: E402
-RUNS, STEPS, CHECKPOINT_EVERY = 4, 40, 5  # the smoke grid, its cadence at twice its steps: 8 checkpoints a run
+# the smoke grid, its cadence at twice its steps: 8 checkpoints a run
+RUNS, STEPS, CHECKPOINT_EVERY = 4, 40, 5
 SWEEP = ["--config=sweeps/grid.py:preset=smoke", "--estimate=none", f"--config.train.steps={STEPS}"]
 MOMENTS = ("time", "checkpoint", "evaluation", "write")
 SPARED = {"attempts.jsonl", "config.json", "result.json"}
@@ -50,7 +51,8 @@ TEMPORARY = re.compile(r"^\.|orbax-checkpoint-tmp|\.part$")  # a run folder hold
 
 def sweep(workdir: pathlib.Path, moment: str | None = None, n: int = 0, delay: float = 0.0):
     """Run the smoke sweep (killed at `moment`); (returncode, stderr)."""
-    cmd = [sys.executable, __file__, "--child", moment or "none", str(n), "--", *SWEEP, f"--workdir={workdir}"]
+    cmd = [sys.executable, __file__, "--child", moment or "none", str(n), "--", *SWEEP,
+           f"--workdir={workdir}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -115,12 +117,15 @@ def child(moment: str, n: int, argv: list[str]) -> None:
 
 
 def corrupt(workdir: pathlib.Path, rng: random.Random) -> str | None:
-    """Damage one random file of a random run that has started; its path relative to workdir (None: no run)."""
-    runs = [r for r in sorted((workdir / "runs").glob("*")) if (r / "status.json").exists() or (r / "result.json").exists()]
+    """Damage one random file of a random run that has started; its path relative to workdir (None: no
+    run)."""
+    runs = [r for r in sorted((workdir / "runs").glob("*"))
+            if (r / "status.json").exists() or (r / "result.json").exists()]
     if not runs:
         return None
     run = rng.choice(runs)
-    kinds = collections.defaultdict(list)  # a kind first, so that the many checkpoint files do not crowd out the rest
+    # a kind first, so that the many checkpoint files do not crowd out the rest
+    kinds = collections.defaultdict(list)
     for f in sorted(run.rglob("*")):
         if f.is_file() and f.name not in SPARED:
             kinds[kind(f)].append(f)
@@ -185,14 +190,16 @@ def tally(counts: collections.Counter, stderr: str) -> None:
     """What a sweep said it repaired."""
     counts["fallbacks to an earlier checkpoint"] += stderr.count("is unreadable")
     counts["status.json rebuilt"] += stderr.count("rebuilt from result.json")
-    counts["claims that removed a killed writer's temporaries"] += stderr.count("left by a process no longer running")
+    counts["claims that removed a killed writer's temporaries"] += stderr.count("left by a process no longer "
+                                                                                "running")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=10, help="random kill moments")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", default=None, help="folder for both sweeps (default: a temporary one, removed)")
+    ap.add_argument("--workdir", default=None,
+                    help="folder for both sweeps (default: a temporary one, removed)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     base = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="simscale-faults-"))
@@ -212,7 +219,8 @@ def main() -> int:
     for i in range(1, args.kills + 1):
         # the n-th event (or a delay) within this round's share of the work left, so that kills spread out
         moment, share = rng.choice(MOMENTS), remaining(work) / (args.kills - i + 1)
-        n = rng.randint(1, max(1, round(share * {"checkpoint": 1, "evaluation": 0.5, "write": 1.5}.get(moment, 1))))
+        n = rng.randint(1, max(1, round(share * {"checkpoint": 1, "evaluation": 0.5,
+                                                 "write": 1.5}.get(moment, 1))))
         delay = rng.uniform(3.0, 3.0 + 2 * share * ref_time / remaining(None))
         t = time.perf_counter()
         code, err = sweep(work, moment, n, delay)

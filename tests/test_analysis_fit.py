@@ -61,7 +61,8 @@ def test_bootstrap_intervals_cover_truth(chinchilla_fit):
 @pytest.mark.parametrize("var,alpha,x_c", [("N", 0.076, 8.8e13), ("D", 0.095, 5.4e13)])
 def test_kaplan_form_recovers_exponents(var, alpha, x_c):
     x = np.geomspace(1e6, 1e10, 40)[:, None]
-    fit = fit_law(KAPLAN, x, noisy(KAPLAN, dict(alpha=alpha, X_c=x_c), x, 0.005, seed=2), (var,), bootstrap=200)
+    fit = fit_law(KAPLAN, x, noisy(KAPLAN, dict(alpha=alpha, X_c=x_c), x, 0.005, seed=2), (var,),
+                  bootstrap=200)
     assert fit.params["alpha"] == pytest.approx(alpha, abs=0.004)
     assert fit.params["X_c"] == pytest.approx(x_c, rel=0.5)
     lo, hi = fit.ci["alpha"]

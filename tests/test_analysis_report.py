@@ -34,7 +34,8 @@ def write_run(runs_dir, run_id, hidden, layers, variant, status="done", loss_ove
     with open(d / "metrics.jsonl", "w") as fh:
         for i, t in enumerate(tokens):
             row = dict(step=(i + 1) * 100, tokens=t, loss=law_loss(n, t, shift) * 1.02, lr=1e-3)
-            row.update(eval_loss=law_loss(n, t, shift) * math.exp(rng.normal(0, 0.003)), eval_loss_stderr=0.01)
+            row.update(eval_loss=law_loss(n, t, shift) * math.exp(rng.normal(0, 0.003)),
+                       eval_loss_stderr=0.01)
             fh.write(json.dumps(row) + "\n")
         fh.write('{"step": 1001, "tok')  # a line cut short by an interrupted write
     (d / "status.json").write_text(json.dumps(dict(status=status, step=1000)))
@@ -48,9 +49,11 @@ def write_run(runs_dir, run_id, hidden, layers, variant, status="done", loss_ove
         variant=variant, hidden=hidden, layers=layers)))
     if evals:
         size = n * (6 if variant == "simplified" else 1)  # simplified data: worth a 6x larger model
-        recs = [dict(task=t, variant=tv, metric="acc", value=float(accuracy(size) + off), stderr=0.01, n=100, chance=0.5)
+        recs = [dict(task=t, variant=tv, metric="acc", value=float(accuracy(size) + off), stderr=0.01, n=100,
+                     chance=0.5)
                 for t, off in (("copa", 0.0), ("blimp_anaphor", 0.05)) for tv in ("standard", "simplified")]
-        recs += [dict(recs[0], metric="acc_norm", value=0.99),  # other metric, flagged task, suite average: ignored
+        # other metric, flagged task, suite average: ignored
+        recs += [dict(recs[0], metric="acc_norm", value=0.99),
                  dict(recs[0], task="rte", value=0.0, flagged=True),
                  dict(recs[0], task="suite", value=0.0, excluded=[])]
         (d / "eval.json").write_text(json.dumps(recs))
@@ -61,8 +64,8 @@ def workdir(tmp_path_factory):
     w = tmp_path_factory.mktemp("sweep")
     runs = w / "runs"
     for variant in ("simplified", "unrestricted"):
-        for h, l in SHAPES:
-            write_run(runs, f"{variant}-h{h}-l{l}", h, l, variant)
+        for h, layers in SHAPES:
+            write_run(runs, f"{variant}-h{h}-l{layers}", h, layers, variant)
     write_run(runs, "failed-run", 64, 4, "simplified", status="failed")
     write_run(runs, "nan-run", 64, 8, "simplified", loss_override=float("nan"))
     (runs / "empty-dir").mkdir()
@@ -117,7 +120,8 @@ def test_report_writes_figures_fits_and_summary(reported):
     for k in ("alpha", "beta"):
         assert a3["vpnls"][k] == pytest.approx(LAW[k], abs=0.05)
     assert fits["variants"]["unrestricted"]["approach3"]["r2"] > 0.99
-    a2 = fits["variants"]["simplified"]["approach2"]  # one-epoch curves: most minima lie past the largest model
+    # one-epoch curves: most minima lie past the largest model
+    a2 = fits["variants"]["simplified"]["approach2"]
     assert a2["source"] == "curves" and len(a2["parabolas"]) == len(a2["profiles"]) >= 3
     assert len(a2["minima"]) < 3 and "outside the sampled model sizes" in a2["error"]
     one = fits["variants"]["simplified"]["one_variable"]
@@ -177,7 +181,8 @@ def test_report_with_too_few_runs_records_why(tmp_path):
 
 def test_report_names_an_unknown_flops_convention(workdir, tmp_path, capsys):
     assert main(["report", "--workdir", str(workdir), "--out", str(tmp_path), "--flops", "palm"]) == 2
-    assert "FLOPs convention 'palm' is in no run's result.json; the runs have ['6n', 'chinchilla']" in capsys.readouterr().err
+    assert ("FLOPs convention 'palm' is in no run's result.json; the runs have ['6n', 'chinchilla']"
+            in capsys.readouterr().err)
 
 
 def test_fit_cli_json_and_text(tmp_path, capsys):
@@ -209,17 +214,20 @@ def test_fit_cli_errors_are_one_line(tmp_path, capsys):
 def test_fit_cli_refuses_invalid_rows_unless_told_to_drop_them(tmp_path, capsys):
     n, d = np.geomspace(1e6, 1e9, 12), np.geomspace(1e8, 1e11, 12)[::-1]
     rows = [f"{a},{b},{law_loss(a, b)}" for a, b in zip(n, d)]
-    rows[2], rows[4], rows[5], rows[7], rows[9] = "1e6,1e8,nan", "1e6,inf,3.0", "0,1e8,3.0", "1e6,1e8,-2", "x,1e8,3"
+    rows[2], rows[4], rows[5], rows[7], rows[9] = ("1e6,1e8,nan", "1e6,inf,3.0", "0,1e8,3.0", "1e6,1e8,-2",
+                                                   "x,1e8,3")
     csv = tmp_path / "p.csv"
     csv.write_text("N,D,loss\n" + "\n".join(rows) + "\n")
     assert main(["fit", "--csv", str(csv), "--law", "approach3", "--bootstrap", "0", "--json"]) == 2
-    assert capsys.readouterr().err == f"error: {csv}: row(s) 4, 6, 7, 9, 11 (the header is row 1) have an empty, " \
-        "non-numeric, infinite, zero or negative value in N, D, loss: fix them, or pass --drop_invalid\n"
-    assert main(["fit", "--csv", str(csv), "--law", "approach3", "--bootstrap", "0", "--json", "--drop_invalid"]) == 0
+    assert capsys.readouterr().err == f"error: {csv}: row(s) 4, 6, 7, 9, 11 (the header is row 1) have an " \
+        "empty, non-numeric, infinite, zero or negative value in N, D, loss: fix them, or pass " \
+        "--drop_invalid\n"
+    assert main(["fit", "--csv", str(csv), "--law", "approach3", "--bootstrap", "0", "--json",
+                 "--drop_invalid"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["n_points"] == 7
-    assert err == f"warning: dropped 5 of 12 rows of {csv} with an empty, non-numeric, infinite, zero or negative " \
-                  "value (--drop_invalid)\n"
+    assert err == f"warning: dropped 5 of 12 rows of {csv} with an empty, non-numeric, infinite, zero or " \
+                  "negative value (--drop_invalid)\n"
 
 
 def write_evals(run_dir, records):
@@ -266,11 +274,11 @@ def test_near_chance_zero_shot_figure_has_error_bars_and_no_multiplier(tmp_path,
 
     w = tmp_path / "w"
     rng = np.random.default_rng(0)
-    for h, l in SHAPES:
+    for h, layers in SHAPES:
         for variant in ("simplified", "unrestricted"):
-            write_run(w / "runs", f"{variant}{h}{l}", h, l, variant, evals=False)
-            write_evals(w / "runs" / f"{variant}{h}{l}", [rec(t, "standard", rng.binomial(200, 0.5) / 200)
-                                                          for t in ("bb_a", "bb_b", "bb_c")])
+            write_run(w / "runs", f"{variant}{h}{layers}", h, layers, variant, evals=False)
+            write_evals(w / "runs" / f"{variant}{h}{layers}",
+                        [rec(t, "standard", rng.binomial(200, 0.5) / 200) for t in ("bb_a", "bb_b", "bb_c")])
     runs = finished(collect([w])[0])
     results = dict(zero_shot=_zero_shot(runs), params="nonembedding")
     assert results["zero_shot"]["standard"]["size_multiplier"]["text"].startswith("not determined")
@@ -291,8 +299,8 @@ def test_report_extrapolation_does_not_see_the_held_out_model(tmp_path):
     params = []
     for shift in (1.0, 1.05):
         w = tmp_path / f"w{shift}"
-        for h, l in SHAPES:
-            write_run(w / "runs", f"r{h}{l}", h, l, "simplified", evals=False)
+        for h, layers in SHAPES:
+            write_run(w / "runs", f"r{h}{layers}", h, layers, "simplified", evals=False)
         biggest = w / "runs" / "r5124" / "metrics.jsonl"
         rows = [json.loads(line) for line in biggest.read_text().splitlines()[:-1]]
         rows = [dict(r, eval_loss=r["eval_loss"] * shift) for r in rows]

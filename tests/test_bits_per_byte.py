@@ -23,7 +23,8 @@ def test_bits_per_byte_of_a_uniform_model_by_hand(tmp_path, variant):
     cfg.model.update(vocab_size=300, hidden=16, layers=1, heads=2, max_len=16, init_std=0.0)
     cfg.data.files.paths = str(tmp_path / "c.txt")
     cfg.data.update(source="files", vocab=str(tmp_path / "v.txt"), workers=1,
-                    cache_dir=str(tmp_path / "cache"), min_span_len=8, min_validation_documents=6, variant=variant)
+                    cache_dir=str(tmp_path / "cache"), min_span_len=8, min_validation_documents=6,
+                    variant=variant)
     cfg.train.update(batch_size=4, seq_len=16, steps=1, warmup_steps=0, lr=1e-30, eval_batches=2,
                      log_every=1, eval_every=1, checkpoint_every=0)
     result = simscale.train.train(cfg, tmp_path / "run")

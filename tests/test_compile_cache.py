@@ -16,7 +16,8 @@ from simscale.sweep import executors, grid
 spec = importlib.util.spec_from_file_location("sweeps_grid", "sweeps/grid.py")
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-run = [r for r in grid.expand(module.get_config("preset=smoke")) if r.cfg.model.hidden == 16][int(sys.argv[2])]
+run = [r for r in grid.expand(module.get_config("preset=smoke")) if r.cfg.model.hidden == 16]\
+[int(sys.argv[2])]
 outcome = executors.run_one(sys.argv[1], run.run_id, to_dict(run.cfg))["outcome"]
 print(json.dumps(dict(outcome=outcome, hits=events.count("/jax/compilation_cache/cache_hits"),
                       misses=events.count("/jax/compilation_cache/cache_misses"))))

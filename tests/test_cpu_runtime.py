@@ -23,7 +23,8 @@ import pytest
 STEP_FAULTS = """
 import ctypes, resource, sys
 libc = ctypes.CDLL(None)
-assert libc.prctl(41, 1, 0, 0, 0) == 0  # PR_SET_THP_DISABLE: fault 4 KiB pages, whatever the kernel's THP mode
+assert libc.prctl(41, 1, 0, 0, 0) == 0  # PR_SET_THP_DISABLE: fault 4 KiB pages, \
+whatever the kernel's THP mode
 
 
 class MallInfo2(ctypes.Structure):
@@ -56,13 +57,15 @@ for _ in range(15):
 
 def median_step_refaults(mode: str) -> float:
     env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.hugetlb=1")
-    out = subprocess.run([sys.executable, "-c", STEP_FAULTS, mode], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", STEP_FAULTS, mode], capture_output=True, text=True,
+                         check=True, env=env)
     faults = sorted(int(line) for line in out.stdout.split())
     assert len(faults) == 15, out.stdout
     return faults[len(faults) // 2]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux) is what configure() tunes")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="glibc's malloc (Linux) is what configure() tunes")
 def test_configure_stops_refaulting_temporaries():
     assert median_step_refaults("default") > 8_000  # 64 MB = 16,384 pages mapped in anew on every step
     assert median_step_refaults("configure") < 100

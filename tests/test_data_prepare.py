@@ -38,7 +38,8 @@ def _cfg(tmp, corpus, **data):
     cfg = run_config()
     cfg.data.files.paths = str(corpus)
     cfg.data.update(dict(source="files", vocab=str(tmp / "vocab.txt"),
-                         cache_dir=str(tmp / "cache"), min_span_len=8, workers=1, min_validation_documents=10) | data)
+                         cache_dir=str(tmp / "cache"), min_span_len=8, workers=1,
+                         min_validation_documents=10) | data)
     cfg.model.vocab_size = 300
     cfg.train.update(seq_len=16, batch_size=4, eval_batches=3)
     return cfg
@@ -225,7 +226,8 @@ def test_cli_simplify_writes_kept_text_in_order_and_stats(tmp_path):
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
-    r = _cli("simplify", "--vocab", "wordfreq:100", "--input", "missing.txt", "--output", "o.jsonl", cwd=tmp_path)
+    r = _cli("simplify", "--vocab", "wordfreq:100", "--input", "missing.txt", "--output", "o.jsonl",
+             cwd=tmp_path)
     assert r.returncode == 2 and "missing.txt" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "v.csv").write_text(",word,frequency\n")
     (tmp_path / "in.txt").write_text("hello\n")
@@ -314,7 +316,8 @@ def test_hf_source_streams_and_explains_failures(monkeypatch):
     cfg = run_config().data
     cfg.source = "hf"
     cfg.hf.name = "someone/corpus"
-    monkeypatch.setattr(datasets_hf, "load_dataset", lambda *a, **k: iter([{"text": "a"}, {"text": ""}, {"text": "b"}]))
+    monkeypatch.setattr(datasets_hf, "load_dataset",
+                        lambda *a, **k: iter([{"text": "a"}, {"text": ""}, {"text": "b"}]))
     assert list(sources.documents(cfg)) == ["a", "b"]
 
     def offline(*a, **k):
@@ -431,6 +434,7 @@ def test_a_run_prepares_its_data_once_and_reads_every_batch_from_it(prepared, tm
     cfg.train.update(steps=3, log_every=1, eval_every=2, checkpoint_every=0, warmup_steps=1)
     calls = []
     real = prepared_lib.prepare
-    monkeypatch.setattr(prepared_lib, "prepare", lambda c, log=None: calls.append(c.data.variant) or real(c, log))
+    monkeypatch.setattr(prepared_lib, "prepare",
+                        lambda c, log=None: calls.append(c.data.variant) or real(c, log))
     assert train(cfg, tmp_path / "run")["steps"] == 3
     assert calls == ["simplified"]

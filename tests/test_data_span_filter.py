@@ -1,4 +1,5 @@
-"""The paper's span filter (simscale.data.span_filter), rule by rule, against a literal port and on real text."""
+"""The paper's span filter (simscale.data.span_filter), rule by rule, against a literal port and on real
+text."""
 import random
 
 import numpy as np

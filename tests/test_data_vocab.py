@@ -91,7 +91,8 @@ def test_bigbench_reads_tasks_from_the_archive(tmp_path):
 
 def test_bigbench_pretraining_text_drops_repeats_and_framing(tmp_path):
     archive = _fake_archive(tmp_path / bigbench.ARCHIVE)
-    assert list(bigbench.documents("topical_chat", archive)) == ["Hi there.\nHello.\nHow are you?", "Cats?\nDogs."]
+    assert list(bigbench.documents("topical_chat", archive)) == ["Hi there.\nHello.\nHow are you?",
+                                                                 "Cats?\nDogs."]
     assert list(bigbench.documents("play_dialog_same_or_different", archive)) == ["Go apart. Now, sir!"]
 
 

@@ -196,7 +196,8 @@ def test_bigbench_task_json_becomes_multiple_choice(monkeypatch):
     task = tasks.bigbench_task("toy", task_json)
     assert task.name == "bigbench/toy" and len(task.examples) == 2
     first = task.examples[0]
-    assert (first.context, first.choices, first.gold) == ("Question: Is a dog an animal?\nA:", ("yes", "no"), (0,))
+    assert (first.context, first.choices, first.gold) == ("Question: Is a dog an animal?\nA:", ("yes", "no"),
+                                                          (0,))
     assert first.texts == ("Is a dog an animal?", "yes", "no")  # the filter skips templates
     assert task.examples[1].gold == (0, 1) and task.examples[1].chance == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="no multiple-choice"):
@@ -231,8 +232,8 @@ def test_jsonl_task_refuses_an_empty_choice(tmp_path, empty):
                     + json.dumps({"context": "Q: sea?", "choices": ["blue", empty], "gold": 0}) + "\n")
     with pytest.raises(ValueError) as e:
         tasks.jsonl_task(path)
-    assert str(e.value) == f"{path} line 2: choice 1 is empty: give every choice some text (acc_norm divides a " \
-                           "choice's log-likelihood by its length)"
+    assert str(e.value) == f"{path} line 2: choice 1 is empty: give every choice some text (acc_norm " \
+                           "divides a choice's log-likelihood by its length)"
 
 
 def test_fewshot_draws_deterministic_demonstrations_from_a_held_out_pool():
@@ -248,9 +249,10 @@ def test_fewshot_draws_deterministic_demonstrations_from_a_held_out_pool():
 
 
 def test_aggregate_leaves_flagged_tasks_out():
-    rec = lambda task, group, value, n: dict(task=task, variant="simplified", metric="acc", value=value,
-                                             stderr=0.1, n=n, chance=0.5, suite="s", shots=0,
-                                             flagged=n < evaluator.MIN_EXAMPLES, group=group, skipped=0)
+    def rec(task, group, value, n):
+        return dict(task=task, variant="simplified", metric="acc", value=value, stderr=0.1, n=n, chance=0.5,
+                    suite="s", shots=0, flagged=n < evaluator.MIN_EXAMPLES, group=group, skipped=0)
+
     rows = [rec("a", "syntax", 0.8, 100), rec("b", "syntax", 0.6, 100), rec("c", "morphology", 0.0, 10)]
     by_task = {r["task"]: r for r in evaluator.aggregate(rows, "s")}
     assert by_task["s"]["value"] == pytest.approx(0.7) and by_task["s"]["excluded"] == ["c"]
@@ -267,7 +269,8 @@ def test_evaluate_run_writes_and_caches_eval_json(tmp_path, trained_run, monkeyp
                     "gold": 0}) + "\n"
         for n in ("dog", "cat", "bird") for v in ("runs", "eats") for a in ("big", "old", "tall")))
     loads, load_checkpoint = [], simscale.train.checkpoint.load_checkpoint
-    monkeypatch.setattr("simscale.train.checkpoint.load_checkpoint", lambda d: loads.append(d) or load_checkpoint(d))
+    monkeypatch.setattr("simscale.train.checkpoint.load_checkpoint",
+                        lambda d: loads.append(d) or load_checkpoint(d))
     spec = f"jsonl:{tmp_path / 'pairs.jsonl'}"
     records = run.evaluate_run(trained_run, spec)
     assert loads == [trained_run]
@@ -309,7 +312,8 @@ def test_an_earlier_checkpoint_is_scored_only_when_asked_and_labelled(tmp_path, 
             f.write_bytes(b"corrupt")
     spec = pairs_task(tmp_path / "pairs.jsonl")
     with pytest.warns(UserWarning, match="checkpoints/300 is unreadable"):
-        with pytest.raises(ValueError, match="newest readable checkpoint is step 100, not the run's final step 300"):
+        with pytest.raises(ValueError,
+                           match="newest readable checkpoint is step 100, not the run's final step 300"):
             run.evaluate_run(run_dir, spec)
     assert not (run_dir / "eval.json").exists()
     with pytest.warns(UserWarning) as caught:

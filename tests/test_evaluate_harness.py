@@ -34,7 +34,8 @@ def test_harness_task_on_local_jsonl_matches_simscale(tmp_path, model, monkeypat
                                   task_manager=TaskManager(include_path=str(tmp_path)),
                                   bootstrap_iters=10, log_samples=False)
     harness = out["results"]["simscale_toy"]
-    ours = {r["metric"]: r for r in evaluator.score_tasks(model.scorer, model.encoder, [tasks.jsonl_task(data)])}
+    ours = {r["metric"]: r
+            for r in evaluator.score_tasks(model.scorer, model.encoder, [tasks.jsonl_task(data)])}
     for metric in ("acc", "acc_norm"):
         assert harness[f"{metric},none"] == pytest.approx(ours[metric]["value"])
         assert harness[f"{metric}_stderr,none"] == pytest.approx(ours[metric]["stderr"])

@@ -1,4 +1,5 @@
-"""Export to Hugging Face: a trained text run as a transformers directory with simscale's logits and tokens."""
+"""Export to Hugging Face: a trained text run as a transformers directory with simscale's logits and
+tokens."""
 import json
 
 import jax.numpy as jnp
@@ -53,7 +54,8 @@ def test_exported_model_gives_simscales_logits_and_tokens(text_run, tmp_path):
     tokens = np.array([context + continuation])
     with torch.no_grad():
         hf_logits = model(input_ids=torch.from_numpy(tokens)).logits.numpy()
-    np.testing.assert_allclose(hf_logits, np.asarray(apply(params, jnp.asarray(tokens), cfg.model)), atol=1e-4)
+    np.testing.assert_allclose(hf_logits, np.asarray(apply(params, jnp.asarray(tokens), cfg.model)),
+                               atol=1e-4)
     assert json.loads((out / "simscale.json").read_text())["step"] == 20
 
 
@@ -95,7 +97,8 @@ def test_lm_eval_scores_the_export_as_simscale_scores_the_run(text_run, tmp_path
              "gold": int(rng.integers(3))} for a in ("big", "small", "red", "happy") for _ in range(3)]
     data = harness_task(tmp_path, "export_toy", rows)
     evaluated = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={out},dtype=float32,device=cpu",
-                                        tasks=["export_toy"], task_manager=TaskManager(include_path=str(tmp_path)),
+                                        tasks=["export_toy"],
+                                        task_manager=TaskManager(include_path=str(tmp_path)),
                                         bootstrap_iters=10, log_samples=True)
     params, cfg = load_params(text_run)
     scorer, encoder = Scorer(params, cfg.model), TextEncoder.from_file(text_run / "tokenizer.json")

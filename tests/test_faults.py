@@ -58,8 +58,8 @@ time.sleep(120)
 
 def test_train_refuses_a_run_directory_another_process_holds(tmp_path):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "held"
         proc = cli("simscale.train", SMOKE, f"--workdir={run_dir}")
@@ -88,7 +88,8 @@ def test_only_trains_a_subset_but_sweep_json_lists_the_whole_grid(tmp_path):
     from sweeps.grid import get_config
 
     whole = [r.run_id for r in grid.expand(get_config("smoke"))]
-    proc = cli("simscale.sweep", SMOKE, "--workdir", str(tmp_path), "--only", "^w16-d1-simplified", "--estimate=none")
+    proc = cli("simscale.sweep", SMOKE, "--workdir", str(tmp_path), "--only", "^w16-d1-simplified",
+               "--estimate=none")
     assert proc.returncode == 0, proc.stderr
     listed = [r["run_id"] for r in json.loads((tmp_path / "sweep.json").read_text())["runs"]]
     assert listed == whole and len(whole) == 4
@@ -107,7 +108,8 @@ def test_only_trains_a_subset_but_sweep_json_lists_the_whole_grid(tmp_path):
      "error: flag --config.train.lr=abc: could not convert string to float: 'abc'"),
 ], ids=["missing_config", "bad_preset", "bad_value_type"])
 def test_a_bad_config_flag_is_one_line(tmp_path, module, args, message):
-    proc = cli(module, *[a.replace("W", str(tmp_path / "w")) if a.startswith("--workdir") else a for a in args])
+    proc = cli(module, *[a.replace("W", str(tmp_path / "w")) if a.startswith("--workdir") else a
+                         for a in args])
     assert error_line(proc) == message
     assert not (tmp_path / "w").exists()
 
@@ -119,8 +121,8 @@ def test_a_folder_flag_naming_a_regular_file_is_one_line(tmp_path, module, flag)
     path.write_text("not a folder")
     args = ["prepare"] if module == "simscale.data" else []
     proc = cli(module, *args, SMOKE, f"{flag}={path}")
-    assert error_line(proc) == f"error: {flag} {path} is not a folder: give a folder (or a path that does not " \
-                               "exist yet)"
+    assert error_line(proc) == f"error: {flag} {path} is not a folder: give a folder (or a path that does " \
+                               "not exist yet)"
     assert path.read_text() == "not a folder"
 
 
@@ -143,8 +145,8 @@ def test_a_regular_file_for_a_folder_is_one_line_in_every_command(tmp_path, modu
 
 def test_evaluate_names_a_missing_run_and_a_folder_for_out(tmp_path):
     proc = cli("simscale.evaluate", f"--run={tmp_path / 'nosuch'}", "--tasks=blimp_paper22")
-    assert error_line(proc) == f"error: run directory {tmp_path / 'nosuch'} does not exist: give a run's folder " \
-                               "(a sweep's W/runs/<run_id>, or simscale.train's --workdir)"
+    assert error_line(proc) == f"error: run directory {tmp_path / 'nosuch'} does not exist: give a run's " \
+                               "folder (a sweep's W/runs/<run_id>, or simscale.train's --workdir)"
     proc = cli("simscale.evaluate", f"--run={tmp_path}", "--tasks=blimp_paper22", f"--out={tmp_path}")
     assert error_line(proc) == f"error: --out {tmp_path} is a folder: give a file"
 
@@ -165,7 +167,8 @@ def test_simplify_names_a_folder_given_as_input_or_output(tmp_path):
         f"error: --input {tmp_path} is a folder: give a file"
     assert error_line(simplify(tmp_path, f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path}/")) == \
         f"error: --output {tmp_path}/ is a folder: give a file"
-    assert error_line(simplify(tmp_path, f"--input={tmp_path / 'in.txt'}", f"--output={tmp_path / 'no' / 'o'}")) == \
+    assert error_line(simplify(tmp_path, f"--input={tmp_path / 'in.txt'}",
+                               f"--output={tmp_path / 'no' / 'o'}")) == \
         f"error: --output {tmp_path / 'no' / 'o'}: its folder {tmp_path / 'no'} does not exist"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
@@ -173,25 +176,28 @@ def test_simplify_names_a_folder_given_as_input_or_output(tmp_path):
 def test_simplify_jsonl_field_is_a_flag_and_the_error_names_it(tmp_path):
     (tmp_path / "in.jsonl").write_text(json.dumps({"body": "the cat sat on the mat"}) + "\n")
     args = [f"--input={tmp_path / 'in.jsonl'}", f"--output={tmp_path / 'o.jsonl'}", "--workers=1"]
-    assert error_line(simplify(tmp_path, *args)) == f"error: corpus file {tmp_path / 'in.jsonl'} line 1: not a " \
-        "JSON object with a 'text' string; fix the line or --text_field"
+    assert error_line(simplify(tmp_path, *args)) == f"error: corpus file {tmp_path / 'in.jsonl'} line 1: " \
+        "not a JSON object with a 'text' string; fix the line or --text_field"
     proc = simplify(tmp_path, *args, "--text_field=body")  # read now; this vocabulary keeps nothing of it
-    assert error_line(proc).startswith(f"error: the filter kept nothing of the 1 documents in {tmp_path / 'in.jsonl'}")
+    assert error_line(proc).startswith(f"error: the filter kept nothing of the 1 documents in "
+                                       f"{tmp_path / 'in.jsonl'}")
 
 
 @pytest.mark.parametrize("blob,where", [(b"cat\ndog\x00\x01\n", "a NUL byte at byte 7"),
-                                        (b"cat\n\xff\xfe\xfa\n", "invalid UTF-8 at byte 4")], ids=["nul", "not_utf8"])
+                                        (b"cat\n\xff\xfe\xfa\n", "invalid UTF-8 at byte 4")],
+                         ids=["nul", "not_utf8"])
 def test_a_binary_vocabulary_file_is_refused(tmp_path, blob, where):
     (tmp_path / "v.txt").write_bytes(blob)
     proc = simplify(tmp_path, f"--vocab={tmp_path / 'v.txt'}", f"--input={tmp_path / 'in.txt'}",
                     f"--output={tmp_path / 'o.jsonl'}")
-    assert error_line(proc) == f"error: vocabulary file {tmp_path / 'v.txt'} is not a text file ({where}): give " \
-                               "UTF-8 text, one word a line, or a CSV with a 'word' column"
+    assert error_line(proc) == f"error: vocabulary file {tmp_path / 'v.txt'} is not a text file ({where}): " \
+                               "give UTF-8 text, one word a line, or a CSV with a 'word' column"
 
 
 def test_simplify_removes_the_partial_output_of_a_killed_simplify_only(tmp_path):
     host = socket.gethostname()
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True)
     stale = tmp_path / f".o.jsonl.tmp{int(done.stdout)}@{host}"  # its writer has exited
     alive = tmp_path / f".o.jsonl.tmp{os.getpid()}@{host}"  # its writer (this test) runs
     other = tmp_path / f".x.jsonl.tmp{int(done.stdout)}@{host}"  # another output's
@@ -202,8 +208,8 @@ def test_simplify_removes_the_partial_output_of_a_killed_simplify_only(tmp_path)
     proc = cli("simscale.data", "simplify", f"--vocab={tmp_path / 'v.txt'}", f"--input={tmp_path / 'in.txt'}",
                f"--output={tmp_path / 'o.jsonl'}", "--workers=1")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.splitlines() == [f"removed 1 temporary file(s) or folder(s) left by a process no longer "
-                                        f"running: {stale}"]
+    assert proc.stderr.splitlines() == [f"removed 1 temporary file(s) or folder(s) left by a process no "
+                                        f"longer running: {stale}"]
     assert not stale.exists() and alive.exists() and other.exists()
     assert json.loads((tmp_path / "o.jsonl").read_text())["text"].startswith("<s> The cat sat")
 
@@ -212,7 +218,8 @@ KILLED_WRITE = """
 import os, signal, sys
 from simscale import jsonio
 jsonio.os = type("KillingOs", (), {"__getattr__": lambda self, name: getattr(os, name),
-                                   "replace": staticmethod(lambda src, dst: os.kill(os.getpid(), signal.SIGKILL))})()
+                                   "replace": staticmethod(lambda src, dst: \
+os.kill(os.getpid(), signal.SIGKILL))})()
 jsonio.write_json(sys.argv[1], {"status": "done"})
 """
 
@@ -241,7 +248,8 @@ KILLED_BEFORE_DONE = """
 import os, signal, sys
 from simscale.sweep import store
 append = store.append_attempt
-store.append_attempt = lambda rdir, event, **k: os.kill(os.getpid(), signal.SIGKILL) if event == "done" else \\
+store.append_attempt = lambda rdir, event, **k: os.kill(os.getpid(), signal.SIGKILL) \
+if event == "done" else \\
     append(rdir, event, **k)
 sys.argv = ["simscale.sweep", *sys.argv[1:]]
 from simscale.sweep.__main__ import main

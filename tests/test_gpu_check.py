@@ -20,7 +20,8 @@ STAGES = ["train", "shapes", "attention", "agreement", "sweep"]
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
     proc = subprocess.run([sys.executable, "-m", "simscale.gpu_check", "--tiny", "--out", str(out)],
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=600)
     return proc, json.loads((out / "gpu_check.json").read_text()), out
 
 
@@ -40,13 +41,15 @@ def chinchilla_w32d1() -> float:
     F 128, T 32): embeddings 2TVD, q/k/v 2TD(H+2K)E, logits and values 2 x 2T^2HE, softmax 3HT^2,
     output 2THED, SwiGLU 2T3DF, head 2TDV; training = 3 x forward, per token."""
     T, V, D, H, E, F = 32, 256, 32, 2, 16, 128
-    layer = 2 * T * D * (3 * H) * E + 2 * 2 * T * T * H * E + 3 * H * T * T + 2 * T * H * E * D + 2 * T * 3 * D * F
+    layer = (2 * T * D * (3 * H) * E + 2 * 2 * T * T * H * E + 3 * H * T * T + 2 * T * H * E * D
+             + 2 * T * 3 * D * F)
     return 3 * (2 * T * V * D + layer + 2 * T * D * V) / T
 
 
 def test_train_stage_reports_speed_from_the_flop_counter_and_omits_mfu_on_cpu(tiny):
     train = tiny[1]["stages"]["train"]
-    assert (train["name"], train["batch"], train["seq_len"], train["compute_dtype"]) == ("32x1", 8, 32, "float32")
+    assert (train["name"], train["batch"], train["seq_len"], train["compute_dtype"]) == ("32x1", 8, 32,
+                                                                                         "float32")
     assert train["tokens_per_s"] > 0
     assert train["tokens_per_s"] == pytest.approx(8 * 32 / train["step_s"])
     assert train["flops_per_token"]["chinchilla"] == pytest.approx(chinchilla_w32d1())  # 209,472
@@ -60,12 +63,14 @@ def test_train_stage_reports_speed_from_the_flop_counter_and_omits_mfu_on_cpu(ti
 def test_shapes_attention_agreement_and_sweep_stages(tiny):
     stages = tiny[1]["stages"]
     shapes = stages["shapes"]
-    assert [s["name"] for s in shapes["shapes"]] == ["16x1", "32x1"] and shapes["skipped"] == []  # cheapest first
+    # cheapest first
+    assert [s["name"] for s in shapes["shapes"]] == ["16x1", "32x1"] and shapes["skipped"] == []
     assert all(s["tokens_per_s"] > 0 and math.isfinite(s["last_loss"]) for s in shapes["shapes"])
     attention = stages["attention"]
     assert attention["xla"]["supported"] and attention["xla"]["step_s"] > 0
-    assert attention["cudnn"] == {"supported": False, "reason": "model.attention=cudnn is not supported here: "
-                                                                "backend cpu; use auto or xla"}
+    assert attention["cudnn"] == {"supported": False,
+                                  "reason": "model.attention=cudnn is not supported here: backend cpu; use "
+                                            "auto or xla"}
     agreement = stages["agreement"]
     assert agreement["passed"] and [c["passed"] for c in agreement["comparisons"]] == [True, True]
     assert {k: len(v) for k, v in agreement["losses"].items()} == {"generic_bf16": 3, "generic_f32": 3,
@@ -79,7 +84,8 @@ def test_shapes_attention_agreement_and_sweep_stages(tiny):
     assert 0 < agreement["comparisons"][0]["max_rel_diff"] < agreement["comparisons"][0]["rtol"] == 2**-8
     sweep = stages["sweep"]
     assert sweep["returncode"] == 0 and len(sweep["runs"]) == 2
-    assert all(r["status"] == "done" and r["steps"] == 6 and math.isfinite(r["final_loss"]) for r in sweep["runs"])
+    assert all(r["status"] == "done" and r["steps"] == 6 and math.isfinite(r["final_loss"])
+               for r in sweep["runs"])
 
 
 def test_a_failing_or_overrunning_stage_is_recorded_and_the_check_goes_on(tmp_path, monkeypatch):
@@ -93,7 +99,8 @@ def test_a_failing_or_overrunning_stage_is_recorded_and_the_check_goes_on(tmp_pa
         return {"value": 1}
 
     rec = gpu_check.run_stage("slow", slow, None, gpu_check.stages.Context(device={}, out=tmp_path), 0.5)
-    assert rec["status"] == "failed" and rec["error"] == "stopped at its budget of 0.5 s" and rec["time_s"] < 5
+    assert (rec["status"] == "failed" and rec["error"] == "stopped at its budget of 0.5 s"
+            and rec["time_s"] < 5)
     monkeypatch.setattr(gpu_check.stages, "STAGES", {"train": boom, "shapes": fine})
     monkeypatch.setattr("simscale.compile_cache.enable", lambda out: None)
     code = gpu_check.main(["--tiny", "--out", str(tmp_path), "--stages", "train,shapes"])

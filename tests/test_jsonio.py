@@ -34,7 +34,8 @@ def test_resumed_metrics_log_drops_later_and_cut_records(tmp_path):
 
 def test_resumed_metrics_log_drops_damaged_lines(tmp_path):
     """A corrupted metrics.jsonl (bytes not UTF-8, JSON that is no record) made the resumed run fail."""
-    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1}\n{"st\xcc\xff": 2}\n[2]\n{"ste": 2}\n{"step": 2}\n{"step": 3}\n')
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1}\n{"st\xcc\xff": 2}\n[2]\n{"ste": 2}\n'
+                                             b'{"step": 2}\n{"step": 3}\n')
     assert read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 1}, {"ste": 2}, {"step": 2}, {"step": 3}]
     log = MetricsLog(tmp_path, start_step=2, total_steps=10)
     log.close()

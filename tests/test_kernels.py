@@ -72,7 +72,8 @@ def test_kernels_switch_picks_the_path():
     assert "custom_vjp_call" in cpu or "custom_vjp_call_jaxpr" in cpu
     assert not any(p.startswith("custom_vjp") for p in generic)
     assert backend.uses_cpu_kernels(tiny().model, "cpu") and not backend.uses_cpu_kernels(tiny().model, "gpu")
-    assert "model.kernels='fast': choose one of ('auto', 'cpu', 'generic')" in validation.problems(tiny(kernels="fast"), 1)
+    assert ("model.kernels='fast': choose one of ('auto', 'cpu', 'generic')"
+            in validation.problems(tiny(kernels="fast"), 1))
 
 
 def _equations(jaxpr):

@@ -8,7 +8,7 @@ from simscale.config import model_config
 from simscale.model import apply, init, logical_axes
 from simscale.model import counting
 
-PAPER_SHAPES = [(h, l) for h in (32, 64, 128, 256, 512, 1024) for l in (2, 4, 8)]
+PAPER_SHAPES = [(h, layers) for h in (32, 64, 128, 256, 512, 1024) for layers in (2, 4, 8)]
 
 
 def paper_count(hidden, layers, vocab=15000):
@@ -45,7 +45,8 @@ def test_counts_match_initialised_params():
         params = init(jax.random.PRNGKey(0), cfg)
         assert sum(x.size for x in jax.tree.leaves(params)) == counting.params_total(cfg)
         axes = logical_axes(cfg)
-        for x, names in zip(jax.tree.leaves(params), jax.tree.leaves(axes, is_leaf=lambda a: isinstance(a, tuple))):
+        for x, names in zip(jax.tree.leaves(params),
+                            jax.tree.leaves(axes, is_leaf=lambda a: isinstance(a, tuple))):
             assert x.ndim == len(names)
 
 
@@ -103,10 +104,12 @@ def test_mfu_counts_the_executed_matmuls_as_palm_does_whatever_the_runs_conventi
     tokens_per_s = 494.5e12 / 3_175_872  # half of an H100's 989 TFLOP/s
     assert counting.mfu(tokens_per_s, cfg, 128, "NVIDIA H100 80GB HBM3") == pytest.approx(0.5)
     assert counting.mfu(tokens_per_s, cfg, 128, "NVIDIA H100 80GB HBM3", n_devices=2) == pytest.approx(0.25)
-    # Chinchilla's count adds the input-embedding lookup (2 x 15000 x 32 x 3 per token): an MFU by it would read 0.73
+    # Chinchilla's count adds the input-embedding lookup (2 x 15000 x 32 x 3 per token): an MFU by it
+    # would read 0.73
     assert counting.flops_per_token(cfg, 128, "chinchilla") * tokens_per_s / 989e12 > 0.7
     assert counting.device_peak_flops("TPU v5 lite") == 197e12
-    assert counting.device_peak_flops("NVIDIA H200") == 989e12  # dense bf16, the datasheets' sparse figure / 2
+    # dense bf16, the datasheets' sparse figure / 2
+    assert counting.device_peak_flops("NVIDIA H200") == 989e12
     assert counting.device_peak_flops("NVIDIA H100 PCIe") == 756e12
     assert counting.device_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert counting.mfu(1e3, cfg, 128, "cpu") is None
@@ -154,8 +157,10 @@ def test_logits_match_hugging_face_llama(kv_heads, tied, kernels):
     model = transformers.LlamaForCausalLM(hf_cfg).eval()
     state = {k: torch.from_numpy(v) for k, v in hf_state_dict(params, cfg).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and missing == (["lm_head.weight"] if tied else [])  # tied: the embedding is the head
+    # tied: the embedding is the head
+    assert not unexpected and missing == (["lm_head.weight"] if tied else [])
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, cfg.max_len))
     with torch.no_grad():
         expected = model(input_ids=torch.from_numpy(tokens)).logits.numpy()
-    np.testing.assert_allclose(np.asarray(apply(params, jnp.asarray(tokens), cfg)), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(apply(params, jnp.asarray(tokens), cfg)), expected, rtol=1e-4,
+                               atol=1e-4)

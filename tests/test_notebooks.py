@@ -1,5 +1,4 @@
 """Both notebooks run top to bottom on CPU with the smoke preset, and are stored without outputs."""
-import os
 import pathlib
 
 import nbformat
@@ -12,7 +11,8 @@ NOTEBOOKS = pathlib.Path(__file__).parent.parent / "notebooks"
 @pytest.mark.parametrize("name", ["colab_tpu_sweep.ipynb", "scaling_laws.ipynb"])
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    assert all(not c.get("outputs") and not c.get("execution_count")
+               for c in nb.cells if c.cell_type == "code")
     workdir = tmp_path / "smoke"
     monkeypatch.setenv("SIMSCALE_PRESET", "smoke")
     monkeypatch.setenv("SIMSCALE_WORKDIR", str(workdir))

@@ -83,7 +83,8 @@ def test_a_killed_sweep_resumes_and_trains_every_run_exactly_once(killed_and_res
 
 
 def test_process_executor_matches_inline_including_the_resumed_run(killed_and_resumed, tmp_path):
-    """Uninterrupted runs in worker processes give the same final losses as the killed-and-resumed inline sweep."""
+    """Uninterrupted runs in worker processes give the same final losses as the killed-and-resumed inline
+    sweep."""
     inline, _ = results(killed_and_resumed[0])
     code, out = finish(sweep(tmp_path, "--executor", "process", "--workers", "2"))
     assert code == 0, out
@@ -120,7 +121,8 @@ def test_a_diverging_run_fails_with_its_traceback_and_the_sweep_exits_nonzero(tm
     assert "0 trained, 0 already done, 1 failed" in out and "rerun with --retry_failed" in out
     (rdir,) = (tmp_path / "runs").iterdir()
     status = store.read_json(rdir / "status.json")
-    assert status["status"] == "failed" and "non-finite" in status["error"] and "Traceback" in status["traceback"]
+    assert (status["status"] == "failed" and "non-finite" in status["error"]
+            and "Traceback" in status["traceback"])
 
 
 def test_dry_run_calibrates_an_unmeasured_shape_with_a_few_timed_steps(tmp_path):

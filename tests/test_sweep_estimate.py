@@ -41,7 +41,8 @@ def record_train(monkeypatch, speed=lambda batch: 1000.0):
     def fake_train(cfg, run_dir):
         calls.append(dict(hidden=cfg.model.hidden, layers=cfg.model.layers, batch=cfg.train.batch_size,
                           steps=cfg.train.steps, source=cfg.data.source))
-        lines = [json.dumps(dict(step=s + 1, tokens_per_s=speed(cfg.train.batch_size))) for s in range(cfg.train.steps)]
+        lines = [json.dumps(dict(step=s + 1, tokens_per_s=speed(cfg.train.batch_size)))
+                 for s in range(cfg.train.steps)]
         (pathlib.Path(run_dir) / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
     import simscale.train
@@ -66,7 +67,8 @@ def test_calibration_times_a_reduced_batch(recorded_train, tmp_path):
     assert len({(c["hidden"], c["layers"]) for c in reduced}) == 18
     assert sorted(set(speeds.values())) == [(1000.0, "calibrated"), (1000.0, "calibrated (full batch)")]
     saved = store.read_json(tmp_path / "calibration.json")
-    assert {json.dumps({k: v for k, v in r.items() if k != "shape"}, sort_keys=True) for r in saved.values()} == {
+    assert {json.dumps({k: v for k, v in r.items() if k != "shape"}, sort_keys=True)
+            for r in saved.values()} == {
         json.dumps(dict(batch_size=8, timed_steps=3, tokens_per_s=1000.0), sort_keys=True),
         json.dumps(dict(batch_size=8, timed_steps=3, tokens_per_s=1000.0,
                         full_batch=dict(batch_size=512, timed_steps=1, tokens_per_s=1000.0)), sort_keys=True)}
@@ -87,14 +89,16 @@ def test_the_reduced_batch_estimate_is_checked_on_a_full_batch(monkeypatch, tmp_
     full = 1000.0 * 512 / 520
     assert check["shape"] == "w32d2" and check["tokens_per_s"] == 500.0
     assert check["full_batch"]["tokens_per_s"] == pytest.approx(full)
-    assert check["time_error"] == pytest.approx(full / 500.0 - 1)  # 0.969: a time estimate about twice too long
+    # 0.969: a time estimate about twice too long
+    assert check["time_error"] == pytest.approx(full / 500.0 - 1)
     by_width = {r.cfg.model.hidden: speeds[program_key(r.cfg, speed_only=True)] for r in runs}
-    assert by_width[32] == (pytest.approx(full), "calibrated (full batch)") and by_width[64] == (500.0, "calibrated")
-    line = tables.dry_run_table([estimate.sizes(r, 10**9) | dict(est_time_s=1.0, est_method="x") for r in runs],
-                                check=check).splitlines()[-1]
-    assert line == ("reduced-batch estimate checked on w32d2: 8 sequences ran 500 tokens/s and its full batch of "
-                    "512 ran 985: the reduced-batch time estimate was 97% too long (w32d2's rows use the "
-                    "full-batch figure)")
+    assert (by_width[32] == (pytest.approx(full), "calibrated (full batch)")
+            and by_width[64] == (500.0, "calibrated"))
+    line = tables.dry_run_table([estimate.sizes(r, 10**9) | dict(est_time_s=1.0, est_method="x")
+                                 for r in runs], check=check).splitlines()[-1]
+    assert line == ("reduced-batch estimate checked on w32d2: 8 sequences ran 500 tokens/s and its full "
+                    "batch of 512 ran 985: the reduced-batch time estimate was 97% too long (w32d2's rows "
+                    "use the full-batch figure)")
 
 
 def test_a_full_batch_check_that_would_overrun_the_budget_is_skipped(monkeypatch, tmp_path):
@@ -114,7 +118,8 @@ def test_shapes_past_the_budget_are_scaled_by_flops(recorded_train, tmp_path):
     runs = expand(cfg)
     speeds = estimate.throughputs(runs, tmp_path, calibrate_steps=3, batch=8, budget_s=0)
     assert [(c["hidden"], c["layers"]) for c in recorded_train] == [(32, 2)]  # the cheapest shape only
-    by_shape = {(r.cfg.model.hidden, r.cfg.model.layers): speeds[program_key(r.cfg, speed_only=True)] for r in runs}
+    by_shape = {(r.cfg.model.hidden, r.cfg.model.layers): speeds[program_key(r.cfg, speed_only=True)]
+                for r in runs}
     assert by_shape[32, 2] == (1000.0, "calibrated")
     speed, method = by_shape[1024, 8]
     assert method == "FLOPs, as w32d2"

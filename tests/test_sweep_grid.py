@@ -24,9 +24,9 @@ def ids(runs):
 
 
 def test_paper_dry_run_json_has_36_runs_with_the_papers_parameter_counts(tmp_path):
-    out = subprocess.run([PY, "-m", "simscale.sweep", "--config", "sweeps/grid.py", "--workdir", str(tmp_path),
-                          "--dry_run", "--json", "--estimate", "none"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run([PY, "-m", "simscale.sweep", "--config", "sweeps/grid.py", "--workdir",
+                          str(tmp_path), "--dry_run", "--json", "--estimate", "none"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
     records = {(r["width"], r["depth"], r["variant"]): r for r in json.loads(out)}
     assert len(records) == 36
     assert {w for w, _, _ in records} == {32, 64, 128, 256, 512, 1024}
@@ -107,7 +107,8 @@ def test_zip_product_budgets_and_width_rules():
         grid.expand(per_width)
 
 
-def test_the_cpu_preset_is_one_config_everywhere_and_auto_is_resolved_by_what_is_at_hand(tmp_path, monkeypatch):
+def test_the_cpu_preset_is_one_config_everywhere_and_auto_is_resolved_by_what_is_at_hand(tmp_path,
+                                                                                         monkeypatch):
     """sweeps/grid.py:preset=cpu no longer probes the machine; simscale.at_hand resolves its `auto`
     vocabulary and tasks (AO-CHILDES and BLiMP when found locally), and preset options pin them."""
     from simscale import at_hand
@@ -121,7 +122,8 @@ def test_the_cpu_preset_is_one_config_everywhere_and_auto_is_resolved_by_what_is
     here = preset("cpu")
     notes = at_hand.resolve(here)
     assert (here.data.vocab, here.eval.tasks) == ("aochildes", "blimp_paper22")
-    assert notes[0].startswith("data.vocab=auto: aochildes (found ") and notes[1].startswith("eval.tasks=auto: blimp")
+    assert (notes[0].startswith("data.vocab=auto: aochildes (found ")
+            and notes[1].startswith("eval.tasks=auto: blimp"))
     monkeypatch.setenv("SIMSCALE_DATA", str(tmp_path / "nothing"))
     bare = preset("cpu")
     assert to_dict(bare) == to_dict(preset("cpu")) and (bare.data.vocab, bare.eval.tasks) == ("auto", "auto")
@@ -130,7 +132,8 @@ def test_the_cpu_preset_is_one_config_everywhere_and_auto_is_resolved_by_what_is
     assert {r.run_id for r in grid.expand(preset("cpu"))} == {r.run_id for r in grid.expand(bare)}
     pinned = preset("cpu,vocab=aochildes,tasks=bigbench_mc")
     assert at_hand.resolve(pinned) == [] and pinned.data.vocab == "aochildes"
-    with pytest.raises(ConfigError, match="preset cpu takes no option 'vocabulary'; its options: vocab, tasks"):
+    with pytest.raises(ConfigError,
+                       match="preset cpu takes no option 'vocabulary'; its options: vocab, tasks"):
         preset("cpu,vocabulary=x")
 
 
@@ -143,7 +146,8 @@ def test_every_invalid_run_is_reported_before_anything_runs():
     assert "4 invalid run(s)" in msg and msg.count("is not divisible by model.heads=2") == 4
     assert "w17-d1-simplified" in msg and "w19-d1-unrestricted" in msg and "w16-" not in msg
 
-    with pytest.raises(ConfigError, match=r"batch_size=8 \(per micro-batch 8\) is not divisible by the 3 data-par"):
+    with pytest.raises(ConfigError,
+                       match=r"batch_size=8 \(per micro-batch 8\) is not divisible by the 3 data-par"):
         grid.expand(preset("smoke"), n_devices=3)
     two = preset("smoke")
     two.mesh.data = 2
@@ -151,13 +155,15 @@ def test_every_invalid_run_is_reported_before_anything_runs():
         grid.expand(two, n_devices=1)
     bad = preset("smoke")
     bad.sweep.axes.widths = ["red"]
-    with pytest.raises(ConfigError, match=r"^unknown config key sweep.axes.widths \(did you mean sweep.axes.width\?\)$"):
+    with pytest.raises(ConfigError,
+                       match=r"^unknown config key sweep.axes.widths \(did you mean sweep.axes.width\?\)$"):
         grid.expand(bad)
     with pytest.raises(ConfigError, match="unknown sweep preset 'huge'"):
         preset("huge")
     runs = grid.expand(preset("smoke"))
     assert ids(grid.select(runs, only="w16", skip="unrestricted")) == [ids(runs)[0]]
-    with pytest.raises(ConfigError, match=r"^--only='w16\(' is not a regular expression \(missing \), unterminated"):
+    with pytest.raises(ConfigError,
+                       match=r"^--only='w16\(' is not a regular expression \(missing \), unterminated"):
         grid.select(runs, only="w16(")
 
 
@@ -257,7 +263,8 @@ def test_cpu_workers_get_their_own_cores(monkeypatch):
 def test_a_pinned_worker_runs_only_on_its_cores():
     cores = sorted(os.sched_getaffinity(0))
     code = ("import os, queue; from simscale.sweep import executors; q = queue.Queue(); "
-            f"q.put({{executors.CPUS_ENV: '{cores[-1]}'}}); executors._pin(q); print(sorted(os.sched_getaffinity(0)))")
+            f"q.put({{executors.CPUS_ENV: '{cores[-1]}'}}); executors._pin(q); "
+            "print(sorted(os.sched_getaffinity(0)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str([cores[-1]])
 
@@ -284,7 +291,8 @@ def test_time_estimates_come_from_past_runs_of_the_same_shape(tmp_path):
         for event, t in (("start", 100.0), ("done", 100.0 + seconds)):
             (rdir / "attempts.jsonl").open("a").write(json.dumps(dict(event=event, time=t)) + "\n")
     speeds = estimate.throughputs(runs, tmp_path, calibrate_steps=0)  # measured only
-    assert speeds == {program_key(runs[0].cfg, speed_only=True): (pytest.approx(2 / (10 / 5120 + 30 / 5120)), "past runs")}
+    assert speeds == {program_key(runs[0].cfg, speed_only=True): (pytest.approx(2 / (10 / 5120 + 30 / 5120)),
+                                                                  "past runs")}
     assert program_key(runs[2].cfg, speed_only=True) not in speeds  # width 32: never measured, no guess
     assert estimate.sizes(runs[0], 0)["tokens"] == 5120
 

@@ -27,9 +27,9 @@ from simscale.train import step as step_lib
 from simscale.train.loop import _fetch, read_ahead
 
 REPO = Path(__file__).resolve().parents[1]
-RESULT_KEYS = {"status", "params_total", "params_nonembedding", "tokens", "steps", "flops", "flops_convention",
-               "eval_loss", "eval_loss_stderr", "eval_bpb", "final_loss", "wall_time_s", "variant", "hidden",
-               "layers"}
+RESULT_KEYS = {"status", "params_total", "params_nonembedding", "tokens", "steps", "flops",
+               "flops_convention", "eval_loss", "eval_loss_stderr", "eval_bpb", "final_loss", "wall_time_s",
+               "variant", "hidden", "layers"}
 METRIC_KEYS = {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "flops_per_s", "mfu"}
 
 
@@ -118,8 +118,8 @@ def test_a_config_json_with_the_flat_source_keys_resumes_and_loads(straight, tmp
     for source in ("bigbench", "files", "tfds", "hf"):
         data.pop(source)
     data.update(bigbench_tasks=cfg.data.bigbench.tasks, files="", format="auto", lines_per_document=1,
-                text_field="body", tfds_name="", tfds_split="train", tfds_data_dir="", hf_name="someone/corpus",
-                hf_config="", hf_split="validation")
+                text_field="body", tfds_name="", tfds_split="train", tfds_data_dir="",
+                hf_name="someone/corpus", hf_config="", hf_split="validation")
     cfg.data.files.text_field = cfg.data.tfds.text_field = "body"  # the one old key served all three
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert load_params(tmp_path)[1].data.hf.name == "someone/corpus"
@@ -130,7 +130,8 @@ def test_a_config_json_with_the_flat_source_keys_resumes_and_loads(straight, tmp
 
 def test_a_config_json_lacking_a_key_that_changes_the_run_is_refused(tmp_path):
     train(tiny_config(), tmp_path, stop_at=5)
-    _drop_saved_key(tmp_path, "train", "loss_chunk")  # its default (256) is not what a run without it computed
+    # its default (256) is not what a run without it computed
+    _drop_saved_key(tmp_path, "train", "loss_chunk")
     with pytest.raises(ConfigError, match=r"different config.json \(train\.loss_chunk\)"):
         train(tiny_config(), tmp_path)
 
@@ -157,8 +158,8 @@ def test_a_checkpoint_whose_arrays_were_swapped_is_refused(straight, tmp_path):
     ckpts = tmp_path / "checkpoints"
     shutil.rmtree(ckpts / "10" / "state")
     shutil.copytree(ckpts / "5" / "state", ckpts / "10" / "state")
-    with pytest.warns(UserWarning, match=r"checkpoints/10 is unreadable \(ValueError: its arrays do not match the "
-                                         r"checksum saved with them\)"):
+    with pytest.warns(UserWarning, match=r"checkpoints/10 is unreadable \(ValueError: its arrays do not "
+                                         r"match the checksum saved with them\)"):
         train(tiny_config(), tmp_path)  # resumes from step 5, retrains 6..20
     assert losses(tmp_path) == losses(ref_dir)
     assert_trees_equal(load_params(tmp_path)[0], load_params(ref_dir)[0])
@@ -272,7 +273,8 @@ def test_fused_head_loss_matches_autodiff():
 
     def plain(h, head):
         logits = h @ head
-        return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, targets[:, None], -1)[:, 0])
+        return jnp.mean(jax.nn.logsumexp(logits, -1)
+                        - jnp.take_along_axis(logits, targets[:, None], -1)[:, 0])
 
     fused = lambda h, head: loss_lib.fused_head_loss(h, head, targets, 4)  # noqa: E731 - 4 chunks of 32 rows
     (loss_a, grads_a), (loss_b, grads_b) = (jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(h, head)
@@ -299,7 +301,8 @@ def test_cpu_attention_matches_jax_attention():
 def test_cpu_projection_matches_tensordot():
     from simscale.model.cpu_kernels import project
 
-    x, w = jax.random.normal(jax.random.key(0), (2, 16, 4, 8)), jax.random.normal(jax.random.key(1), (4, 8, 32))
+    x, w = (jax.random.normal(jax.random.key(0), (2, 16, 4, 8)),
+            jax.random.normal(jax.random.key(1), (4, 8, 32)))
     cot = jax.random.normal(jax.random.key(2), (2, 16, 32))
     results = [jax.jit(jax.value_and_grad(lambda x, w, f=f: jnp.sum(f(x, w, 2) * cot), argnums=(0, 1)))(x, w)
                for f in (project, jnp.tensordot)]
@@ -367,14 +370,16 @@ def test_decay_mask_skips_norms():
     from simscale.model import logical_axes
 
     mask = optim.decay_mask(tiny_config().train, logical_axes(tiny_config().model))
-    assert mask["embed"] and mask["layers"]["wq"] and not mask["layers"]["attn_norm"] and not mask["final_norm"]
+    assert (mask["embed"] and mask["layers"]["wq"] and not mask["layers"]["attn_norm"]
+            and not mask["final_norm"])
 
 
 def test_partition_specs_follow_rules_and_divisibility():
     class FakeMesh:
         shape = {"data": 1, "fsdp": 2, "tensor": 4}
 
-    assert mesh_lib.spec(("vocab", "embed"), (64, 32), FakeMesh) == jax.sharding.PartitionSpec("tensor", "fsdp")
+    assert mesh_lib.spec(("vocab", "embed"), (64, 32), FakeMesh) == \
+        jax.sharding.PartitionSpec("tensor", "fsdp")
     assert mesh_lib.spec(("layers", "embed", "kv_heads", "head_dim"), (2, 32, 2, 8), FakeMesh) == \
         jax.sharding.PartitionSpec(None, "fsdp", None, None)  # 2 kv heads do not split 4 ways
     assert mesh_lib.mesh_shape({"data": -1, "fsdp": 2, "tensor": 1}, 8) == (4, 2, 1)
@@ -433,8 +438,10 @@ def test_cli_exit_codes_say_who_must_act(tmp_path):
     exits 1, each with one `error:` line and no traceback."""
     diverged = run_cli(tmp_path, "--config.train.lr=1e30", "--config.train.warmup_steps=0")
     assert diverged.returncode == 1
-    assert re.fullmatch(r"error: non-finite (loss|gradient norm) at step \d+", diverged.stderr.strip().splitlines()[-1])
+    assert re.fullmatch(r"error: non-finite (loss|gradient norm) at step \d+",
+                        diverged.stderr.strip().splitlines()[-1])
     assert "Traceback" not in diverged.stderr
     taken = run_cli(tmp_path, "--config.model.hidden=33")
     assert taken.returncode == 2 and "Traceback" not in taken.stderr
-    assert taken.stderr.strip().splitlines()[-1].startswith("error: model.hidden=33 is not divisible by model.heads=4")
+    assert taken.stderr.strip().splitlines()[-1].startswith("error: model.hidden=33 is not divisible by "
+                                                            "model.heads=4")

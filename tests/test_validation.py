@@ -28,7 +28,8 @@ def test_unknown_key_names_the_nearest_key_of_its_section(section, key, nearest)
     with pytest.raises(ConfigError) as e:
         check_keys(cfg)
     msg = str(e.value)
-    assert msg.startswith(f"unknown config key {section}.{key} (did you mean {section}.") and msg.endswith("?)")
+    assert (msg.startswith(f"unknown config key {section}.{key} (did you mean {section}.")
+            and msg.endswith("?)"))
     if nearest:
         assert msg == f"unknown config key {section}.{key} (did you mean {nearest}?)"
 
@@ -40,7 +41,8 @@ def test_unknown_section_and_unknown_axis():
         check_keys(cfg)
     cfg = smoke()
     cfg.sweep.axes.depths = (1, 2)
-    with pytest.raises(ConfigError, match=r"^unknown config key sweep.axes.depths \(did you mean sweep.axes.depth\?\)$"):
+    with pytest.raises(ConfigError,
+                       match=r"^unknown config key sweep.axes.depths \(did you mean sweep.axes.depth\?\)$"):
         check_keys(cfg)
 
 

@@ -1,4 +1,5 @@
-"""python -m simscale.analysis fit|report|bench: fit laws to a CSV, report on sweep workdirs, time the fits."""
+"""python -m simscale.analysis fit|report|bench: fit laws to a CSV, report on sweep workdirs, time the
+fits."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,8 @@ from simscale import cli
 from simscale.validation import check_folder
 
 # --law -> (law form, CSV input columns)
-CSV_LAWS = {"approach3": ("approach3", ("N", "D")), "n": (None, ("N",)), "d": (None, ("D",)), "c": (None, ("C",))}
+CSV_LAWS = {"approach3": ("approach3", ("N", "D")), "n": (None, ("N",)), "d": (None, ("D",)),
+            "c": (None, ("C",))}
 
 
 def _fit(args) -> int:
@@ -22,12 +24,12 @@ def _fit(args) -> int:
     cols = read_points(args.csv, inputs + ("loss",))
     ok = valid_rows(args.csv, cols, drop=args.drop_invalid)
     if not ok.all():
-        print(f"warning: dropped {int((~ok).sum())} of {len(ok)} rows of {args.csv} with an empty, non-numeric, "
-              "infinite, zero or negative value (--drop_invalid)", file=sys.stderr)
+        print(f"warning: dropped {int((~ok).sum())} of {len(ok)} rows of {args.csv} with an empty, "
+              "non-numeric, infinite, zero or negative value (--drop_invalid)", file=sys.stderr)
     x = np.stack([cols[c][ok] for c in inputs], -1)
     groups = read_labels(args.csv, args.runs)[ok] if args.runs else None
-    fit = fit_law(form, x, cols["loss"][ok], inputs, bootstrap=args.bootstrap, seed=args.seed, level=args.level,
-                  groups=groups)
+    fit = fit_law(form, x, cols["loss"][ok], inputs, bootstrap=args.bootstrap, seed=args.seed,
+                  level=args.level, groups=groups)
     if args.json:
         print(json.dumps(fit.to_json(), indent=1))
         return 0
@@ -73,16 +75,20 @@ def main(argv=None) -> int:
     f.add_argument("--law", choices=sorted(CSV_LAWS), default="approach3")
     f.add_argument("--form", choices=("power", "kaplan"), default="power",
                    help="one-variable form: power E + A X^-alpha or kaplan (X_c/X)^alpha")
-    f.add_argument("--json", action="store_true", help="print the fit as JSON (keys E, A, B, alpha, beta, ...)")
+    f.add_argument("--json", action="store_true",
+                   help="print the fit as JSON (keys E, A, B, alpha, beta, ...)")
     f.add_argument("--level", type=float, default=0.95, help="confidence level of the bootstrap intervals")
     f.add_argument("--drop_invalid", action="store_true",
-                   help="leave out rows with an empty, non-numeric, infinite, zero or negative value (default: refuse)")
+                   help="leave out rows with an empty, non-numeric, infinite, zero or negative value "
+                        "(default: refuse)")
     f.add_argument("--runs", default=None, metavar="COLUMN",
-                   help="CSV column naming each point's run: the bootstrap resamples whole runs (default: points)")
+                   help="CSV column naming each point's run: the bootstrap resamples whole runs "
+                        "(default: points)")
     r = sub.add_parser("report", help="figures, fits.json and summary.md for sweep workdirs")
     r.add_argument("--workdir", required=True, nargs="+", help="one or more sweep workdirs")
     r.add_argument("--out", default="figures")
-    r.add_argument("--flops", default=None, help="FLOPs convention for C, e.g. chinchilla or 6n (default: each run's own)")
+    r.add_argument("--flops", default=None,
+                   help="FLOPs convention for C, e.g. chinchilla or 6n (default: each run's own)")
     r.add_argument("--params", choices=("nonembedding", "total"), default="nonembedding",
                    help="parameter count used as N in every fit and figure (default: non-embedding, "
                         "as Kaplan et al.)")
@@ -90,7 +96,8 @@ def main(argv=None) -> int:
                                      "run bootstrap")
     b.add_argument("--points", type=int, default=240)
     for p in (f, r, b):
-        p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
+        p.add_argument("--bootstrap", type=int, default=1000,
+                       help="bootstrap resamples for intervals (0: none)")
         p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     return cli.run(dict(fit=_fit, report=_report, bench=_bench)[args.cmd], args)

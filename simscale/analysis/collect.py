@@ -102,7 +102,8 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> RunResult:
     status_file = _read_json(run_dir / "status.json", warnings) or {}
     status = result.get("status") or status_file.get("status") or "missing"
     flops = result.get("flops")
-    if isinstance(flops, (int, float)) and result.get("flops_convention"):  # a bare total: the run's convention
+    # a bare total: the run's convention
+    if isinstance(flops, (int, float)) and result.get("flops_convention"):
         flops = {result["flops_convention"]: flops}
     flops = {k: _f(v) for k, v in flops.items()} if isinstance(flops, dict) else {}
     rows = read_jsonl(run_dir / "metrics.jsonl")
@@ -114,7 +115,8 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> RunResult:
     run = RunResult(
         run_id=run_dir.name, workdir=str(run_dir.parent.parent), status=status,
         variant=result.get("variant") or data.get("variant"),
-        hidden=result.get("hidden") or model.get("hidden"), layers=result.get("layers") or model.get("layers"),
+        hidden=result.get("hidden") or model.get("hidden"),
+        layers=result.get("layers") or model.get("layers"),
         N=_f(result.get("params_total")), N_nonemb=_f(result.get("params_nonembedding")),
         D=_f(result.get("tokens")), flops=flops, flops_convention=result.get("flops_convention"),
         loss=_f(result.get("eval_loss")), loss_stderr=_f(result.get("eval_loss_stderr")),
@@ -127,7 +129,8 @@ def read_run(run_dir: pathlib.Path, warnings: list) -> RunResult:
     elif status != "done":
         warnings.append(f"{run_dir}: status {status}; left out of the fits")
     elif not run.ok:
-        warnings.append(f"{run_dir}: non-finite or missing eval_loss/params_total/tokens; left out of the fits")
+        warnings.append(f"{run_dir}: non-finite or missing eval_loss/params_total/tokens; "
+                        "left out of the fits")
     return run
 
 
@@ -156,7 +159,8 @@ def write_points(runs: list[RunResult], path, convention: str | None = None) -> 
         w = csv.writer(fh)
         w.writerow(POINT_COLUMNS)
         for r in finished(runs):
-            w.writerow([r.run_id, r.variant, r.hidden, r.layers, r.N, r.N_nonemb, r.D, r.C(convention), r.loss])
+            w.writerow([r.run_id, r.variant, r.hidden, r.layers, r.N, r.N_nonemb, r.D, r.C(convention),
+                        r.loss])
 
 
 def _read_columns(path, columns: tuple[str, ...]) -> dict[str, list[str]]:
@@ -178,7 +182,8 @@ def _read_columns(path, columns: tuple[str, ...]) -> dict[str, list[str]]:
 
 def read_points(path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Numeric `columns` of a CSV (header names matched case-insensitively)."""
-    return {c: np.array([_f(v) for v in vals], dtype=np.float64) for c, vals in _read_columns(path, columns).items()}
+    return {c: np.array([_f(v) for v in vals], dtype=np.float64)
+            for c, vals in _read_columns(path, columns).items()}
 
 
 def valid_rows(path, cols: dict[str, np.ndarray], drop: bool = False) -> np.ndarray:
@@ -194,8 +199,9 @@ def valid_rows(path, cols: dict[str, np.ndarray], drop: bool = False) -> np.ndar
     if not drop and not ok.all():
         rows = [str(i + 2) for i in np.flatnonzero(~ok)]
         shown = ", ".join(rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
-        raise ValueError(f"{path}: row(s) {shown} (the header is row 1) have an empty, non-numeric, infinite, "
-                         f"zero or negative value in {', '.join(cols)}: fix them, or pass --drop_invalid")
+        raise ValueError(f"{path}: row(s) {shown} (the header is row 1) have an empty, non-numeric, "
+                         f"infinite, zero or negative value in {', '.join(cols)}: fix them, or pass "
+                         "--drop_invalid")
     return ok
 
 

@@ -14,13 +14,13 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from simscale.analysis import optimal  # noqa: E402
-from simscale.analysis.collect import RunResult, finished  # noqa: E402
+from simscale.analysis import optimal
+from simscale.analysis.collect import RunResult, finished
 
 COLORS = {"simplified": "tab:blue", "unrestricted": "tab:orange"}
 Z95 = 1.96  # half-width of a 95% normal interval in standard errors
@@ -162,9 +162,11 @@ def fig_loss_vs_params(runs, results, out, convention=None):
             fit = _a3(results, v)
             if fit:
                 n = np.geomspace(pts[0][0] / 2, pts[-1][0] * 4, 60)
-                ax.plot(n, fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls="--")
+                ax.plot(n, fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color,
+                        ls="--")
         note = " (dashed: approach 3)" if _a3(results, v) else ""
-        ax.set(xscale="log", yscale="log", xlabel=_params_label(results), ylabel=LOSS, title=f"{v} data{note}")
+        ax.set(xscale="log", yscale="log", xlabel=_params_label(results), ylabel=LOSS,
+               title=f"{v} data{note}")
         ax.legend(fontsize=8)
     return _save(fig, out, "loss_vs_params")
 
@@ -183,7 +185,8 @@ def fig_loss_vs_tokens(runs, results, out, convention=None):
                     label=r.shape)
             if fit:
                 d = np.geomspace(r.eval_tokens_t[0], r.eval_tokens_t[-1] * 4, 50)
-                ax.plot(d, fit["E"] + fit["A"] / r.N ** fit["alpha"] + fit["B"] / d ** fit["beta"], color=color, ls=":")
+                ax.plot(d, fit["E"] + fit["A"] / r.N ** fit["alpha"] + fit["B"] / d ** fit["beta"],
+                        color=color, ls=":")
         note = " (dotted: approach 3)" if fit else ""
         ax.set(xscale="log", yscale="log", xlabel=TOKENS, ylabel=LOSS, title=f"{v} data, per shape{note}")
         ax.legend(fontsize=7, ncol=2)
@@ -227,7 +230,8 @@ def fig_compute_optimal(runs, results, out, convention=None):
             if cs:
                 ax.plot(cs, [m[key] for m in a2["minima"]], "o", color=color, label=f"{v}: isoFLOP minima")
                 if name in a2:
-                    ax.plot(c, a2[f"{name}_coef"] * c ** a2[name], color=color, label=f"{v}: approach 2, C^{a2[name]:.2f}")
+                    ax.plot(c, a2[f"{name}_coef"] * c ** a2[name], color=color,
+                            label=f"{v}: approach 2, C^{a2[name]:.2f}")
                 drew = True
             if fit and "error" not in fit["allocation"]:
                 cc = c if c is not None else np.geomspace(*_c_range(runs, convention), 50)

@@ -373,7 +373,8 @@ def extrapolation(law: Law | str, x_nK, loss_n, inputs=("N", "D"), holdout: int 
     loss_n = np.asarray(loss_n, dtype=np.float64)
     sizes = np.unique(x_nK[:, 0])
     if len(sizes) <= holdout + 1:
-        raise ValueError(f"extrapolation check needs more than {holdout + 1} distinct {inputs[0]}, got {len(sizes)}")
+        raise ValueError(f"extrapolation check needs more than {holdout + 1} distinct {inputs[0]}, "
+                         f"got {len(sizes)}")
     test = x_nK[:, 0] >= sizes[-holdout]
     if fit_kw.get("groups") is not None:
         fit_kw["groups"] = np.asarray(fit_kw["groups"])[~test]

@@ -55,7 +55,7 @@ def _cli_fit_seconds(x_nK, loss_n) -> float:
     """Wall time of `python -m simscale.analysis fit --csv F --law approach3 --bootstrap 0` (new process)."""
     with tempfile.TemporaryDirectory() as tmp:
         csv = pathlib.Path(tmp) / "points.csv"
-        rows = (f"{n},{d},{l}\n" for (n, d), l in zip(x_nK.tolist(), loss_n.tolist()))
+        rows = (f"{n},{d},{loss}\n" for (n, d), loss in zip(x_nK.tolist(), loss_n.tolist()))
         csv.write_text("N,D,loss\n" + "".join(rows))
         root = str(pathlib.Path(__file__).resolve().parents[2])
         paths = [root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])

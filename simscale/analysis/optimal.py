@@ -17,13 +17,15 @@ def allocation(params: dict) -> dict:
     """Exponents a', b' and the constant G of the compute-optimal allocation."""
     alpha, beta, A, B = params["alpha"], params["beta"], params["A"], params["B"]
     if not (alpha > 0 and beta > 0):
-        raise ValueError(f"compute-optimal allocation needs alpha > 0 and beta > 0, got {alpha:.3g}, {beta:.3g}")
+        raise ValueError(f"compute-optimal allocation needs alpha > 0 and beta > 0, got {alpha:.3g}, "
+                         f"{beta:.3g}")
     if not (A > 0 and B > 0):  # a vanishing term leaves the optimum at N or D -> 0 or infinity
         raise ValueError(f"compute-optimal allocation needs A > 0 and B > 0, got {A:.3g}, {B:.3g}")
     with np.errstate(over="ignore"):
         G = float(np.power(np.float64(alpha * A / (beta * B)), 1 / (alpha + beta)))
     if not 0 < G < np.inf:
-        raise ValueError(f"compute-optimal allocation is not finite: G = {G:.3g} (alpha {alpha:.3g}, beta {beta:.3g})")
+        raise ValueError(f"compute-optimal allocation is not finite: G = {G:.3g} (alpha {alpha:.3g}, "
+                         f"beta {beta:.3g})")
     return dict(a=beta / (alpha + beta), b=alpha / (alpha + beta), G=G)
 
 
@@ -45,18 +47,22 @@ def group_budgets(C, rel_gap: float = 1.3) -> np.ndarray:
     C = np.asarray(C, dtype=np.float64)
     order = np.argsort(C)
     labels = np.empty(len(C), dtype=int)
-    labels[order] = np.concatenate([[0], np.cumsum(np.diff(np.log(C[order])) > np.log(rel_gap))]) if len(C) else []
+    labels[order] = (np.concatenate([[0], np.cumsum(np.diff(np.log(C[order])) > np.log(rel_gap))])
+                     if len(C) else [])
     return labels
 
 
 def parabola_min(N, loss) -> dict:
-    """Fit loss = p0 (log N)^2 + p1 log N + p2 and return its minimum (needs 3 distinct N, upward curvature)."""
+    """Fit loss = p0 (log N)^2 + p1 log N + p2 and return its minimum (needs 3 distinct N, upward
+    curvature)."""
     x, y = np.log(np.asarray(N, float)), np.asarray(loss, float)
     if len(np.unique(x)) < 3:
-        raise ValueError(f"an isoFLOP parabola needs at least 3 distinct model sizes, got {len(np.unique(x))}")
+        raise ValueError(f"an isoFLOP parabola needs at least 3 distinct model sizes, "
+                         f"got {len(np.unique(x))}")
     p = np.polyfit(x, y, 2)
     if p[0] <= 0:
-        raise ValueError("isoFLOP profile is not convex (no interior minimum): widen the range of model sizes")
+        raise ValueError("isoFLOP profile is not convex (no interior minimum): widen the range of model "
+                         "sizes")
     x_min = -p[1] / (2 * p[0])
     return dict(N_opt=float(np.exp(x_min)), loss_min=float(np.polyval(p, x_min)), coeffs=p.tolist(),
                 interior=bool(x.min() <= x_min <= x.max()))
@@ -80,7 +86,8 @@ def isoflop(profiles: list[dict], k: float = 6.0, level: float = 0.95) -> dict:
             continue
         parabolas.append(dict(C=float(prof["C"]), D_opt=float(prof["C"] / (k * m["N_opt"])), **m))
         if not m["interior"]:
-            skipped.append(dict(C=float(prof["C"]), reason="parabola minimum outside the sampled model sizes"))
+            skipped.append(dict(C=float(prof["C"]),
+                                reason="parabola minimum outside the sampled model sizes"))
     minima = [p for p in parabolas if p["interior"]]
     out = dict(parabolas=parabolas, minima=minima, skipped=skipped, k=k)
     if len(minima) < 3:

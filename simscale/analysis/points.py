@@ -102,8 +102,8 @@ def isoflop_profiles(runs: list[RunResult], convention=None, levels: int = 6) ->
     profiles = []
     for level in np.geomspace(lo, hi, levels) if hi > lo else []:
         at = np.log(level)
-        inside = [(n, np.exp(np.interp(at, np.log(c), np.log(l))), np.interp(at, np.log(c), se))
-                  for n, c, l, se in curves if c[0] <= level <= c[-1]]
+        inside = [(n, np.exp(np.interp(at, np.log(c), np.log(losses))), np.interp(at, np.log(c), se))
+                  for n, c, losses, se in curves if c[0] <= level <= c[-1]]
         if len(inside) >= 3:
             n, loss, se = (np.array(col) for col in zip(*inside))
             profiles.append(dict(C=float(level), N=n, loss=loss, stderr=se))

@@ -80,7 +80,8 @@ def _approach2(runs, convention, a3: dict) -> dict:
     profiles, source = points.isoflop_profiles(runs, convention)
     out = optimal.isoflop(profiles, k=points.flops_per_param_token(runs, convention))
     out["vs_vpnls"] = _attempt(_approach2_vs, out, a3.get("vpnls", {}))
-    return dict(out, source=source, profiles=[{k: np.asarray(v).tolist() for k, v in p.items()} for p in profiles])
+    return dict(out, source=source,
+                profiles=[{k: np.asarray(v).tolist() for k, v in p.items()} for p in profiles])
 
 
 def _approach2_vs(a2: dict, vp: dict) -> dict:
@@ -297,9 +298,9 @@ def _zero_shot_lines(zs: dict) -> list[str]:
             bounds = f"; {m['n_below']} below and {m['n_above']} above the grid, counted as bounds" \
                 if m["n_below"] or m["n_above"] else ""
             lines.append(f"  Size multiplier (the parameters unrestricted-data models need, as a multiple of "
-                         f"simplified-data ones', for equal mean accuracy): {m['text']} (median over {m['n']} "
-                         f"models, {m['ci_level']:.0%} interval from {m['draws']} parametric bootstrap "
-                         f"draws{bounds}).")
+                         f"simplified-data ones', for equal mean accuracy): {m['text']} (median over "
+                         f"{m['n']} models, {m['ci_level']:.0%} interval from {m['draws']} parametric "
+                         f"bootstrap draws{bounds}).")
         else:
             lines.append("  No size multiplier (a data variant is missing or has fewer than 2 models).")
     return lines
@@ -326,8 +327,8 @@ def _ladder_lines(lad: dict) -> list[str]:
 def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str], figure_skips: dict) -> str:
     """A readable summary: fitted laws with intervals, allocation, goodness of fit, multipliers."""
     lines = ["# Scaling-law report", "",
-             f"{results['n_finished']} finished runs of {results['n_runs']} (N: {results['params']} parameters; "
-             f"FLOPs convention: {results['convention'] or 'each run’s own'}).", ""]
+             f"{results['n_finished']} finished runs of {results['n_runs']} (N: {results['params']} "
+             f"parameters; FLOPs convention: {results['convention'] or 'each run’s own'}).", ""]
     if results["n_finished"] == 0:
         lines += ["**No finished runs with a finite eval loss: no fits.**", ""]
     for variant, v in results["variants"].items():
@@ -356,7 +357,8 @@ def report(workdirs, out, convention: str | None = None, bootstrap: int = 1000, 
     runs, warnings = collect(workdirs)
     known = {c for r in runs for c in r.flops}
     if convention and known and convention not in known:
-        raise ValueError(f"FLOPs convention {convention!r} is in no run's result.json; the runs have {sorted(known)}")
+        raise ValueError(f"FLOPs convention {convention!r} is in no run's result.json; the runs have "
+                         f"{sorted(known)}")
     if params == "nonembedding":
         runs = [dataclasses.replace(r, N=r.N_nonemb) for r in runs]
     out = pathlib.Path(out)

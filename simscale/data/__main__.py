@@ -27,13 +27,15 @@ from simscale.config import ConfigError
 from simscale.validation import check_file, check_folder, check_keys
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "config file, e.g. sweeps/grid.py:preset=cpu", lock_config=False,
-                                accept_new_attributes=True)  # unknown keys: refused by check_keys, in one line
+# unknown keys: refused by check_keys, in one line
+config_flags.DEFINE_config_file("config", None, "config file, e.g. sweeps/grid.py:preset=cpu",
+                                lock_config=False, accept_new_attributes=True)
 flags.DEFINE_string("data_dir", None, "cache folder for prepared data (sets data.cache_dir)")
 flags.DEFINE_string("vocab", "aochildes", "simplify: vocabulary (path, aochildes or wordfreq:N)")
 flags.DEFINE_string("input", None, "simplify: input file (text or jsonl)")
 flags.DEFINE_string("output", None, "simplify: output jsonl")
-flags.DEFINE_string("text_field", "text", "simplify: the jsonl (or parquet) field holding each document's text")
+flags.DEFINE_string("text_field", "text",
+                    "simplify: the jsonl (or parquet) field holding each document's text")
 flags.DEFINE_integer("workers", 0, "simplify: filter processes (0: all cores)")
 flags.DEFINE_string("variant", None, "inspect: simplified or unrestricted (default data.variant)")
 flags.DEFINE_string("prepared", None, "inspect: a prepared dataset folder")
@@ -66,7 +68,8 @@ def simplify_file() -> None:
             raise ValueError(f"input {src} holds no documents: give text, one document a line, or jsonl")
         if not stats.documents_out:
             raise ValueError(f"the filter kept nothing of the {stats.documents_in} documents in {src} "
-                             f"with vocabulary {vocab.source} ({vocab.size} words): give simpler or longer text")
+                             f"with vocabulary {vocab.source} ({vocab.size} words): give simpler or longer "
+                             "text")
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -92,7 +95,8 @@ def prepare_command() -> None:
     from simscale.data import prepare_all
 
     cfg = _config()
-    variants = list(cfg.sweep.axes.variant) if "sweep" in cfg and "variant" in cfg.sweep.axes else [cfg.data.variant]
+    variants = (list(cfg.sweep.axes.variant) if "sweep" in cfg and "variant" in cfg.sweep.axes
+                else [cfg.data.variant])
     cfgs = []
     for variant in variants:
         cfgs.append(cfg.copy_and_resolve_references())

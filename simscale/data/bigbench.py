@@ -32,7 +32,8 @@ _SMALL = 4_000_000  # task files up to this size are saved on the first pass
 
 
 def archive_path(folder=None) -> pathlib.Path:
-    """The archive's path in `folder` (default: the cache's bigbench/), downloading it once (with progress)."""
+    """The archive's path in `folder` (default: the cache's bigbench/), downloading it once (with
+    progress)."""
     folder = pathlib.Path(folder) if folder else cache_dir() / "bigbench"
     path = folder / ARCHIVE
     if not path.is_file():

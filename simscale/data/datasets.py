@@ -1,7 +1,7 @@
 """TFDS builders writing array_record (no TensorFlow): a text corpus and packed token rows.
 
-Both are read back as TFDS data sources (random access, the object `tfds.data_source` returns). `build(kind, data_dir,
-splits, length)` writes one dataset; `source(kind, data_dir, split)` opens it.
+Both are read back as TFDS data sources (random access, the object `tfds.data_source` returns).
+`build(kind, data_dir, splits, length)` writes one dataset; `source(kind, data_dir, split)` opens it.
 """
 from __future__ import annotations
 

@@ -43,7 +43,8 @@ def batches(data, cfg, split: str, start_step: int = 0) -> Iterator[np.ndarray]:
 def _synthetic_rows(_, cfg, split: str, first: int, size: int) -> Callable[[int], np.ndarray]:
     table = synthetic.successor_table(cfg.model.vocab_size, cfg.seed)
     length = cfg.train.seq_len + 1
-    return lambda step: synthetic.batch(table, cfg.seed, step, cfg.train.batch_size, length, split)[first:first + size]
+    return lambda step: synthetic.batch(table, cfg.seed, step, cfg.train.batch_size, length,
+                                        split)[first:first + size]
 
 
 def _prepared_rows(data, cfg, split: str, first: int, size: int) -> Callable[[int], np.ndarray]:
@@ -53,4 +54,5 @@ def _prepared_rows(data, cfg, split: str, first: int, size: int) -> Callable[[in
     if split == "train":
         ds = ds.shuffle(seed=cfg.seed).repeat(None)
     B = cfg.train.batch_size
-    return lambda step: np.stack([ds[step * B + first + i]["tokens"] for i in range(size)]).astype(np.int32, copy=False)
+    return lambda step: (np.stack([ds[step * B + first + i]["tokens"] for i in range(size)])
+                         .astype(np.int32, copy=False))

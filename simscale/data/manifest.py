@@ -27,7 +27,8 @@ def _records(path: pathlib.Path) -> int:
 def build(folder: pathlib.Path) -> dict[str, dict]:
     """{relative path: {"bytes", "records"}} of every array_record file under `folder`."""
     folder = pathlib.Path(folder)
-    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "records": _records(p)} for p in _files(folder)}
+    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "records": _records(p)}
+            for p in _files(folder)}
 
 
 def problems(folder: pathlib.Path, manifest: dict[str, dict]) -> list[str]:

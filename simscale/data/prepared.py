@@ -130,13 +130,14 @@ def _load(path: pathlib.Path) -> PreparedData:
                             stats=meta["stats"])
         if not data.tokenizer_path.is_file():
             raise FileNotFoundError(data.tokenizer_path)
-        wrong = manifest.problems(path, meta["files"]) if "files" in meta else []  # else prepared before manifests
+        # else prepared before manifests
+        wrong = manifest.problems(path, meta["files"]) if "files" in meta else []
         if wrong:
             raise ValueError("; ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""))
         datasets.source("tokens", path, "train")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"the prepared dataset {path} is broken ({type(e).__name__}: {e}): delete that folder and "
-                         "prepare again") from None
+        raise ValueError(f"the prepared dataset {path} is broken ({type(e).__name__}: {e}): delete that "
+                         "folder and prepare again") from None
     return data
 
 
@@ -185,7 +186,8 @@ def _build(cfg, out: pathlib.Path, control: dict | None, log) -> None:
     log(f"{n_docs} documents ({n_val} for validation): writing the text dataset")
     text = span_filter.wrap if d.variant == "simplified" else "".join  # the filter's output; the raw text
     datasets.build("text", out, {split: lambda ids=ids: (text(corpus[i][1]) for i in ids)
-                                 for split, ids in (("train", train_docs), ("validation", val_docs)) if len(ids)})
+                                 for split, ids in (("train", train_docs), ("validation", val_docs))
+                                 if len(ids)})
 
     log(f"training a {cfg.model.vocab_size}-entry BPE tokenizer on {len(train_docs)} documents")
     tok = tokenizer.train((p for i in train_docs for p in corpus[i][1]), cfg.model.vocab_size,
@@ -413,5 +415,6 @@ class _Packer:
 
 
 def _where(d) -> str:
-    return {"files": f"data.files.paths={d.files.paths!r}", "bigbench": f"BIG-bench tasks {d.bigbench.tasks!r}",
+    return {"files": f"data.files.paths={d.files.paths!r}",
+            "bigbench": f"BIG-bench tasks {d.bigbench.tasks!r}",
             "tfds": f"TFDS {d.tfds.name!r}", "hf": f"Hugging Face {d.hf.name!r}"}.get(d.source, d.source)

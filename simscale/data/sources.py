@@ -62,7 +62,8 @@ def file_paths(files_cfg) -> list[str]:
     """The files of data.files.paths (globs expanded, in the order given), each checked readable."""
     specs = [s.strip() for s in str(files_cfg.paths).split(",") if s.strip()]
     if not specs:
-        raise ConfigError("data.files.paths is empty: give corpus paths or globs (comma-separated) for source=files")
+        raise ConfigError("data.files.paths is empty: give corpus paths or globs (comma-separated) for "
+                          "source=files")
     paths = []
     for spec in specs:
         found = sorted(glob.glob(os.path.expanduser(spec))) if glob.has_magic(spec) else [spec]
@@ -72,7 +73,8 @@ def file_paths(files_cfg) -> list[str]:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"corpus file {p} does not exist; fix data.files.paths")
             if not os.access(p, os.R_OK):
-                raise PermissionError(f"corpus file {p} is not readable; fix its permissions or data.files.paths")
+                raise PermissionError(f"corpus file {p} is not readable; fix its permissions or "
+                                      "data.files.paths")
         paths += found
     return paths
 
@@ -84,8 +86,8 @@ def file_format(path: str, fmt: str = "auto") -> str:
     return {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(suffix, "text")
 
 
-def read_file(path: str, fmt: str, field: str, counts: dict, fix: str = "data.files.text_field or data.files.format"
-              ) -> Iterator[str]:
+def read_file(path: str, fmt: str, field: str, counts: dict,
+              fix: str = "data.files.text_field or data.files.format") -> Iterator[str]:
     """Documents of one file, empty ones included: text (one a line), jsonl or parquet; an error about
     `field` says to fix `fix` (the caller's name of the settings that chose it)."""
     if fmt == "parquet":
@@ -113,7 +115,8 @@ def read_file(path: str, fmt: str, field: str, counts: dict, fix: str = "data.fi
                 raise ValueError(f"corpus file {path} line {n}: not a JSON object with a {field!r} string; "
                                  f"fix the line or {fix}") from None
             if not isinstance(text, str):
-                raise ValueError(f"corpus file {path} line {n}: {field!r} is not a string; fix the line or {fix}")
+                raise ValueError(f"corpus file {path} line {n}: {field!r} is not a string; fix the line or "
+                                 f"{fix}")
             yield text
 
 
@@ -156,7 +159,7 @@ def _tfds(tfds_cfg, counts) -> Iterator[str]:
     try:
         src = tfds.data_source(tfds_cfg.name, split=tfds_cfg.split, data_dir=tfds_cfg.data_dir or None,
                                download=False)
-    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+    except Exception as e:  # noqa: BLE001 - tfds raises many types for a missing or unprepared dataset
         raise FileNotFoundError(f"TFDS dataset {tfds_cfg.name!r} split {tfds_cfg.split!r} cannot be "
                                 f"opened ({e}); prepare it first or fix data.tfds.name/data_dir") from None
     for i in range(len(src)):

@@ -26,8 +26,9 @@ AOCHILDES_URL = ("https://raw.githubusercontent.com/text-machine-lab/mini_gpt/HE
 AOCHILDES_MD5 = "ab925c47c3f66c3615c3ce232a43acff"  # the paper's file
 # pandas (the paper's loader) reads these cells as missing values, so the paper's
 # `if isinstance(w, str)` dropped them: the AO-CHILDES word `nan` is not in its set.
-_MISSING = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])  # pandas' na_values
+_MISSING = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                      "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan",
+                      "null"])  # pandas' na_values
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -61,7 +62,8 @@ def load_vocabulary(spec: str | os.PathLike) -> Vocabulary:
     """A Vocabulary from a path, 'aochildes' or 'wordfreq:N' (see the module docstring)."""
     spec_s = str(spec)
     if spec_s == "auto":
-        raise ValueError("vocabulary 'auto' is this machine's choice: resolve it first (simscale.at_hand.resolve)")
+        raise ValueError("vocabulary 'auto' is this machine's choice: resolve it first "
+                         "(simscale.at_hand.resolve)")
     if spec_s == "aochildes":
         return _load_file(_aochildes_path(), source="aochildes")
     if spec_s.startswith("wordfreq:"):

@@ -22,7 +22,8 @@ def counts(argv) -> None:
     from simscale.evaluate.evaluator import MIN_EXAMPLES, variants
 
     p = argparse.ArgumentParser(prog="python -m simscale.evaluate counts")
-    p.add_argument("--vocab", required=True, help="vocabulary: a word list or CSV path, aochildes or wordfreq:N")
+    p.add_argument("--vocab", required=True,
+                   help="vocabulary: a word list or CSV path, aochildes or wordfreq:N")
     p.add_argument("--tasks", default="blimp_paper22")
     p.add_argument("--blimp", default=None, help="BLiMP folder (default $SIMSCALE_DATA/blimp)")
     args = p.parse_args(argv)

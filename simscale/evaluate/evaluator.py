@@ -136,7 +136,8 @@ def aggregate(records: Sequence[dict], name: str) -> list[dict]:
                 task=label, variant=variant, metric=metric,
                 value=float(np.mean([r["value"] for r in used])) if k else math.nan,
                 stderr=math.sqrt(sum(r["stderr"] ** 2 for r in used)) / k if k else math.nan,
-                n=sum(r["n"] for r in used), chance=float(np.mean([r["chance"] for r in used])) if k else math.nan,
+                n=sum(r["n"] for r in used),
+                chance=float(np.mean([r["chance"] for r in used])) if k else math.nan,
                 suite=rows[0]["suite"], shots=rows[0]["shots"], flagged=k == 0, group="",
                 skipped=sum(r["skipped"] for r in used), excluded=[r["task"] for r in rows if r["flagged"]]))
     return out

@@ -53,7 +53,7 @@ class TextEncoder:
 
         try:
             return cls(Tokenizer.from_file(str(path)))
-        except Exception as e:  # tokenizers raises a bare Exception for missing/bad files
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception for missing/bad files
             raise FileNotFoundError(f"cannot read tokenizer {path}: {e}") from None
 
     def encode(self, text: str) -> list[int]:

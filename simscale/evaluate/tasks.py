@@ -173,7 +173,8 @@ def _bigbench(name: str) -> list[Task]:
     if name.split("/")[0] in bigbench.PRETRAINING_TASKS:
         raise ValueError(f"BIG-bench task {name!r} is pre-training text, not an evaluation task")
     task_json = bigbench.read_task(name)
-    subtasks = [] if task_json.get("examples") else [t for t in bigbench.list_tasks() if t.startswith(name + "/")]
+    subtasks = ([] if task_json.get("examples")
+                else [t for t in bigbench.list_tasks() if t.startswith(name + "/")])
     if subtasks:
         return [bigbench_task(t, bigbench.read_task(t), group=name) for t in subtasks]
     return [bigbench_task(name, task_json)]

@@ -65,7 +65,8 @@ def write(results: dict, out: pathlib.Path) -> str:
 
 def parse(argv):
     ap = argparse.ArgumentParser(prog="python -m simscale.gpu_check", description=__doc__.split("\n\n")[1])
-    ap.add_argument("--out", required=True, type=pathlib.Path, help="folder for gpu_check.json and gpu_check.md")
+    ap.add_argument("--out", required=True, type=pathlib.Path,
+                    help="folder for gpu_check.json and gpu_check.md")
     ap.add_argument("--tiny", action="store_true", help="tiny shapes and few steps (seconds on a CPU)")
     ap.add_argument("--stages", default=",".join(stages.STAGES), help="comma-separated subset, in this order")
     args = ap.parse_args(argv)

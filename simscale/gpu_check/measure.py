@@ -27,7 +27,8 @@ def device_info() -> dict:
 def fixed_batch(cfg, seed: int = 0) -> np.ndarray:
     """int32 [batch, seq_len + 1] tokens drawn uniformly from the vocabulary."""
     t = cfg.train
-    return np.random.default_rng(seed).integers(0, cfg.model.vocab_size, (t.batch_size, t.seq_len + 1), np.int32)
+    return np.random.default_rng(seed).integers(0, cfg.model.vocab_size, (t.batch_size, t.seq_len + 1),
+                                                np.int32)
 
 
 def shape_record(cfg) -> dict:
@@ -41,8 +42,8 @@ def numerics(cfg) -> dict:
     m = cfg.model
     dtype = backend.compute_dtype(m)
     be = jax.default_backend()
-    impl, reason = backend.choose_attention(m.attention, be, dtype, head_dim(m), backend.uses_cpu_kernels(m, be),
-                                            backend.gpu_capability())
+    impl, reason = backend.choose_attention(m.attention, be, dtype, head_dim(m),
+                                            backend.uses_cpu_kernels(m, be), backend.gpu_capability())
     return dict(compute_dtype=dtype.name, kernels="cpu" if backend.uses_cpu_kernels(m, be) else "generic",
                 attention=impl, attention_reason=reason)
 
@@ -116,8 +117,8 @@ def train_speed(cfg, timed_steps: int, min_time_s: float, deadline: float, devic
     if not (math.isfinite(first_loss) and math.isfinite(last_loss)):
         raise FloatingPointError(f"non-finite loss training {cfg.model.hidden}x{cfg.model.layers}")
     t = cfg.train
-    out = dict(shape_record(cfg), **numerics(cfg), compile_s=prog.train.compile_time_s, compiled_before=cached,
-               **throughput(t.batch_size * t.seq_len, step_s, cfg, device),
+    out = dict(shape_record(cfg), **numerics(cfg), compile_s=prog.train.compile_time_s,
+               compiled_before=cached, **throughput(t.batch_size * t.seq_len, step_s, cfg, device),
                compiled_memory=compiled_memory(compiled), first_loss=first_loss, last_loss=last_loss)
     if memory:
         out["device_memory"] = device_memory()

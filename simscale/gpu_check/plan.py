@@ -83,6 +83,7 @@ def tiny() -> Plan:
     agreement.train.batch_size = 4
     return Plan(  # main is the grid's larger shape: stages train and shapes share its compilation
         name="tiny", main=grid[-1], grid=grid, agreement=_agreement_config(agreement, 3),
-        sweep_args=(f"--config={GRID}:preset=smoke", "--config.sweep.axes.width=(32,)", "--config.train.steps=6"),
+        sweep_args=(f"--config={GRID}:preset=smoke", "--config.sweep.axes.width=(32,)",
+                    "--config.train.steps=6"),
         timed_steps=2, min_time_s=0.0,
         budgets=dict(train=60, shapes=60, attention=60, agreement=90, sweep=120), total_s=420)

@@ -26,7 +26,8 @@ def _memory(rec: dict) -> str:
 
 def _train(rec: dict) -> str:
     return (f"{rec['name']}, {rec['batch']} x {rec['seq_len']} tokens/step, {rec['compute_dtype']} matmuls, "
-            f"attention {rec['attention']}: {human(rec['tokens_per_s'])} tokens/s, {_mfu(rec)}, {_memory(rec)}")
+            f"attention {rec['attention']}: {human(rec['tokens_per_s'])} tokens/s, {_mfu(rec)}, "
+            f"{_memory(rec)}")
 
 
 def _shapes(rec: dict) -> str:
@@ -59,7 +60,8 @@ def _sweep(rec: dict) -> str:
     return done + (f", final losses {losses}" if losses else "")
 
 
-HEADLINES = {"train": _train, "shapes": _shapes, "attention": _attention, "agreement": _agreement, "sweep": _sweep}
+HEADLINES = {"train": _train, "shapes": _shapes, "attention": _attention, "agreement": _agreement,
+             "sweep": _sweep}
 
 
 def _headline(name: str, rec: dict) -> str:
@@ -74,7 +76,8 @@ def _headline(name: str, rec: dict) -> str:
 
 def markdown(results: dict) -> str:
     d = results["device"]
-    peak = f"{d['peak_bf16_flops'] / 1e12:.0f} TFLOP/s dense bf16" if d.get("peak_bf16_flops") else "peak unknown"
+    peak = (f"{d['peak_bf16_flops'] / 1e12:.0f} TFLOP/s dense bf16" if d.get("peak_bf16_flops")
+            else "peak unknown")
     lines = [f"# simscale GPU check ({results['mode']})", "",
              f"{d['count']} x {d['kind']} ({d['backend']}, {peak}), jax {d['jax']}, {results['started']}, "
              f"{results['total_time_s']:.0f} s in all", "",

@@ -53,7 +53,8 @@ def _with(cfg: ConfigDict, **model) -> ConfigDict:
 
 
 def train(plan: Plan, ctx: Context) -> dict:
-    return measure.train_speed(plan.main, plan.timed_steps, plan.min_time_s, ctx.deadline, ctx.device, memory=True)
+    return measure.train_speed(plan.main, plan.timed_steps, plan.min_time_s, ctx.deadline, ctx.device,
+                               memory=True)
 
 
 def shapes(plan: Plan, ctx: Context) -> dict:
@@ -65,7 +66,8 @@ def shapes(plan: Plan, ctx: Context) -> dict:
             continue
         t0 = time.perf_counter()
         try:
-            measured.append(measure.train_speed(cfg, plan.timed_steps, plan.min_time_s, ctx.deadline, ctx.device))
+            measured.append(measure.train_speed(cfg, plan.timed_steps, plan.min_time_s, ctx.deadline,
+                                                ctx.device))
         except Exception as e:  # noqa: BLE001 - one shape failing (e.g. out of memory) leaves the others
             errors.append(f"{name}: {type(e).__name__}: {e}")
         last_cost = time.perf_counter() - t0
@@ -141,18 +143,22 @@ def agreement(plan: Plan, ctx: Context) -> dict:
         out["losses"]["cpu_kernels_f32"] = _losses(paths["cpu_kernels_f32"], host, True, start)
         ref = out["losses"]["cpu_kernels_f32"]
         losses = out["losses"]
-        out["comparisons"] = [_compare("generic_bf16 vs cpu_kernels_f32", losses["generic_bf16"], ref, BF16_RTOL),
-                              _compare("generic_f32 vs cpu_kernels_f32", losses["generic_f32"], ref, F32_RTOL)]
+        out["comparisons"] = [
+            _compare("generic_bf16 vs cpu_kernels_f32", losses["generic_bf16"], ref, BF16_RTOL),
+            _compare("generic_f32 vs cpu_kernels_f32", losses["generic_f32"], ref, F32_RTOL)]
     else:
         ref = out["losses"]["generic_f32"]
-        out["comparisons"] = [_compare("generic_bf16 vs generic_f32", out["losses"]["generic_bf16"], ref, BF16_RTOL)]
-    out["reference_loss_drop"] = ref[0] - ref[-1]  # the steps train: the losses compared are not all one point
+        out["comparisons"] = [
+            _compare("generic_bf16 vs generic_f32", out["losses"]["generic_bf16"], ref, BF16_RTOL)]
+    # the steps train: the losses compared are not all one point
+    out["reference_loss_drop"] = ref[0] - ref[-1]
     out["passed"] = all(c["passed"] for c in out["comparisons"]) and out["reference_loss_drop"] > 0
     if not all(math.isfinite(x) for losses in out["losses"].values() for x in losses):
         out["error"] = "non-finite losses"
     elif not out["passed"]:
-        out["error"] = "; ".join(f"{c['compared']}: {c['max_rel_diff']:.2e} > {c['rtol']:.2e}"
-                                 for c in out["comparisons"] if not c["passed"]) or "the reference did not train"
+        out["error"] = ("; ".join(f"{c['compared']}: {c['max_rel_diff']:.2e} > {c['rtol']:.2e}"
+                                  for c in out["comparisons"] if not c["passed"])
+                        or "the reference did not train")
     return out
 
 

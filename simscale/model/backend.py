@@ -34,7 +34,8 @@ def uses_cpu_kernels(cfg, backend: str | None = None) -> bool:
 
 def compute_dtype(cfg, backend: str | None = None) -> jnp.dtype:
     if cfg.compute_dtype == "auto":
-        return jnp.dtype(jnp.bfloat16 if (backend or jax.default_backend()) in ("gpu", "tpu") else jnp.float32)
+        return jnp.dtype(jnp.bfloat16 if (backend or jax.default_backend()) in ("gpu", "tpu")
+                         else jnp.float32)
     return jnp.dtype(cfg.compute_dtype)
 
 

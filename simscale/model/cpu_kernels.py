@@ -49,7 +49,8 @@ def causal_attention(q_BTHE, k_BTKE, v_BTKE):
 def _probs(q_BHTE, k_BHTE):
     T = q_BHTE.shape[2]
     scores = jnp.einsum("bhqe,bhke->bhqk", q_BHTE, k_BHTE).astype(jnp.float32) * q_BHTE.shape[-1] ** -0.5
-    scores = scores + jnp.where(jnp.tril(jnp.ones((T, T), bool)), 0.0, -jnp.inf)  # a [T, T] bias fuses; a select did not
+    # a [T, T] bias fuses; a select did not
+    scores = scores + jnp.where(jnp.tril(jnp.ones((T, T), bool)), 0.0, -jnp.inf)
     return jax.lax.optimization_barrier(jax.nn.softmax(scores, axis=-1).astype(q_BHTE.dtype))
 
 
@@ -66,7 +67,8 @@ def _forward(q, k, v):
 def _backward(residuals, dout_BHTE):
     q, k, v, p = residuals
     dp = jnp.einsum("bhqe,bhke->bhqk", dout_BHTE, v)
-    ds = jax.lax.optimization_barrier(p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))) * q.shape[-1] ** -0.5
+    ds = (jax.lax.optimization_barrier(p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True)))
+          * q.shape[-1] ** -0.5)
     # dv and dk contract over queries: with the small [.., E, T] operand transposed first, both are
     # plain matmuls for XLA:CPU's fast dot path instead of slow transposed-operand ones.
     dout_BHET, q_BHET = (jax.lax.optimization_barrier(x.swapaxes(2, 3)) for x in (dout_BHTE, q))

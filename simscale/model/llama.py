@@ -97,7 +97,8 @@ def init(rng: jax.Array, cfg) -> dict:
     dtype = jnp.dtype(cfg.param_dtype)
     is_norm = ["norm" in jax.tree_util.keystr(path) for path, _ in paths_shapes]
     sizes = [math.prod(shape) for _, shape in paths_shapes]
-    draw = cfg.init_std * jax.random.normal(rng, (sum(n for n, norm in zip(sizes, is_norm) if not norm),), dtype)
+    draw = cfg.init_std * jax.random.normal(rng, (sum(n for n, norm in zip(sizes, is_norm) if not norm),),
+                                            dtype)
     values, start = [], 0
     for (_, shape), n, norm in zip(paths_shapes, sizes, is_norm):
         if norm:
@@ -175,7 +176,10 @@ def block(x_BTD, layer, cfg):
 def hidden_states(params, tokens_BT, cfg):
     """Final normalised hidden states [B, T, D], float32."""
     x = params["embed"][tokens_BT].astype(jnp.float32)
-    step = (lambda x, layer: (block(x, layer, cfg), None))
+
+    def step(x, layer):
+        return block(x, layer, cfg), None
+
     if cfg.remat:
         step = jax.checkpoint(step, policy=jax.checkpoint_policies.nothing_saveable)
     if backend.uses_cpu_kernels(cfg):  # unrolled: XLA:CPU spends ~10% of a step on scan's stacked buffers

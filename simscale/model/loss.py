@@ -74,7 +74,8 @@ def _fused_fwd(h_ND, head_DV, targets_N, n_chunks):
 
 def _fused_bwd(n_chunks, residuals, g):
     dh, dhead, targets = residuals
-    return (g * dh).astype(dh.dtype), (g * dhead).astype(dhead.dtype), np.zeros(targets.shape, jax.dtypes.float0)
+    return ((g * dh).astype(dh.dtype), (g * dhead).astype(dhead.dtype),
+            np.zeros(targets.shape, jax.dtypes.float0))
 
 
 fused_head_loss.defvjp(_fused_fwd, _fused_bwd)

@@ -23,19 +23,21 @@ from simscale.validation import check_folder, check_keys
 
 FLAGS = flags.FLAGS
 # New attributes are accepted here and refused by simscale.validation.check_keys, in one line.
-config_flags.DEFINE_config_file("config", None, "sweep config, e.g. sweeps/grid.py:preset=cpu", lock_config=False,
-                                accept_new_attributes=True)
+config_flags.DEFINE_config_file("config", None, "sweep config, e.g. sweeps/grid.py:preset=cpu",
+                                lock_config=False, accept_new_attributes=True)
 flags.DEFINE_string("workdir", None, "sweep folder: W/sweep.json and W/runs/<run_id>/")
 flags.DEFINE_enum("executor", "inline", executors.EXECUTORS, "where runs train")
 flags.DEFINE_integer("workers", 0, "process executor: worker processes (0: one per GPU group, or 2 on CPU)")
 flags.DEFINE_integer("devices_per_worker", 1, "GPUs (or TPU chips) per worker / Ray task")
 flags.DEFINE_integer("devices", 0, "devices one run sees, for validation (0: jax.device_count() inline, "
                      "else --devices_per_worker)")
-flags.DEFINE_string("ray_address", "", "Ray cluster address ('auto' to join a running cluster; '': a local instance)")
+flags.DEFINE_string("ray_address", "",
+                    "Ray cluster address ('auto' to join a running cluster; '': a local instance)")
 flags.DEFINE_bool("dry_run", False, "print the runs (sizes, FLOPs, estimated time) and exit")
 flags.DEFINE_bool("json", False, "with --dry_run: print a JSON list")
 flags.DEFINE_enum("estimate", "auto", ["auto", "past", "none"],
-                  "wall-time estimates: auto (past runs, else a short calibration), past (measured only), none")
+                  "wall-time estimates: auto (past runs, else a short calibration), past (measured only), "
+                  "none")
 flags.DEFINE_bool("retry_failed", False, "train failed runs again")
 flags.DEFINE_string("only", "", "run only runs whose id matches this regex")
 flags.DEFINE_string("skip", "", "skip runs whose id matches this regex")

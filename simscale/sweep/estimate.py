@@ -56,7 +56,8 @@ def sizes(run: PlannedRun, epoch_tokens: int) -> dict:
     return dict(run_id=run.run_id, width=m.hidden, depth=m.layers, variant=run.cfg.data.variant,
                 params_total=counting.params_total(m), params_nonembedding=counting.params_nonembedding(m),
                 tokens=tokens, tokens_exact=exact,
-                flops=counting.flops_per_token(m, t.seq_len, convention) * tokens, flops_convention=convention)
+                flops=counting.flops_per_token(m, t.seq_len, convention) * tokens,
+                flops_convention=convention)
 
 
 def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:
@@ -163,7 +164,8 @@ def throughputs(runs: list[PlannedRun], workdir: pathlib.Path, calibrate_steps: 
     for i, (key, run) in enumerate(missing.items()):
         if reference is not None and time.monotonic() - start >= budget_s:
             ref_run, ref_speed = reference
-            known[key] = (ref_speed * _flops_per_token(ref_run) / _flops_per_token(run), f"FLOPs, as {_label(ref_run)}")
+            known[key] = (ref_speed * _flops_per_token(ref_run) / _flops_per_token(run),
+                          f"FLOPs, as {_label(ref_run)}")
             continue
         log.info("calibrating shape %d/%d (w%d d%d): %d timed steps", i + 1, len(missing),
                  run.cfg.model.hidden, run.cfg.model.layers, calibrate_steps)
@@ -195,7 +197,8 @@ def _full_batch(run: PlannedRun, reduced: dict, reduced_s: float, budget_s: floa
 
 def batch_check(workdir: pathlib.Path) -> dict | None:
     """How good the reduced-batch estimate was on the shape also timed at its full batch:
-    {key (config.program_key, speed_only), shape, batch_size, tokens_per_s, full_batch: {batch_size, tokens_per_s} | {skipped},
+    {key (config.program_key, speed_only), shape, batch_size, tokens_per_s,
+    full_batch: {batch_size, tokens_per_s} | {skipped},
     time_error: the reduced-batch time estimate / the full-batch one - 1}; None when no shape was."""
     for key, record in store.read_json(pathlib.Path(workdir) / "calibration.json", {}).items():
         if isinstance(record, dict) and "full_batch" in record:

@@ -53,18 +53,19 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
         status = store.run_status(rdir, repair=True)  # a finished run is done whatever status.json says
         if status.get("status") == "done" and (rdir / "result.json").exists():
             outcome = "skipped"
-            if (store.attempts(rdir) or [{}])[-1].get("event") == "start":  # its attempt was killed before saying so
+            # its attempt was killed before saying so
+            if (store.attempts(rdir) or [{}])[-1].get("event") == "start":
                 store.append_attempt(rdir, "done", late=True)
         elif status.get("status") == "failed" and not retry_failed:
             return dict(run_id=run_id, outcome="failed", error=status.get("error", "failed earlier"))
         else:
             cfg = from_dict(cfg_dict)
             store.append_attempt(rdir, "start", step=status.get("step", 0))
-            log.info("training %s%s", run_id, f" (interrupted at step {status['step']}: resuming from its last "
-                                              "checkpoint)" if status.get("step") else "")
+            log.info("training %s%s", run_id, f" (interrupted at step {status['step']}: resuming from its "
+                                              "last checkpoint)" if status.get("step") else "")
             try:
                 (train_fn or default_train)(cfg, rdir)
-            except Exception as e:  # the run fails, the sweep goes on
+            except Exception as e:  # noqa: BLE001 - the run fails, the sweep goes on
                 error = f"{type(e).__name__}: {e}"
                 store.write_json(rdir / "status.json", dict(
                     store.read_json(rdir / "status.json", {}), status="failed", error=error,
@@ -75,27 +76,31 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
             store.append_attempt(rdir, "done")
             outcome = "done"
         error = _evaluate(rdir, from_dict(cfg_dict))
-    return dict(run_id=run_id, outcome="failed", error=error) if error else dict(run_id=run_id, outcome=outcome)
+    return (dict(run_id=run_id, outcome="failed", error=error) if error
+            else dict(run_id=run_id, outcome=outcome))
 
 
 def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
-    """Zero-shot evaluation of a finished run when eval.tasks is set (tasks already in eval.json are skipped)."""
+    """Zero-shot evaluation of a finished run when eval.tasks is set (tasks already in eval.json are
+    skipped)."""
     if not cfg.eval.tasks:
         return None
     from simscale.evaluate import evaluate_run
 
     try:
         evaluate_run(rdir, cfg.eval.tasks, shots=cfg.eval.shots, max_examples=cfg.eval.max_examples)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - recorded as the run's eval_error, the sweep goes on
         error = f"evaluation: {type(e).__name__}: {e}"
-        store.write_json(rdir / "status.json", dict(store.read_json(rdir / "status.json", {}), eval_error=error))
+        store.write_json(rdir / "status.json",
+                         dict(store.read_json(rdir / "status.json", {}), eval_error=error))
         log.error("run %s: %s", rdir.name, error)
         return error
     return None
 
 
-def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, workers: int = 0, devices_per_worker: int = 1,
-            ray_address: str = "", retry_failed: bool = False, train_fn=None, poll_s: float = 2.0) -> list[dict]:
+def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, workers: int = 0,
+            devices_per_worker: int = 1, ray_address: str = "", retry_failed: bool = False, train_fn=None,
+            poll_s: float = 2.0) -> list[dict]:
     """Run everything; runs busy in another worker are retried until they settle. Outcomes in grid order."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
@@ -104,7 +109,8 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
     if executor == "inline":
         n_workers = 1
     else:  # a Ray cluster's size is not known here: order for two workers at least
-        n_workers = len(worker_slots(workers, devices_per_worker)) if executor == "process" else max(workers, 2)
+        n_workers = (len(worker_slots(workers, devices_per_worker)) if executor == "process"
+                     else max(workers, 2))
     todo = _order(runs, n_workers)
     outcomes: dict[str, dict] = {}
     waiting = 0
@@ -115,7 +121,8 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
         todo = [r for r in todo if outcomes[r.run_id]["outcome"] == "busy"]
         if todo:
             if len(todo) != waiting:
-                log.info("waiting for %d run(s) held by another worker: %s", len(todo), [r.run_id for r in todo])
+                log.info("waiting for %d run(s) held by another worker: %s", len(todo),
+                         [r.run_id for r in todo])
             waiting = len(todo)
             time.sleep(poll_s)
             while all(store.holder(store.run_dir(workdir, r.run_id)) for r in todo):
@@ -174,7 +181,8 @@ def worker_slots(workers: int, devices_per_worker: int) -> list[dict]:
     if gpus:
         n = len(gpus) // devices_per_worker
         if n == 0:
-            raise ValueError(f"--devices_per_worker={devices_per_worker} exceeds the {len(gpus)} visible GPU(s)")
+            raise ValueError(f"--devices_per_worker={devices_per_worker} exceeds the {len(gpus)} visible "
+                             "GPU(s)")
         n = min(n, workers) if workers else n
         return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * devices_per_worker:(i + 1) * devices_per_worker])}
                 for i in range(n)]
@@ -242,9 +250,10 @@ def _ray(jobs, ray_address="", devices_per_worker=1, **_):
 
 
 def _collect(job, get) -> dict:
-    """A worker's outcome; a worker that died (killed, out of memory) fails its run, which resumes next time."""
+    """A worker's outcome; a worker that died (killed, out of memory) fails its run, which resumes next
+    time."""
     try:
         return get()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - a dead worker fails its run, which resumes next time
         log.error("run %s: its worker died: %s", job[1], e)
         return dict(run_id=job[1], outcome="failed", error=f"worker died: {type(e).__name__}: {e}")

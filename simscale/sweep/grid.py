@@ -3,8 +3,8 @@
 The `sweep` section (sweeps/grid.py, docs/sweeps.md) lists axes. Axes are
 multiplied in AXES order, except those joined in a `zip` group ("width,heads,lr"),
 which advance together. `auto` values of the base run config are resolved
-(simscale.at_hand), then each point and its token budget are applied to it. The run id is a readable prefix (width,
-depth, variant, seed, tokens) plus a hash of the resolved run config's
+(simscale.at_hand), then each point and its token budget are applied to it. The run id is a
+readable prefix (width, depth, variant, seed, tokens) plus a hash of the resolved run config's
 non-default settings, both from the config alone, so reordering or extending
 a grid keeps the ids of the runs it already had.
 """
@@ -51,7 +51,8 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[PlannedRun]:
     errors += [f"{i}: appears {ids.count(i)} times (two grid points resolve to one config)"
                for i in sorted(set(ids)) if ids.count(i) > 1]
     if errors:
-        raise ConfigError(f"{len(errors)} invalid run(s) in the sweep; nothing was trained:\n  " + "\n  ".join(errors))
+        raise ConfigError(f"{len(errors)} invalid run(s) in the sweep; nothing was trained:\n  "
+                          + "\n  ".join(errors))
     return runs
 
 
@@ -94,8 +95,9 @@ def _resolve(base: ConfigDict, point: dict) -> ConfigDict:
     """Apply one grid point and its token budget to a copy of the base config."""
     cfg = copy.deepcopy(base)
     m, t = cfg.model, cfg.train
-    for name, (section, key) in {"width": (m, "hidden"), "depth": (m, "layers"), "variant": (cfg.data, "variant"),
-                                 "lr": (t, "lr"), "heads": (m, "heads"), "batch_size": (t, "batch_size")}.items():
+    for name, (section, key) in {"width": (m, "hidden"), "depth": (m, "layers"),
+                                 "variant": (cfg.data, "variant"), "lr": (t, "lr"), "heads": (m, "heads"),
+                                 "batch_size": (t, "batch_size")}.items():
         if name in point:
             setattr(section, key, type(getattr(section, key))(point[name]))
     if "seed" in point:
@@ -138,5 +140,6 @@ def _run_id(cfg: ConfigDict) -> str:
     if cfg.train.tokens:
         parts.append(f"t{human(cfg.train.tokens)}")
     defaults = flat(to_dict(run_config()))
-    changed = {k: v for k, v in flat(to_dict(cfg)).items() if not k.startswith("eval.") and defaults.get(k, _ABSENT) != v}
+    changed = {k: v for k, v in flat(to_dict(cfg)).items()
+               if not k.startswith("eval.") and defaults.get(k, _ABSENT) != v}
     return "-".join(parts + [config_hash(changed, 8)])

@@ -13,7 +13,7 @@ import pathlib
 import socket
 import time
 
-from simscale.jsonio import read_json, read_jsonl, write_json  # noqa: F401  (the store's file API)
+from simscale.jsonio import read_json, read_jsonl, write_json
 from simscale.runlock import RunLock, holder  # noqa: F401  (the store's lock API)
 
 log = logging.getLogger("simscale.sweep")
@@ -24,7 +24,8 @@ def run_dir(workdir: pathlib.Path, run_id: str) -> pathlib.Path:
 
 
 def append_attempt(rdir: pathlib.Path, event: str, **extra) -> None:
-    line = json.dumps(dict(event=event, pid=os.getpid(), host=socket.gethostname(), time=time.time(), **extra))
+    line = json.dumps(dict(event=event, pid=os.getpid(), host=socket.gethostname(), time=time.time(),
+                           **extra))
     with open(rdir / "attempts.jsonl", "a") as f:
         f.write(line + "\n")
 
@@ -57,7 +58,8 @@ def run_status(rdir: pathlib.Path, repair: bool = False) -> dict:
         result = {}
     steps = _checkpoint_steps(rdir)
     if result.get("status") == "done" and result.get("steps") in steps:
-        rebuilt = None if status.get("status") == "done" else dict(status, status="done", step=result["steps"])
+        rebuilt = (None if status.get("status") == "done"
+                   else dict(status, status="done", step=result["steps"]))
     elif unreadable:
         rebuilt = dict(status="running", step=steps[-1] if steps else 0)
     else:

@@ -24,8 +24,8 @@ def dry_run_table(records: list[dict], estimated: bool = True, check: dict | Non
              human(r["flops"]), duration(t) if estimated else "-", r.get("est_method") or "-"]
             for r, t in zip(records, est)]
     rows.append(["total", "", "", f"{len(records)} runs", f"{sum(r['params_total'] for r in records):,}",
-                 f"{sum(r['params_nonembedding'] for r in records):,}", human(sum(r["tokens"] for r in records)),
-                 human(sum(r["flops"] for r in records)),
+                 f"{sum(r['params_nonembedding'] for r in records):,}",
+                 human(sum(r["tokens"] for r in records)), human(sum(r["flops"] for r in records)),
                  "-" if not estimated else duration(sum(est)) if None not in est else "?", ""])
     header = ["run", "width", "depth", "variant", "params", "non-embedding", "tokens",
               f"FLOPs ({records[0]['flops_convention']})" if records else "FLOPs", "est. time", "estimate"]
@@ -42,7 +42,8 @@ def batch_check_line(check: dict) -> str:
     return (f"reduced-batch estimate checked on {check['shape']}: {check['batch_size']} sequences ran "
             f"{human(check['tokens_per_s'])} tokens/s and its full batch of {full['batch_size']} ran "
             f"{human(full['tokens_per_s'])}: the reduced-batch time estimate was {abs(error):.0%} "
-            f"{'too long' if error >= 0 else 'too short'} ({check['shape']}'s rows use the full-batch figure)")
+            f"{'too long' if error >= 0 else 'too short'} ({check['shape']}'s rows use the full-batch "
+            "figure)")
 
 
 def run_state(rdir: pathlib.Path) -> str:
@@ -67,7 +68,8 @@ def summary_table(workdir: pathlib.Path, run_ids: list[str]) -> str:
         flops = (res.get("flops") or {}).get(res.get("flops_convention"))
         note = (status.get("eval_error") or status.get("error") or "") if state == "failed" else ""
         rows.append([run_id, human(res.get("params_total")), human(res.get("tokens")), human(flops),
-                     f"{res['eval_loss']:.4f}" if res.get("eval_loss") is not None else "-", state, note[:80]])
+                     f"{res['eval_loss']:.4f}" if res.get("eval_loss") is not None else "-", state,
+                     note[:80]])
     return table(["run", "params", "tokens", "FLOPs", "eval loss", "status", "error"], rows)
 
 
@@ -103,5 +105,6 @@ def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, floa
                      duration(eta) if state not in ("done", "failed") else "",
                      f"{duration(age)} ago" if age is not None else ""])
     text = table(["run", "status", "step", "last loss", "ETA", "updated"], rows)
-    tally = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "running", "failed", "interrupted", "pending"))
+    tally = ", ".join(f"{counts.get(k, 0)} {k}"
+                      for k in ("done", "running", "failed", "interrupted", "pending"))
     return f"{text}\n\n{tally}; remaining (sequential) {duration(eta_total)}"

@@ -17,7 +17,8 @@ from simscale import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config) with optional :args.",
                                           lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to train into (created; resumed if present).")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() first (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

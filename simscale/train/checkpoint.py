@@ -1,7 +1,8 @@
 """Orbax checkpoints of the train state plus JSON metadata; fallback past unreadable ones.
 
-Layout: RUN_DIR/checkpoints/<step>/{state,meta}; meta holds the state's `checksum`, checked at restore. Saves are asynchronous; the
-manager keeps the last `train.keep_checkpoints` plus every `train.keep_period`-th.
+Layout: RUN_DIR/checkpoints/<step>/{state,meta}; meta holds the state's `checksum`, checked at
+restore. Saves are asynchronous; the manager keeps the last `train.keep_checkpoints` plus every
+`train.keep_period`-th.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def _bit_sums(leaves):
     sums = []
     for x in leaves:
         bits = (jax.lax.bitcast_convert_type(x, jnp.uint32) if x.dtype.itemsize >= 4 else
-                jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x).astype(jnp.uint32)
+                jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else
+                x).astype(jnp.uint32)
         bits = bits.ravel()
         weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
         sums.append(jnp.sum(bits * weights, dtype=jnp.uint32))
@@ -130,8 +132,9 @@ def load_final_checkpoint(run_dir, allow_earlier_step: bool = False):
     params, cfg, step = load_checkpoint(run_dir)
     final = final_step(run_dir)
     if step != final and not allow_earlier_step:
-        raise ValueError(f"{run_dir}: the newest readable checkpoint is step {step}, not the run's final step "
-                         f"{final}; finish or repair the run, or pass --allow_earlier_step to use step {step}")
+        raise ValueError(f"{run_dir}: the newest readable checkpoint is step {step}, not the run's final "
+                         f"step {final}; finish or repair the run, or pass --allow_earlier_step to use step "
+                         f"{step}")
     return params, cfg, step
 
 

@@ -53,7 +53,8 @@ def total_steps(cfg, train_tokens: int | None) -> int:
     if not tokens:
         raise ConfigError("set train.steps or train.tokens: synthetic data has no epoch to count")
     if tokens < per_step:
-        raise ConfigError(f"{tokens} tokens are fewer than one step of train.batch_size * train.seq_len = {per_step}")
+        raise ConfigError(f"{tokens} tokens are fewer than one step of train.batch_size * train.seq_len = "
+                          f"{per_step}")
     return int(tokens // per_step)
 
 
@@ -143,7 +144,8 @@ def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
         return _finish(run) if end == run.steps else {"status": "running", "step": end}
     except Exception as e:
         if main:
-            write_status(run_dir, "failed", run.step if run else 0, error=str(e), traceback=traceback.format_exc())
+            write_status(run_dir, "failed", run.step if run else 0, error=str(e),
+                         traceback=traceback.format_exc())
         raise
 
 
@@ -223,7 +225,8 @@ def _check_saved_config(path: Path, given: dict) -> None:
                           "choose another run directory")
     if filled:
         warnings.warn(f"{path} predates {', '.join(filled)}: resuming with the default "
-                      f"({', '.join(f'{k}={BACKFILL[k]!r}' for k in filled)}), which computes what the run did then")
+                      f"({', '.join(f'{k}={BACKFILL[k]!r}' for k in filled)}), which computes what the run "
+                      "did then")
 
 
 @dataclasses.dataclass
@@ -302,7 +305,8 @@ class _Run:
 
     def checkpoint(self) -> None:
         s = self.step
-        self.ckpt.save(s, self.state, {"step": s, "wall_time_s": self.wall_time(), "config_hash": config_hash(self.cfg)})
+        self.ckpt.save(s, self.state, {"step": s, "wall_time_s": self.wall_time(),
+                                       "config_hash": config_hash(self.cfg)})
         if self.main:
             write_status(self.run_dir, "running", s)
 

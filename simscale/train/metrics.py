@@ -63,7 +63,8 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
-                self.tb.add_scalar(f"train/{key}" if not key.startswith("eval") else f"eval/{key}", value, step)
+                self.tb.add_scalar(f"train/{key}" if not key.startswith("eval") else f"eval/{key}", value,
+                                   step)
         if self.bar is not None:
             self.bar.set_postfix_str(summary(record), refresh=False)
             self.bar.update(step - self.bar.n)

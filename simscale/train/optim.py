@@ -21,7 +21,8 @@ def schedule(tc, total_steps: int):
     """
     peak, floor, kind = float(tc.lr), float(tc.lr_floor), tc.schedule
     warmup = min(int(tc.warmup_steps), total_steps)
-    decay_start = warmup if kind == "cosine" else max(warmup, total_steps - round(tc.decay_fraction * total_steps))
+    decay_start = (warmup if kind == "cosine"
+                   else max(warmup, total_steps - round(tc.decay_fraction * total_steps)))
 
     def lr(step):
         s = jnp.asarray(step, jnp.float32)

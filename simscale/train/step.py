@@ -81,7 +81,8 @@ def _state_shardings(cfg, tx, mesh):
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract["opt_state"], param_sh,
                                    transform_non_params=lambda _: rep)
     state_sh = {"step": rep, "params": param_sh, "opt_state": opt_sh}
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sh)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+                            state_sh)
     return abstract, state_sh
 
 
@@ -106,7 +107,8 @@ def build(cfg, total_steps: int, mesh) -> Program:
 
     def train_fn(state, tokens_BT1):
         params = state["params"]
-        grad_fn = jax.value_and_grad(functools.partial(loss_lib.mean_loss, model_cfg=mc, loss_chunk=tc.loss_chunk))
+        grad_fn = jax.value_and_grad(functools.partial(loss_lib.mean_loss, model_cfg=mc,
+                                                       loss_chunk=tc.loss_chunk))
         if accum == 1:
             loss, grads = grad_fn(params, tokens_BT1)
         else:
@@ -118,7 +120,8 @@ def build(cfg, total_steps: int, mesh) -> Program:
             grads, losses = jax.lax.scan(micro_step, zeros, _micro_batches(tokens_BT1, accum, mesh))
             grads, loss = jax.tree.map(lambda g: g / accum, grads), jnp.mean(losses)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state}
+        new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
+               "opt_state": opt_state}
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr_fn(state["step"])}
 
     def eval_fn(params, tokens_BT1):
