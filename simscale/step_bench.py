@@ -379,14 +379,14 @@ def _parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from simscale import cpu_runtime
+    from simscale import cli, cpu_runtime
 
     cpu_runtime.configure()
-    try:
-        args, shapes = _parse_args(argv)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return cli.run(_bench, argv)
+
+
+def _bench(argv) -> int:
+    args, shapes = _parse_args(argv)
     cpu, matmul = cpu_info(), matmul_reference(args.matmul_sizes)
     print(header(cpu, matmul), flush=True)
     out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu, "matmul": matmul}
