@@ -61,6 +61,7 @@ def train_config() -> ConfigDict:
             lr_floor=0.1,  # final LR as a fraction of the peak
             cosine_cycles=0.5,  # cosine: 0.5 = a half cosine to lr_floor; 0.25 = Hugging Face num_cycles=0.25
             decay_fraction=0.2,  # wsd: fraction of steps spent decaying
+            decay_shape="linear",  # wsd: linear | 1-sqrt cooldown
             b1=0.9,
             b2=0.95,
             eps=1e-8,
@@ -178,7 +179,8 @@ NOT_IN_PROGRAM = ("train.steps", "train.tokens", "train.log_every", "train.eval_
                   "train.flops_convention")
 # Of the program's keys, the optimiser's values: constants of a program that leave its speed alone.
 SPEED_NEUTRAL = ("train.lr", "train.warmup_steps", "train.lr_floor", "train.cosine_cycles",
-                 "train.decay_fraction", "train.b1", "train.b2", "train.eps", "train.weight_decay")
+                 "train.decay_fraction", "train.decay_shape", "train.b1", "train.b2", "train.eps",
+                 "train.weight_decay")
 
 
 def program_key(cfg, speed_only: bool = False) -> str:
@@ -208,6 +210,7 @@ def flat(d: dict, prefix: str = "") -> dict:
 BACKFILL = {
     # before it: the CPU kernels on the CPU backend, the generic path elsewhere = auto
     "model.kernels": "auto",
+    "train.decay_shape": "linear",  # wsd decayed linearly before it
 }
 # Keys that were renamed: a saved config's old key is moved to its new place (`upgrade`). The source
 # settings were one flat list before each source had its own section; data.text_field served three.

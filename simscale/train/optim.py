@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("cosine", "wsd", "constant")  # train.schedule (simscale.validation refuses others)
+DECAY_SHAPES = ("linear", "1-sqrt")  # train.decay_shape: wsd's cooldown
 DECAY = ("matrices", "all", "none")  # train.decay
 
 
@@ -16,25 +17,35 @@ def schedule(tc, total_steps: int):
       with cosine_cycles 0.5 a half cosine from the peak to lr_floor * peak at the last step; with
       0.25 and lr_floor 0, Hugging Face's get_cosine_schedule_with_warmup(num_cycles=0.25), which
       ends at half the peak.
-    wsd: constant peak, then linear decay to lr_floor * peak over the last decay_fraction of steps.
+    wsd: constant peak, then a decay to lr_floor * peak over the last decay_fraction of steps (from
+      decay_start), shaped by decay_shape: linear 1 - p, or 1-sqrt 1 - sqrt(p) (Hägele et al. 2024).
+      Before decay_start the LR does not depend on total_steps once total_steps >= warmup_steps:
+      runs of different budgets share their stable phase (simscale.sweep.branches).
     constant: the peak after warmup.
     """
     peak, floor, kind = float(tc.lr), float(tc.lr_floor), tc.schedule
     warmup = min(int(tc.warmup_steps), total_steps)
-    decay_start = (warmup if kind == "cosine"
-                   else max(warmup, total_steps - round(tc.decay_fraction * total_steps)))
+    start = warmup if kind == "cosine" else decay_start(tc, total_steps)
 
     def lr(step):
         s = jnp.asarray(step, jnp.float32)
         warm = jnp.minimum(1.0, (s + 1.0) / max(warmup, 1))
         if kind == "constant":
             return peak * warm
-        progress = jnp.clip((s - decay_start) / max(total_steps - decay_start, 1), 0.0, 1.0)
-        cosine = 0.5 * (1.0 + jnp.cos(2.0 * jnp.pi * float(tc.cosine_cycles) * progress))
-        shape = cosine if kind == "cosine" else 1.0 - progress
+        progress = jnp.clip((s - start) / max(total_steps - start, 1), 0.0, 1.0)
+        if kind == "cosine":
+            shape = 0.5 * (1.0 + jnp.cos(2.0 * jnp.pi * float(tc.cosine_cycles) * progress))
+        else:
+            shape = 1.0 - (jnp.sqrt(progress) if tc.decay_shape == "1-sqrt" else progress)
         return peak * warm * (floor + (1.0 - floor) * shape)
 
     return lr
+
+
+def decay_start(tc, total_steps: int) -> int:
+    """wsd: the first update whose LR decays (the stable phase ends at the warmup's end at the earliest)."""
+    warmup = min(int(tc.warmup_steps), total_steps)
+    return max(warmup, total_steps - round(tc.decay_fraction * total_steps))
 
 
 def decay_mask(tc, logical_axes):
