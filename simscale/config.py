@@ -144,6 +144,8 @@ def sweep_config() -> ConfigDict:
                     variant=("simplified", "unrestricted"),
                 )
             ),
+            # wsd runs that differ only in their budget: one trunk and branches off it (docs/sweeps.md)
+            branch=True,
             zip=(),  # e.g. ("width,heads,lr",): equal-length axes zipped into one (per-width heads and LR)
             # Tokens of one epoch when the data is not prepared yet (dry runs):
             # the paper's simplified SlimPajama has 2.1B tokens.
