@@ -14,7 +14,8 @@ import pytest
 
 from simscale.config import ConfigError, run_config
 from simscale.jsonio import read_json, read_jsonl
-from simscale.sweep import executors, grid, store
+from simscale.humanize import duration, human
+from simscale.sweep import estimate, executors, grid, store, tables
 from simscale.train import load_params, optim
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -180,3 +181,17 @@ def test_kill_9_mid_trunk_and_mid_branch_then_restart_trains_each_run_once_to_th
             np.testing.assert_array_equal(a, b)
     starts = [e["step"] for e in store.attempts(long_branch) if e["event"] == "start"]
     assert starts[0] == 150 and starts[-1] > 150  # started at its point, resumed from its own checkpoint
+
+
+def test_the_dry_run_weighs_the_branched_sweep_against_training_every_budget_from_scratch(tmp_path):
+    records = [estimate.sizes(r, 0) | dict(est_time_s=9.0 * r.cfg.train.steps, est_method="x")
+               for r in grid.expand(sweep_config(tmp_path))]
+    for r in records:  # 9 s a step, for the time columns
+        r["est_trained_s"] = 9.0 * r["trained_tokens"] / 512
+    per_token = records[0]["flops"] / records[0]["tokens"]
+    line = tables.dry_run_table(records).splitlines()[-1]
+    # from scratch 200 + 300 + 400 steps; branched 400 + 100 + 150 (of 512 tokens each)
+    assert line == (f"with wsd branches (2 run(s) off 1 trunk(s), sweep.branch=True): "
+                    f"{human(650 * 512 * per_token)} FLOPs, est. {duration(650 * 9)}; from scratch "
+                    f"(sweep.branch=False): {human(900 * 512 * per_token)} FLOPs, est. {duration(900 * 9)} "
+                    f"(0.72x the FLOPs)")
