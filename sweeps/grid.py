@@ -2,7 +2,9 @@
 
 Presets: `paper` (default; 6 widths x 3 depths x 2 data variants = 36 runs for
 GPUs/TPUs), `cpu` (a small real grid on BIG-bench dialogue text for a 2-core
-machine), `smoke` (seconds, for tests), `isoflop` (a compute ladder, D = C / 6N).
+machine), `smoke` (seconds, for tests), `isoflop` (a compute ladder, D = C / 6N), and two
+warmup-stable-decay variants whose budgets of one shape share a trunk (simscale.sweep.branches):
+`isoflop_wsd` and `tokens_wsd` (the cpu grid at 1/4, 1/2, 3/4 and 1 of its epoch).
 
 The `sweep` section describes the grid (see docs/sweeps.md); everything else
 is the base run config, so `python -m simscale.train --config sweeps/grid.py`
@@ -14,7 +16,7 @@ from ml_collections import ConfigDict
 
 from simscale.config import ConfigError, run_config, sweep_config
 
-PRESETS = ("paper", "cpu", "smoke", "isoflop")
+PRESETS = ("paper", "cpu", "smoke", "isoflop", "isoflop_wsd", "tokens_wsd")
 
 
 def paper() -> ConfigDict:
@@ -102,6 +104,28 @@ def isoflop() -> ConfigDict:
     cfg.sweep.axes = ConfigDict(
         dict(flops=(1e15, 3e15, 1e16), width=(64, 128, 256), depth=(2, 4), variant=("simplified",))
     )
+    return cfg
+
+
+def _wsd(cfg: ConfigDict) -> ConfigDict:
+    """Warmup-stable-decay with a 1-sqrt cooldown over the last 20% (Hägele et al. 2024: a 10-20%
+    cooldown matches cosine); budgets of one shape branch off one trunk (sweep.branch)."""
+    cfg.train.update(schedule="wsd", decay_shape="1-sqrt", decay_fraction=0.2, lr_floor=0.0)
+    cfg.sweep.branch = True
+    return cfg
+
+
+def isoflop_wsd() -> ConfigDict:
+    """isoflop on wsd: each shape trains once, to its largest budget, and branches a cooldown off that
+    trunk at each smaller one."""
+    return _wsd(isoflop())
+
+
+def tokens_wsd(vocab: str = "auto", tasks: str = "auto") -> ConfigDict:
+    """The cpu grid, each shape at 1/4, 1/2, 3/4 and 1 of its 0.2M-token epoch, on wsd: one trunk of
+    195 steps per shape and cooldown branches at the three shorter budgets."""
+    cfg = _wsd(cpu(vocab, tasks))
+    cfg.sweep.axes.tokens = tuple(round(f * cfg.data.max_train_tokens) for f in (0.25, 0.5, 0.75, 1.0))
     return cfg
 
 

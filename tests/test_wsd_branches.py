@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import preset
 
 from simscale.config import ConfigError, run_config
 from simscale.jsonio import read_json, read_jsonl
@@ -195,3 +196,16 @@ def test_the_dry_run_weighs_the_branched_sweep_against_training_every_budget_fro
                     f"{human(650 * 512 * per_token)} FLOPs, est. {duration(650 * 9)}; from scratch "
                     f"(sweep.branch=False): {human(900 * 512 * per_token)} FLOPs, est. {duration(900 * 9)} "
                     f"(0.72x the FLOPs)")
+
+
+def test_the_wsd_presets_branch_every_shorter_budget_off_its_shapes_trunk():
+    tokens = grid.expand(preset("tokens_wsd"))
+    trunks = [r for r in tokens if r.branch_points]
+    # 195 steps of 16 x 64 tokens per shape; 49, 98 and 146 steps decay from 49 - 10, 98 - 20, 146 - 29
+    assert len(tokens) == 64 and len(trunks) == 16
+    assert {(r.cfg.train.steps, r.branch_points) for r in trunks} == {(195, (39, 78, 117))}
+    assert sorted({(r.cfg.train.steps, r.branch_step) for r in tokens if r.branch_of}) == [
+        (49, 39), (98, 78), (146, 117)]
+    iso = grid.expand(preset("isoflop_wsd"))  # 3 budgets x 6 shapes: a trunk and two branches each
+    assert sum(bool(r.branch_points) for r in iso) == 6 and sum(bool(r.branch_of) for r in iso) == 12
+    assert all(r.cfg.train.decay_shape == "1-sqrt" for r in iso + tokens)
