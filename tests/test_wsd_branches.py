@@ -16,7 +16,7 @@ from conftest import preset
 from simscale.config import ConfigError, run_config
 from simscale.jsonio import read_json, read_jsonl
 from simscale.humanize import duration, human
-from simscale.sweep import estimate, executors, grid, store, tables
+from simscale.sweep import branch_bench, estimate, executors, grid, store, tables
 from simscale.train import load_params, optim
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -209,3 +209,33 @@ def test_the_wsd_presets_branch_every_shorter_budget_off_its_shapes_trunk():
     iso = grid.expand(preset("isoflop_wsd"))  # 3 budgets x 6 shapes: a trunk and two branches each
     assert sum(bool(r.branch_points) for r in iso) == 6 and sum(bool(r.branch_of) for r in iso) == 12
     assert all(r.cfg.train.decay_shape == "1-sqrt" for r in iso + tokens)
+
+
+def diverging_trunk(cfg, rdir, **branch):
+    """Stands in for simscale.train.train: the trunk (it has branch points) diverges before them."""
+    if not branch.get("branch_points"):
+        raise AssertionError(f"{rdir.name} trained though its trunk failed ({branch})")
+    raise FloatingPointError("non-finite loss at step 42")
+
+
+def test_a_trunk_that_fails_before_the_points_fails_its_branches_with_its_error(tmp_path):
+    runs = by_steps(grid.expand(sweep_config(tmp_path)))
+    outcomes = {o["run_id"]: o for o in executors.execute(list(runs.values()), tmp_path,
+                                                          train_fn=diverging_trunk)}
+    trunk = runs[400].run_id
+    assert outcomes[trunk]["error"] == "FloatingPointError: non-finite loss at step 42"
+    for steps, point in ((200, 100), (300, 150)):
+        error = f"its trunk {trunk} failed before step {point}: {outcomes[trunk]['error']}"
+        rdir = store.run_dir(tmp_path, runs[steps].run_id)
+        assert outcomes[runs[steps].run_id] == dict(run_id=runs[steps].run_id, outcome="failed", error=error)
+        assert read_json(rdir / "status.json")["error"] == error
+        assert [e["event"] for e in store.attempts(rdir)] == ["failed"]
+
+
+def test_the_bench_counts_the_steps_and_flops_a_sweep_trained_from_its_attempts_logs(branched):
+    workdir, runs = branched
+    result = read_json(store.run_dir(workdir, runs[400].run_id) / "result.json")
+    per_step = result["flops"][result["flops_convention"]] / 400
+    measured = branch_bench.measure(workdir)
+    assert (measured["runs"], measured["steps"]) == (3, 400 + 100 + 150)
+    assert measured["flops"] == pytest.approx(650 * per_step, rel=1e-12)
