@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import preset
 
 from simscale.config import ConfigError, run_config
+from simscale.data import loader
 from simscale.jsonio import read_json, read_jsonl
 from simscale.humanize import duration, human
 from simscale.sweep import branch_bench, estimate, executors, grid, store, tables
@@ -121,8 +124,6 @@ def test_a_branched_run_equals_its_budget_trained_from_scratch(branched, tmp_pat
 
 
 def _leaves(tree):
-    import jax
-
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
@@ -239,3 +240,21 @@ def test_the_bench_counts_the_steps_and_flops_a_sweep_trained_from_its_attempts_
     measured = branch_bench.measure(workdir)
     assert (measured["runs"], measured["steps"]) == (3, 400 + 100 + 150)
     assert measured["flops"] == pytest.approx(650 * per_step, rel=1e-12)
+
+
+def test_the_budgets_of_one_shape_share_one_compiled_train_step(tmp_path):
+    """The schedule's numbers of a budget are an argument of the compiled step: a ladder of budgets
+    compiles once (a branch and its trunk run the very same program)."""
+    from simscale.train import mesh as mesh_lib
+    from simscale.train import step as step_lib
+
+    runs = by_steps(grid.expand(sweep_config(tmp_path)))
+    mesh = mesh_lib.make_mesh(runs[200].cfg.mesh)
+    short, long = (step_lib.program(runs[n].cfg, n, mesh) for n in (200, 400))
+    assert short.train.compiled is long.train.compiled and short is not long
+    state = short.init(0)
+    state["step"] = state["step"] + 150  # the 200-step budget's 51st decay step of 100; the trunk's stable LR
+    tokens = next(loader.batches(None, runs[200].cfg, "train"))
+    lr_short = float(short.train(jax.tree.map(jnp.copy, state), tokens)[1]["lr"])
+    assert lr_short == pytest.approx(1e-2 * (0.1 + 0.9 * (1 - math.sqrt(50 / 100))), rel=1e-6)  # lr_floor 0.1
+    assert float(long.train(state, tokens)[1]["lr"]) == pytest.approx(1e-2, rel=1e-6)
