@@ -173,8 +173,8 @@ def run_config() -> ConfigDict:
     )
 
 
-# `train` keys that cannot change a compiled program: the budget (a program sees only the total
-# step count its schedule needs), cadences and bookkeeping. Every other `model` and `train` key
+# `train` keys that cannot change a compiled program: the budget (its schedule numbers are an
+# argument of the compiled step), cadences and bookkeeping. Every other `model` and `train` key
 # is part of program_key, so a key added to either section changes it instead of being ignored.
 NOT_IN_PROGRAM = ("train.steps", "train.tokens", "train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.keep_period",
@@ -187,8 +187,9 @@ SPEED_NEUTRAL = ("train.lr", "train.warmup_steps", "train.lr_floor", "train.cosi
 
 def program_key(cfg, speed_only: bool = False) -> str:
     """What a compiled train step of `cfg` depends on, as one string: the `model` and `train` sections
-    less NOT_IN_PROGRAM. Runs with equal keys share compiled programs (given the same total steps and
-    mesh); with `speed_only`, SPEED_NEUTRAL is left out too: runs with equal keys train equally fast."""
+    less NOT_IN_PROGRAM. Runs with equal keys share compiled programs (given the same mesh; the budget
+    is an argument of the step, simscale.train.step); with `speed_only`, SPEED_NEUTRAL is left out
+    too: runs with equal keys train equally fast."""
     left_out = NOT_IN_PROGRAM + (SPEED_NEUTRAL if speed_only else ())
     sections = flat({"model": to_dict(cfg.model), "train": to_dict(cfg.train)})
     return json.dumps({k: v for k, v in sections.items() if k not in left_out}, sort_keys=True)
