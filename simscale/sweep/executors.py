@@ -171,7 +171,7 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
         todo = [r for r in todo if outcomes[r.run_id]["outcome"] in ("busy", "waiting")]
         if todo:
             if len(todo) != waiting:
-                log.info("waiting for %d run(s) held by another worker: %s", len(todo),
+                log.info("waiting for %d run(s) held by another worker or by their trunk: %s", len(todo),
                          [r.run_id for r in todo])
             waiting = len(todo)
             time.sleep(poll_s)
