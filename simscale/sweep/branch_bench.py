@@ -1,5 +1,5 @@
 """python -m simscale.sweep.branch_bench --workdir W [--config sweeps/grid.py:preset=tokens_wsd]
-   [--only REGEX] [sweep flags ...]
+   [--first scratch|branched] [--only REGEX] [sweep flags ...]
 
 Trains one wsd sweep twice, each a fresh `python -m simscale.sweep` in its own folder: from scratch
 (W/scratch, sweep.branch=False) and branched (W/branched: trunks and cooldown branches), and prints
@@ -60,11 +60,12 @@ def measure(workdir: pathlib.Path) -> dict:
     return dict(runs=len(losses), steps=int(steps), flops=flops, losses=losses)
 
 
-def bench(config: str, workdir: pathlib.Path, extra: list[str], log=print) -> dict:
+def bench(config: str, workdir: pathlib.Path, extra: list[str], first: str = "scratch", log=print) -> dict:
     out = {}
     # the data once, before either sweep is timed
     _command("simscale.data", "prepare", "--config", config, *(a for a in extra if a.startswith("--config.")))
-    for way, branch in WAYS.items():
+    for way in sorted(WAYS, key=lambda w: w != first):  # `first` first: under a varying load, swap them
+        branch = WAYS[way]
         folder = workdir / way
         if folder.exists():
             raise FileExistsError(f"{folder} exists: give an empty --workdir")
@@ -90,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, type=pathlib.Path)
     parser.add_argument("--config", default="sweeps/grid.py:preset=tokens_wsd")
+    parser.add_argument("--first", choices=sorted(WAYS), default="scratch", help="the sweep timed first")
     args, extra = parser.parse_known_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    bench(args.config, args.workdir, extra)
+    bench(args.config, args.workdir, extra, args.first)
     return 0
 
 
