@@ -82,7 +82,7 @@ def data_config() -> ConfigDict:
     """Where tokens come from; simscale.data owns the meaning of these keys."""
     return ConfigDict(
         dict(
-            source="synthetic",  # synthetic | bigbench | files | tfds | hf
+            source="synthetic",  # synthetic | bigbench | sotu | files | tfds | hf | auto (simscale.at_hand)
             variant="simplified",  # simplified | unrestricted
             cache_dir="",  # "": $SIMSCALE_CACHE or ~/.cache/simscale
             vocab="aochildes",  # path (CSV / word list) | aochildes | wordfreq:N | auto (simscale.at_hand)

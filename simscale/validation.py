@@ -60,7 +60,7 @@ def choices() -> dict[str, tuple]:
     return {"model.kernels": backend.KERNELS, "model.attention": backend.ATTENTION,
             "train.schedule": optim.SCHEDULES, "train.decay": optim.DECAY,
             "train.flops_convention": tuple(counting.FLOPS_CONVENTIONS),
-            "data.source": ("synthetic", *sources.SOURCES), "data.variant": VARIANTS,
+            "data.source": ("synthetic", "auto", *sources.SOURCES), "data.variant": VARIANTS,
             "data.files.format": sources.FORMATS, "data.validation_unit": ("documents", "rows")}
 
 

@@ -44,12 +44,14 @@ def paper() -> ConfigDict:
     return cfg
 
 
-def cpu(vocab: str = "auto", tasks: str = "auto") -> ConfigDict:
-    """A small real grid for a 2-core machine: 4 widths x 2 depths x 2 variants on BIG-bench dialogue.
+def cpu(vocab: str = "auto", tasks: str = "auto", source: str = "auto") -> ConfigDict:
+    """A small real grid for a 2-core machine: 4 widths x 2 depths x 2 variants.
 
-    `auto` vocabulary and tasks are chosen by what the machine has (simscale.at_hand): the paper's
+    `auto` text, vocabulary and tasks are chosen by what the machine has (simscale.at_hand): BIG-bench
+    dialogue when its archive is in the cache, else the State of the Union addresses; the paper's
     AO-CHILDES list and BLiMP paper-22 when $SIMSCALE_DATA (or the cache) has them, else wordfreq's
-    top 21,000 words and BIG-bench multiple choice. Pin them with preset=cpu,vocab=...,tasks=...
+    top 21,000 words and BIG-bench multiple choice (none without its archive). Pin them with
+    preset=cpu,source=...,vocab=...,tasks=...
     """
     cfg = run_config()
     cfg.model.vocab_size = 2000
@@ -58,12 +60,13 @@ def cpu(vocab: str = "auto", tasks: str = "auto") -> ConfigDict:
         batch_size=16, seq_len=64, tokens=0, steps=0, lr=2e-3, warmup_steps=20,
         log_every=25, eval_every=40, eval_batches=8, checkpoint_every=100,
     )
-    cfg.data.source = "bigbench"
-    # 0.2M training tokens per run (195 steps, 4 evaluations and a final one) whichever vocabulary
-    # is found (the AO-CHILDES filter keeps 0.76M tokens of the BIG-bench dialogue text,
-    # wordfreq:21000 about 3x more), so the demo's cost does not depend on which list a machine
-    # has, and `make demo` fits in 15 minutes on 2 slow cores (0.7M took 31-35 min on Zen 3, 0.3M
-    # 15-17 min with two workers). docs/results.md also reports the 0.7M-token study.
+    cfg.data.source = source
+    # 0.2M training tokens per run (195 steps, 4 evaluations and a final one), so that `make demo` fits
+    # in 15 minutes on 2 slow cores (0.7M took 31-35 min on Zen 3, 0.3M 15-17 min with two workers).
+    # What the filter keeps sets the rest: of BIG-bench dialogue the AO-CHILDES list keeps 0.76M tokens
+    # and wordfreq:21000 about 3x more; of the State of the Union addresses wordfreq:21000 keeps 35% of
+    # the words (over 0.2M tokens) but AO-CHILDES 3% (69k tokens: both variants then train on those,
+    # 67 steps). docs/results.md also reports a 0.7M-token study.
     cfg.data.max_train_tokens = 200_000
     cfg.data.vocab = vocab
     # 100 examples per task (of each variant) keep the 16 evaluations to ~2 minutes.

@@ -1,10 +1,14 @@
 """Shared test fixtures: the reference data folder and small configs; `preset` (import it:
 `from conftest import preset`) loads a preset of sweeps/grid.py as the CLIs do, and
-`harness_task` writes a local lm-eval multiple-choice task."""
+`harness_task` writes a local lm-eval multiple-choice task; `local_http` serves a folder on
+127.0.0.1 (the download tests' stand-in for a registry)."""
+import functools
+import http.server
 import importlib.util
 import json
 import os
 import pathlib
+import threading
 
 import pytest
 
@@ -21,6 +25,25 @@ def shared_data() -> pathlib.Path:
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def local_http(tmp_path):
+    """(folder, base URL): files written into the folder are served at the URL on 127.0.0.1."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 def preset(name):
