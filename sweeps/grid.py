@@ -48,8 +48,9 @@ def cpu(vocab: str = "auto", tasks: str = "auto") -> ConfigDict:
     """A small real grid for a 2-core machine: 4 widths x 2 depths x 2 variants on BIG-bench dialogue.
 
     `auto` vocabulary and tasks are chosen by what the machine has (simscale.at_hand): the paper's
-    AO-CHILDES list and BLiMP paper-22 when $SIMSCALE_DATA (or the cache) has them, else wordfreq's
-    top 21,000 words and BIG-bench multiple choice. Pin them with preset=cpu,vocab=...,tasks=...
+    AO-CHILDES list and BLiMP paper-22 when $SIMSCALE_DATA or the cache has them or their URLs answer,
+    else wordfreq's top 21,000 words and BIG-bench multiple choice. Pin them with
+    preset=cpu,vocab=...,tasks=...
     """
     cfg = run_config()
     cfg.model.vocab_size = 2000

@@ -60,3 +60,5 @@ def harness_task(folder: pathlib.Path, name: str, rows: list[dict]) -> pathlib.P
 
 
 cpu_runtime.configure()  # as the entry points do, before any test computes
+# Tests never download BLiMP: a test that wants the download serves the files itself (test_online_data.py).
+os.environ.setdefault("SIMSCALE_BLIMP_URL", "http://127.0.0.1:9/")

@@ -205,3 +205,9 @@ def test_a_task_neither_local_nor_loadable_says_where_to_put_it(tmp_path, offlin
     bad.write_text(json.dumps({"premise": "a", "hypothesis": "b", "label": 0}) + "\n")
     with pytest.raises(ValueError, match="task rte: row 0 does not have the schema of nyu-mll/glue"):
         tasks.resolve("rte")
+
+
+def test_the_paper_suite_is_the_eight_tasks_and_blimp_paper22(data, shared_data, monkeypatch):
+    monkeypatch.setenv("SIMSCALE_DATA", str(data))
+    names = [t.name for t in tasks.resolve("paper", shared_data / "blimp")]
+    assert names == list(paper_tasks.PAPER_TASKS) + [f"blimp/{p}" for p in tasks.BLIMP_PAPER22]

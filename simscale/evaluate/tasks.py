@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import numpy as np
+
+from simscale.evaluate import blimp_files
 
 BLIMP_PAPER22 = (
     "anaphor_gender_agreement", "anaphor_number_agreement",
@@ -73,12 +74,10 @@ class Task:
 
 
 def blimp_dir(path=None) -> pathlib.Path:
-    """The folder of BLiMP's 67 jsonl files: `path`, else $SIMSCALE_DATA/blimp."""
+    """The folder of BLiMP's 67 jsonl files: `path`, else $SIMSCALE_DATA/blimp, else the cache's copy,
+    downloaded once (blimp_files.py)."""
     if path is None:
-        root = os.environ.get("SIMSCALE_DATA")
-        if not root:
-            raise FileNotFoundError("BLiMP folder unknown: pass its path or set SIMSCALE_DATA")
-        path = pathlib.Path(root) / "blimp"
+        return blimp_files.folder()
     path = pathlib.Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"BLiMP folder {path} does not exist")
