@@ -85,3 +85,15 @@ def test_auto_chooses_the_papers_data_when_its_urls_answer(shared_data, nothing_
     notes = at_hand.resolve(offline)
     assert (offline.data.vocab, offline.eval.tasks) == ("aochildes", "bigbench_mc")  # the list is cached now
     assert notes[0].startswith("data.vocab=auto: aochildes (found ") and "does not answer" in notes[1]
+
+
+def test_a_url_that_never_answers_is_unreachable_after_the_timeout():
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts connections (backlog) and never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        start = time.perf_counter()
+        assert not reachable(f"http://127.0.0.1:{silent.getsockname()[1]}/x", timeout=0.3)
+        assert time.perf_counter() - start < 1.0

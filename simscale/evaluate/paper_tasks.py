@@ -135,6 +135,6 @@ def _hf_rows(name: str, path: pathlib.Path | None) -> list[dict]:
     except Exception as e:  # noqa: BLE001 - any failure gets the same advice
         raise FileNotFoundError(
             f"task {name}: no local file {where}, and {call} failed ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). Go online once (`pip install datasets`; "
-            f"it is cached), or write the split's rows there, one JSON object a line in the "
-            "dataset's own schema") from None
+            f"{str(e).splitlines()[0] if str(e) else ''}). Go online once (with `pip install "
+            "'simscale[hf]'`; datasets caches it), or write the split's rows there, one JSON object a "
+            "line in the dataset's own schema") from None
