@@ -108,7 +108,6 @@ def lm_eval_tasks(data, tmp_path_factory):
     for name, source in paper_tasks.SOURCES.items():
         split = "test" if name == "arc_easy" else "validation"  # the split lm-eval's YAML scores
         rows = data / "tasks" / name / f"{source.split}.jsonl"
-        assert f"{split}_split: {source.split}" in (yaml_root / source.lm_eval_yaml).read_text()
         (folder / f"simscale_{name}.yaml").write_text(
             f"include: {yaml_root / source.lm_eval_yaml}\ntask: simscale_{name}\ntag: []\n"
             "dataset_path: json\ndataset_name: null\ntraining_split: null\n"
@@ -148,6 +147,37 @@ def test_each_task_asks_lm_eval_s_requests_with_its_gold(data, lm_eval_tasks, of
             target = theirs.doc_to_target(doc)
             assert list(ex.choices) == choices  # acc_norm divides by these lengths
             assert ex.gold == ((choices.index(target) if isinstance(target, str) else target),), name
+
+
+def test_online_rows_come_from_the_dataset_and_split_lm_eval_names(data, tmp_path, monkeypatch):
+    """Without a local file, rows come from datasets.load_dataset with the dataset path, name and split
+    of lm-eval's YAML (read here with PyYAML); the datasets call itself is replaced by one that
+    returns the same rows as the local files, so the examples must be equal."""
+    import datasets
+    import yaml
+
+    class Loader(yaml.SafeLoader):  # lm-eval's `!function utils.f` tags read as plain strings
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    yaml_root = pathlib.Path(lm_eval.__file__).parent / "tasks"
+    asked = []
+
+    def load_dataset(path, name, split):
+        asked.append((path, name, split))
+        return ROWS[next(task for task, s in paper_tasks.SOURCES.items()
+                         if (s.hf_path, s.hf_name, s.split) == (path, name, split))]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    for name, source in paper_tasks.SOURCES.items():
+        config = yaml.load((yaml_root / source.lm_eval_yaml).read_text(), Loader=Loader)
+        split = config.get("test_split") or config["validation_split"]  # what lm-eval scores
+        monkeypatch.setenv("SIMSCALE_DATA", str(tmp_path))
+        online = tasks.resolve(name)[0]
+        assert asked[-1] == (config["dataset_path"], config.get("dataset_name"), split), name
+        monkeypatch.setenv("SIMSCALE_DATA", str(data))
+        assert online == tasks.resolve(name)[0]
+        assert len(asked) == list(paper_tasks.SOURCES).index(name) + 1  # the local file: no call
 
 
 def test_scores_equal_lm_eval_s_own_evaluation_of_the_same_rows(data, lm_eval_tasks, model, offline,
