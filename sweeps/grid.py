@@ -49,9 +49,9 @@ def cpu(vocab: str = "auto", tasks: str = "auto", source: str = "auto") -> Confi
 
     `auto` text, vocabulary and tasks are chosen by what the machine has (simscale.at_hand): BIG-bench
     dialogue when its archive is in the cache, else the State of the Union addresses; the paper's
-    AO-CHILDES list and BLiMP paper-22 when $SIMSCALE_DATA (or the cache) has them, else wordfreq's
-    top 21,000 words and BIG-bench multiple choice (none without its archive). Pin them with
-    preset=cpu,source=...,vocab=...,tasks=...
+    AO-CHILDES list and BLiMP paper-22 when $SIMSCALE_DATA or the cache has them or their URLs answer,
+    else wordfreq's top 21,000 words and BIG-bench multiple choice (none without its archive). Pin
+    them with preset=cpu,source=...,vocab=...,tasks=...
     """
     cfg = run_config()
     cfg.model.vocab_size = 2000

@@ -1,7 +1,7 @@
 """Shared test fixtures: the reference data folder and small configs; `preset` (import it:
 `from conftest import preset`) loads a preset of sweeps/grid.py as the CLIs do, and
-`harness_task` writes a local lm-eval multiple-choice task; `local_http` serves a folder on
-127.0.0.1 (the download tests' stand-in for a registry)."""
+`harness_task` writes a local lm-eval multiple-choice task; `serve` serves a folder on 127.0.0.1."""
+import contextlib
 import functools
 import http.server
 import importlib.util
@@ -27,23 +27,25 @@ def shared_data() -> pathlib.Path:
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+@contextlib.contextmanager
+def serve(folder):
+    """An HTTP server on 127.0.0.1 serving `folder` (the download tests' stand-in for a registry or a
+    dataset's host); yields (base URL ending in '/', the list of paths requested)."""
+    requested = []
 
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requested.append(self.path)
 
-@pytest.fixture
-def local_http(tmp_path):
-    """(folder, base URL): files written into the folder are served at the URL on 127.0.0.1."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", requested
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def preset(name):
@@ -83,3 +85,5 @@ def harness_task(folder: pathlib.Path, name: str, rows: list[dict]) -> pathlib.P
 
 
 cpu_runtime.configure()  # as the entry points do, before any test computes
+# Tests never download BLiMP: a test that wants the download serves the files itself (test_online_data.py).
+os.environ.setdefault("SIMSCALE_BLIMP_URL", "http://127.0.0.1:9/")

@@ -129,6 +129,8 @@ def test_the_cpu_preset_is_one_config_everywhere_and_auto_is_resolved_by_what_is
     assert (notes[1].startswith("data.vocab=auto: aochildes (found ")
             and notes[2].startswith("eval.tasks=auto: blimp"))
     monkeypatch.setenv("SIMSCALE_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("SIMSCALE_BLIMP_URL", "http://127.0.0.1:9/")  # nothing listens: not downloadable
+    monkeypatch.setattr("simscale.data.vocab.AOCHILDES_URL", "http://127.0.0.1:9/none.csv")
     bare = preset("cpu")
     assert to_dict(bare) == to_dict(preset("cpu")) and (bare.data.vocab, bare.eval.tasks) == ("auto", "auto")
     notes = at_hand.resolve(bare)

@@ -1,18 +1,24 @@
-"""One way to fetch a file into the cache: streamed with a progress bar, checked, renamed into place.
+"""Files online: fetch one into the cache, or check quickly whether one answers (for `auto` choices).
 
-    download.fetch(url, path, sha256=..., what="bigbench-1.0.0.tar.gz", offline="put it at ...")
+    download.fetch(url, path, sha256=..., what="datasets-sotu-0.2.3.tgz", offline="put it at ...")
+    download.reachable(url)   # a HEAD request, at most REACHABLE_TIMEOUT_S, once per process
 
-A reader that is killed leaves only a temporary (simscale.tmpfiles names it after its writer), never a
-partial file under the final name.
+`fetch` streams with a progress bar, checks the bytes and renames into place: a download that is
+killed leaves only a temporary (simscale.tmpfiles names it after its writer), never a partial file
+under the final name.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import pathlib
 import sys
+import threading
 import urllib.request
 
 from simscale import tmpfiles
+
+REACHABLE_TIMEOUT_S = 3.0
 
 
 def fetch(url: str, path, *, sha256: str | None, what: str, offline: str,
@@ -44,3 +50,23 @@ def fetch(url: str, path, *, sha256: str | None, what: str, offline: str,
                          f"{sha256}: try again, or {offline[0].lower() + offline[1:]}")
     tmp.replace(path)
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def reachable(url: str, timeout: float = REACHABLE_TIMEOUT_S) -> bool:
+    """True when a HEAD request for `url` succeeds within `timeout` seconds. The request runs in a
+    daemon thread, so a name lookup that hangs (urllib's timeout does not cover it) cannot delay
+    the answer either."""
+    answer = []
+    thread = threading.Thread(target=_head, args=(url, timeout, answer), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
+
+
+def _head(url: str, timeout: float, answer: list) -> None:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            answer.append(True)
+    except (OSError, ValueError):  # no network, refused, HTTP error, timeout; ValueError: a bad URL
+        answer.append(False)

@@ -1,5 +1,8 @@
 """python -m simscale.evaluate --run RUNDIR --tasks blimp_paper22,bigbench_mc [--shots 0] [--out FILE]
-python -m simscale.evaluate counts --vocab PATH [--blimp DIR] [--tasks blimp_paper22]"""
+python -m simscale.evaluate counts --vocab PATH [--blimp DIR] [--tasks blimp_paper22]
+
+Task names: blimp, blimp_paper22, blimp/<paradigm>, bigbench_mc, bigbench/<task>, jsonl:<path>,
+copa, sst2, qqp, mrpc, rte, mnli, piqa, arc_easy, and paper (those eight + blimp_paper22)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +12,8 @@ import warnings
 
 from simscale import cli, cpu_runtime
 from simscale.evaluate import tasks as tasks_lib
+
+BLIMP_HELP = "BLiMP folder (default $SIMSCALE_DATA/blimp, else the cache's copy, downloaded once)"
 
 
 def _vocabulary(spec) -> frozenset[str]:
@@ -25,7 +30,7 @@ def counts(argv) -> None:
     p.add_argument("--vocab", required=True,
                    help="vocabulary: a word list or CSV path, aochildes or wordfreq:N")
     p.add_argument("--tasks", default="blimp_paper22")
-    p.add_argument("--blimp", default=None, help="BLiMP folder (default $SIMSCALE_DATA/blimp)")
+    p.add_argument("--blimp", default=None, help=BLIMP_HELP)
     args = p.parse_args(argv)
     vocab = _vocabulary(args.vocab)
     total = [0, 0]
@@ -51,7 +56,7 @@ def evaluate(argv) -> None:
     p.add_argument("--out", default=None, help="records file (default RUNDIR/eval.json)")
     p.add_argument("--vocab", default=None, help="vocabulary for the simplified variants "
                    "(default: the run's vocab.txt)")
-    p.add_argument("--blimp", default=None, help="BLiMP folder (default $SIMSCALE_DATA/blimp)")
+    p.add_argument("--blimp", default=None, help=BLIMP_HELP)
     p.add_argument("--max_examples", type=int, default=0,
                    help="score a fixed-seed subsample of at most this many examples per task (0: all)")
     p.add_argument("--allow_earlier_step", action="store_true",
