@@ -88,3 +88,11 @@ def test_the_colab_token_target_stops_a_local_files_source_early(tmp_path):
         p = prepare(cfg)
         assert p.train_tokens == 4096 and p.stats["train_rows"] == 32, variant
         assert p.stats["documents_in"] < 3000 / 4, variant  # stopped early: most of the file was never read
+
+
+def test_the_notebook_names_this_machines_device_class_from_jax_device_kinds():
+    from simscale.sweep.estimate import device_class
+
+    assert device_class("TPU v5 lite", 1) == "tpu-v5e-1" and device_class("TPU v2", 8) == "tpu-v2-8"
+    assert device_class("NVIDIA A100-SXM4-40GB", 1) == "a100" and device_class("Tesla T4", 1) == "t4"
+    assert device_class("TPU v2", 1) is None and device_class("cpu", 1) is None

@@ -75,6 +75,12 @@ DEVICE_CLASSES = {"tpu-v5e-1": ("TPU v5 lite", 1), "tpu-v2-8": ("TPU v2", 8), "a
 ASSUMED_MFU = 0.25
 
 
+def device_class(device_kind: str, n_devices: int) -> str | None:
+    """The DEVICE_CLASSES name of `n_devices` devices of `device_kind` (jax's), or None."""
+    return next((name for name, (kind, n) in DEVICE_CLASSES.items()
+                 if kind.lower() in device_kind.lower() and n == n_devices), None)
+
+
 def device_time_s(run: PlannedRun, tokens: int, device_class: str) -> float:
     """Seconds `run` takes to train `tokens` tokens on `device_class` at ASSUMED_MFU."""
     kind, n_devices = DEVICE_CLASSES[device_class]
