@@ -29,9 +29,11 @@ SAVE_TO = os.environ.get("SIMSCALE_SAVE_TO", "workdir")
 PRESET = os.environ.get("SIMSCALE_PRESET", "")'''
 
 SETUP = '''\
+import glob
 import importlib.util
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -60,9 +62,18 @@ def simscale_root() -> pathlib.Path:
     return clone
 
 
+def jax_extra() -> list[str]:
+    """jax with this runtime's backend (TPU chips or NVIDIA GPUs), so that installing simscale's jax
+    versions keeps the accelerator; looked up before jax is imported."""
+    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or os.environ.get("COLAB_TPU_ADDR"):
+        return ["jax[tpu]"]
+    return ["jax[cuda12]"] if shutil.which("nvidia-smi") else []
+
+
 root = simscale_root()
 if importlib.util.find_spec("simscale") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[hf]"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[hf]", *jax_extra()],
+                   check=True)
 sys.path.insert(0, str(root))  # this checkout's simscale, whatever else is installed
 os.chdir(root)
 print("simscale at", root)'''
