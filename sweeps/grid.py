@@ -2,7 +2,8 @@
 
 Presets: `paper` (default; 6 widths x 3 depths x 2 data variants = 36 runs for
 GPUs/TPUs), `cpu` (a small real grid on BIG-bench dialogue text for a 2-core
-machine), `smoke` (seconds, for tests), `isoflop` (a compute ladder, D = C / 6N).
+machine), `smoke` (seconds, for tests), `isoflop` (a compute ladder, D = C / 6N), `colab` (the
+paper's recipe at widths 32-512 for one Colab runtime).
 
 The `sweep` section describes the grid (see docs/sweeps.md); everything else
 is the base run config, so `python -m simscale.train --config sweeps/grid.py`
@@ -14,7 +15,7 @@ from ml_collections import ConfigDict
 
 from simscale.config import ConfigError, run_config, sweep_config
 
-PRESETS = ("paper", "cpu", "smoke", "isoflop")
+PRESETS = ("paper", "cpu", "smoke", "isoflop", "colab")
 
 
 def paper() -> ConfigDict:
@@ -105,6 +106,38 @@ def isoflop() -> ConfigDict:
     cfg.sweep.axes = ConfigDict(
         dict(flops=(1e15, 3e15, 1e16), width=(64, 128, 256), depth=(2, 4), variant=("simplified",))
     )
+    return cfg
+
+
+# The Hugging Face datasets the colab preset streams (data.hf). TinyStories is written in a young
+# child's vocabulary, so the filter should keep far more of it than of web text (not measured here:
+# no network); the paper's SlimPajama kept 2.1B of 627B tokens (~0.3%), so each simplified token
+# costs ~300 tokens read: 40M need ~12B, far more than one runtime streams and filters.
+COLAB_TEXTS = {"tinystories": dict(name="roneneldan/TinyStories", split="train", text_field="text"),
+               "slimpajama": dict(name="cerebras/SlimPajama-627B", split="train", text_field="text")}
+
+
+def colab(text: str = "tinystories", tokens: str = "40000000", tasks: str = "auto") -> ConfigDict:
+    """One Colab runtime: the paper's recipe (`paper`) at widths {32, ..., 512} x depths {2, 4, 8} x both
+    variants = 30 runs, each one epoch of `tokens` simplified tokens: data.max_train_tokens stops the
+    stream once the simplified variant has them, and the control reads to the same count. `text`:
+    tinystories or slimpajama (COLAB_TEXTS); `tasks`: eval.tasks (auto: BLiMP paper-22 when found,
+    simscale.at_hand). Warmup is 10% of the steps (the paper's 1,000 of 32k steps would outlast an
+    epoch of 40M tokens, 610 steps). `--dry_run --device all`: the training time on each device class.
+    """
+    if text not in COLAB_TEXTS:
+        raise ConfigError(f"preset colab: text={text!r} is not one of {', '.join(COLAB_TEXTS)}")
+    if not tokens.isdigit() or int(tokens) < 1:
+        raise ConfigError(f"preset colab: tokens={tokens!r} must be a positive whole number of tokens")
+    cfg = paper()
+    cfg.data.max_train_tokens = int(tokens)
+    cfg.data.hf.update(**COLAB_TEXTS[text])
+    steps = int(tokens) // (cfg.train.batch_size * cfg.train.seq_len)
+    cfg.train.update(warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 8),
+                     checkpoint_every=max(1, steps // 8))
+    cfg.eval.tasks = tasks
+    cfg.sweep.axes.width = (32, 64, 128, 256, 512)
+    cfg.sweep.epoch_tokens = int(tokens)
     return cfg
 
 

@@ -324,3 +324,26 @@ def test_fit_cli_resamples_runs_named_by_a_column(tmp_path, capsys):
     assert out["n_points"] == 24 and out["n_runs"] == 6 and out["bootstrap_unit"] == "runs"
     assert main(["fit", "--csv", str(csv), "--law", "d", "--runs", "nope"]) == 2
     assert "lacks column(s) ['nope']" in capsys.readouterr().err
+
+
+def test_the_zero_shot_table_gives_each_model_a_95_percent_interval(tmp_path):
+    """Two tasks at s.e. 0.03 each: the mean's s.e. is sqrt(2 x 0.03^2) / 2 = 0.0212, so 0.7 +/- 1.96 x
+    0.0212 = [0.658, 0.742] on standard tasks; one shared task: 0.6 +/- 0.0588 = [0.541, 0.659]."""
+    from simscale.analysis.report import _zero_shot, zero_shot_table
+
+    w = tmp_path / "w"
+    for h in (32, 64):
+        for variant in ("simplified", "unrestricted"):
+            write_run(w / "runs", f"{variant}{h}", h, 2, variant, evals=False)
+            write_evals(w / "runs" / f"{variant}{h}", [
+                rec("blimp_a", "standard", 0.6), rec("blimp_b", "standard", 0.8),
+                rec("blimp_a", "simplified", 0.7)])
+    lines = zero_shot_table(_zero_shot(finished(collect([w])[0]))).splitlines()
+    assert lines[0] == "standard tasks (all): mean accuracy over 2 tasks +/- 1.96 s.e., chance 0.500"
+    assert [line.split(maxsplit=1)[0] for line in lines[1:5]] == ["simplified"] * 2 + ["unrestricted"] * 2
+    assert all(line.endswith("0.700 [0.658, 0.742]") for line in lines[1:5])
+    shared = lines.index("standard tasks shared with simplified: mean accuracy over 1 tasks +/- 1.96 s.e., "
+                         "chance 0.500")
+    assert all(line.endswith("0.600 [0.541, 0.659]") for line in lines[shared + 1:shared + 5])
+    assert lines[5].startswith("  size multiplier: ")
+    assert zero_shot_table({}).startswith("no zero-shot scores")

@@ -306,6 +306,26 @@ def _zero_shot_lines(zs: dict) -> list[str]:
     return lines
 
 
+def zero_shot_table(zero_shot: dict, z: float = 1.96) -> str:
+    """analyse()'s zero_shot as text: per task variant, each model's mean accuracy with its `z` x s.e.
+    interval (95% by default) by data variant, smallest N first, then the size multiplier."""
+    if not zero_shot:
+        return "no zero-shot scores: no finished run was evaluated (eval.tasks empty, or no tasks found)"
+    blocks = []
+    for name, entry in zero_shot.items():
+        chance = f", chance {entry['chance']:.3f}" if entry.get("chance") is not None else ""
+        lines = [f"{figures.ZERO_SHOT_PANELS.get(name, name)}: mean accuracy over {entry['n_tasks']} tasks "
+                 f"+/- {z:g} s.e.{chance}"]
+        for variant, scores in entry["scores"].items():
+            lines += [f"  {variant:13s} N={n:>12,.0f}  {acc:.3f} [{acc - z * se:.3f}, {acc + z * se:.3f}]"
+                      for n, acc, se in scores]
+        m = entry.get("size_multiplier")
+        lines.append(f"  size multiplier: {m['text']}" if m else "  size multiplier: none (a data variant "
+                     "is missing or has fewer than 2 models)")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
 def _ladder_lines(lad: dict) -> list[str]:
     if "error" in lad:
         return [f"- Accuracy ladder: {lad['error']}"]
