@@ -117,12 +117,12 @@ COLAB_TEXTS = {"tinystories": dict(name="roneneldan/TinyStories", split="train",
                "slimpajama": dict(name="cerebras/SlimPajama-627B", split="train", text_field="text")}
 
 
-def colab(text: str = "tinystories", tokens: str = "40000000", tasks: str = "auto") -> ConfigDict:
+def colab(text: str = "tinystories", tokens: str = "40000000", tasks: str = "paper") -> ConfigDict:
     """One Colab runtime: the paper's recipe (`paper`) at widths {32, ..., 512} x depths {2, 4, 8} x both
     variants = 30 runs, each one epoch of `tokens` simplified tokens: data.max_train_tokens stops the
     stream once the simplified variant has them, and the control reads to the same count. `text`:
-    tinystories or slimpajama (COLAB_TEXTS); `tasks`: eval.tasks (auto: BLiMP paper-22 when found,
-    simscale.at_hand). Warmup is 10% of the steps (the paper's 1,000 of 32k steps would outlast an
+    tinystories or slimpajama (COLAB_TEXTS); `tasks`: eval.tasks (default the paper's suite: BLiMP
+    paper-22 and its eight tasks, downloaded once; at most 1,000 examples a task). Warmup is 10% of the steps (the paper's 1,000 of 32k steps would outlast an
     epoch of 40M tokens, 610 steps). `--dry_run --device all`: the training time on each device class.
     """
     if text not in COLAB_TEXTS:
@@ -135,7 +135,7 @@ def colab(text: str = "tinystories", tokens: str = "40000000", tasks: str = "aut
     steps = int(tokens) // (cfg.train.batch_size * cfg.train.seq_len)
     cfg.train.update(warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 8),
                      checkpoint_every=max(1, steps // 8))
-    cfg.eval.tasks = tasks
+    cfg.eval.update(tasks=tasks, max_examples=1000)  # QQP's validation split alone has 40,430 rows
     cfg.sweep.axes.width = (32, 64, 128, 256, 512)
     cfg.sweep.epoch_tokens = int(tokens)
     return cfg
