@@ -123,7 +123,8 @@ def colab(text: str = "tinystories", tokens: str = "40000000", tasks: str = "pap
     stream once the simplified variant has them, and the control reads to the same count. `text`:
     tinystories or slimpajama (COLAB_TEXTS); `tasks`: eval.tasks (default the paper's suite: BLiMP
     paper-22 and its eight tasks, downloaded once; at most 1,000 examples a task). Warmup is 10% of
-    the steps (the paper's 1,000 of 32k steps would outlast an epoch of 40M tokens, 610 steps). `--dry_run --device all`: the training time on each device class.
+    the steps (the paper's 1,000 of 32k steps would outlast an epoch of 40M tokens, 610 steps).
+    `--dry_run --device all`: the training time on each device class.
     """
     if text not in COLAB_TEXTS:
         raise ConfigError(f"preset colab: text={text!r} is not one of {', '.join(COLAB_TEXTS)}")
