@@ -24,18 +24,24 @@ def resolve(cfg) -> list[str]:
     choice."""
     notes = []
     if cfg.data.vocab == "auto":
-        from simscale.data.vocab import aochildes_local
-
-        local = aochildes_local()
-        cfg.data.vocab = "aochildes" if local else f"wordfreq:{WORDFREQ_WORDS}"
-        notes.append(f"data.vocab=auto: {cfg.data.vocab} " + (f"(found {local})" if local else
-                     "(the AO-CHILDES list is not in $SIMSCALE_DATA/vocab/ nor the cache)"))
+        cfg.data.vocab, why = vocabulary()
+        notes.append(f"data.vocab=auto: {cfg.data.vocab} {why}")
     if cfg.eval.tasks == "auto":
         blimp = blimp_local()
         cfg.eval.tasks = "blimp_paper22" if blimp else "bigbench_mc"
         notes.append(f"eval.tasks=auto: {cfg.eval.tasks} " + (f"(found {blimp})" if blimp else
                      "(no $SIMSCALE_DATA/blimp folder)"))
     return notes
+
+
+def vocabulary() -> tuple[str, str]:
+    """(the vocabulary `auto` stands for here, why): aochildes when found locally, else wordfreq."""
+    from simscale.data.vocab import aochildes_local
+
+    local = aochildes_local()
+    if local:
+        return "aochildes", f"(found {local})"
+    return f"wordfreq:{WORDFREQ_WORDS}", "(the AO-CHILDES list is not in $SIMSCALE_DATA/vocab/ nor the cache)"
 
 
 def blimp_local() -> pathlib.Path | None:
