@@ -13,30 +13,43 @@ WORDS = "the a dog cat bird sees likes runs sleeps big small red happy and zebra
 HIDDEN, LAYERS, INTERMEDIATE = 32, 2, 64
 
 
-@pytest.fixture(scope="module")
-def tiny_pythia(tmp_path_factory):
-    """A randomly initialised GPT-NeoX (Pythia's architecture) with a byte-level BPE trained on a few
-    sentences, saved as a transformers directory; Pythia's special token is <|endoftext|>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def save_tiny_model(folder, architecture):
+    """A randomly initialised causal LM with a byte-level BPE trained on a few sentences, saved as a
+    transformers directory: GPT-NeoX (Pythia: <|endoftext|>, no BOS added) or OPT (`</s>` first)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    folder = tmp_path_factory.mktemp("pythia")
+    special = "<|endoftext|>" if architecture == "gpt_neox" else "</s>"
     rng = np.random.default_rng(0)
     sentences = [" ".join(rng.choice(WORDS, 12)) for _ in range(200)]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[special],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(sentences, trainer)
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>",
-                                               eos_token="<|endoftext|>")
+    if architecture == "opt":
+        bpe.post_processor = processors.TemplateProcessing(single=f"{special} $A",
+                                                           special_tokens=[(special, 0)])
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=special, eos_token=special)
     tok.save_pretrained(folder)
     torch.manual_seed(0)
-    config = transformers.GPTNeoXConfig(vocab_size=len(tok), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                        num_attention_heads=4, intermediate_size=INTERMEDIATE,
-                                        max_position_embeddings=64, initializer_range=0.3)
-    transformers.GPTNeoXForCausalLM(config).save_pretrained(folder)
+    if architecture == "gpt_neox":
+        config = transformers.GPTNeoXConfig(vocab_size=len(tok), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                            num_attention_heads=4, intermediate_size=INTERMEDIATE,
+                                            max_position_embeddings=64, initializer_range=0.3)
+        transformers.GPTNeoXForCausalLM(config).save_pretrained(folder)
+    else:
+        config = transformers.OPTConfig(vocab_size=len(tok), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                        num_attention_heads=4, ffn_dim=INTERMEDIATE,
+                                        word_embed_proj_dim=HIDDEN, max_position_embeddings=64, init_std=0.3,
+                                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        transformers.OPTForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_pythia(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("pythia"), "gpt_neox")
 
 
 def toy_rows(seed=3):
@@ -108,8 +121,10 @@ def test_hf_model_scores_as_its_own_logits_say_in_the_same_records(tiny_pythia, 
     assert (out / "eval.json").stat().st_mtime_ns == mtime
 
 
-def test_hf_scorer_matches_lm_evals_own_hf_model(tiny_pythia, tmp_path, monkeypatch):
-    """lm-eval's `hf` model on the same local task gives the same log-likelihood for every choice."""
+@pytest.mark.parametrize("architecture", ["gpt_neox", "opt"])
+def test_hf_scorer_matches_lm_evals_own_hf_model(architecture, tmp_path, monkeypatch):
+    """lm-eval's `hf` model on the same local task gives the same log-likelihood and greedy flag for every
+    choice, for a tokenizer without (GPT-NeoX) and with (OPT) a BOS token of its own."""
     lm_eval = pytest.importorskip("lm_eval", reason="lm-eval (optional extra) is not installed")
     pytest.importorskip("accelerate", reason="lm-eval's hf model needs accelerate (the lmeval extra)")
     from conftest import harness_task
@@ -122,15 +137,18 @@ def test_hf_scorer_matches_lm_evals_own_hf_model(tiny_pythia, tmp_path, monkeypa
     empty_context = {"context": "", "choices": ["the dog runs .", "dog the runs ."], "gold": 0}  # as BLiMP
     rows = toy_rows(seed=4)[:12] + [empty_context]
     harness_task(tmp_path, "hf_toy", rows)
+    tiny = save_tiny_model(tmp_path / architecture, architecture)
     evaluated = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={tiny_pythia},dtype=float32,device=cpu", tasks=["hf_toy"],
+        model="hf", model_args=f"pretrained={tiny},dtype=float32,device=cpu", tasks=["hf_toy"],
         task_manager=TaskManager(include_path=str(tmp_path)), bootstrap_iters=10, log_samples=True)
     samples = sorted(evaluated["samples"]["hf_toy"], key=lambda sample: sample["doc_id"])
-    theirs = [resp[0][0] for sample in samples for resp in sample["resps"]]
-    scorer, encoder, _ = hf_model.load(str(tiny_pythia), batch_tokens=256)
-    mine = [ll for ll, _ in scorer.score([encoder.encode_pair(r["context"], " " + c)
-                                          for r in rows for c in r["choices"]])]
-    np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-4)
+    theirs = [resp[0] for sample in samples for resp in sample["resps"]]
+    scorer, encoder, _ = hf_model.load(str(tiny), batch_tokens=256)
+    requests = [encoder.encode_pair(r["context"], " " + c) for r in rows for c in r["choices"]]
+    assert (requests[0][0][0] == 0) == (architecture == "opt")  # OPT's contexts start with its BOS
+    mine = scorer.score(requests)
+    np.testing.assert_allclose([ll for ll, _ in mine], [ll for ll, _ in theirs], rtol=1e-5, atol=1e-4)
+    assert [greedy for _, greedy in mine] == [bool(greedy) for _, greedy in theirs]
 
 
 def test_hf_errors_are_one_line(tmp_path, capsys, monkeypatch):
