@@ -75,21 +75,25 @@ class HFScorer(Scorer):
         self._start(self._score_batch, max_len, batch_tokens, min_len)
 
     def _score_batch(self, tokens_BT, targets_BT, mask_BT):
+        """Log-softmax at the continuation positions only (K of them): a [K, V] array, not [B, T, V]."""
         torch, _ = _imports()
         used_B = mask_BT.any(axis=1)  # the padding rows of a bucket's last batch are not computed
         logp_B, greedy_B = np.zeros(len(mask_BT), np.float64), np.ones(len(mask_BT), bool)
         if not used_B.any():
             return logp_B, greedy_B
+        mask = torch.from_numpy(mask_BT[used_B])
         with torch.no_grad():
-            tokens = torch.from_numpy(tokens_BT[used_B].astype(np.int64))
-            logits_BTV = self.model(input_ids=tokens).logits.float()
-            logp_BTV = torch.log_softmax(logits_BTV, dim=-1)
-            targets = torch.from_numpy(targets_BT[used_B].astype(np.int64))[..., None]
-            target_BT = torch.gather(logp_BTV, -1, targets)[..., 0].numpy()
-            greedy_BT = (torch.gather(logits_BTV, -1, targets)[..., 0] >= logits_BTV.max(-1).values).numpy()
-        mask = mask_BT[used_B]
-        logp_B[used_B] = np.where(mask, target_BT, 0.0).sum(-1)
-        greedy_B[used_B] = np.all(greedy_BT | ~mask, axis=-1)
+            logits_BTV = self.model(input_ids=torch.from_numpy(tokens_BT[used_B].astype(np.int64))).logits
+            logits_KV = logits_BTV[mask].float()
+            target_K = torch.from_numpy(targets_BT[used_B].astype(np.int64))[mask]
+            picked_K = logits_KV.gather(-1, target_K[:, None])[:, 0]
+            logp_K = (picked_K - torch.logsumexp(logits_KV, dim=-1)).double()
+            greedy_K = picked_K >= logits_KV.max(-1).values
+        row_K = torch.nonzero(mask)[:, 0]  # which used row each continuation position belongs to
+        n_used = int(used_B.sum())
+        logp_B[used_B] = torch.zeros(n_used, dtype=torch.float64).index_add_(0, row_K, logp_K).numpy()
+        misses = torch.zeros(n_used, dtype=torch.int64).index_add_(0, row_K, (~greedy_K).long())
+        greedy_B[used_B] = (misses == 0).numpy()
         return logp_B, greedy_B
 
 
