@@ -14,6 +14,9 @@ import numpy as np
 
 from simscale.evaluate.scoring import Scorer
 
+# Tokens a batch: the model's logits hold batch_tokens x vocabulary floats (400 MB at Pythia's 50k).
+BATCH_TOKENS = 2048
+
 
 def _imports():
     try:
@@ -70,7 +73,7 @@ def max_length(model_config, tokenizer, default: int = 2048) -> int:
 class HFScorer(Scorer):
     """scoring.Scorer over a transformers causal LM (float32, CPU, no gradients)."""
 
-    def __init__(self, model, max_len: int, batch_tokens: int = 8192, min_len: int = 16):
+    def __init__(self, model, max_len: int, batch_tokens: int = BATCH_TOKENS, min_len: int = 16):
         self.model = model.float().eval()
         self._start(self._score_batch, max_len, batch_tokens, min_len)
 
@@ -109,7 +112,7 @@ def param_counts(model) -> dict[str, int]:
     return {"params_total": int(total), "params_nonembedding": int(total - sum(tables.values()))}
 
 
-def load(name: str, batch_tokens: int = 8192) -> tuple[HFScorer, HFEncoder, dict]:
+def load(name: str, batch_tokens: int = BATCH_TOKENS) -> tuple[HFScorer, HFEncoder, dict]:
     """(scorer, encoder, info) of a Hugging Face causal LM: a hub name or a local directory. info:
     the model name, its parameter counts and context window."""
     _, transformers = _imports()

@@ -67,7 +67,7 @@ def evaluate_run(run_dir, tasks: Sequence[str] | str, shots: int = 0, out=None,
 
 
 def evaluate_hf(model: str, tasks: Sequence[str] | str, out_dir, shots: int = 0,
-                vocab: frozenset[str] | None = None, blimp=None, batch_tokens: int = 8192,
+                vocab: frozenset[str] | None = None, blimp=None, batch_tokens: int | None = None,
                 max_examples: int = 0) -> list[dict]:
     """Evaluate a Hugging Face causal LM (a hub name or a local directory; hf_model.py) as a baseline:
     the same tasks, variants and records as a run, each record naming the `model`, in
@@ -78,7 +78,7 @@ def evaluate_hf(model: str, tasks: Sequence[str] | str, out_dir, shots: int = 0,
     out_dir = pathlib.Path(out_dir)
 
     def load():
-        scorer, encoder, info = hf_model.load(model, batch_tokens)
+        scorer, encoder, info = hf_model.load(model, batch_tokens or hf_model.BATCH_TOKENS)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "baseline.json", info)
         return scorer, encoder, vocab, {"model": model}
