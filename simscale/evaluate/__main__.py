@@ -68,6 +68,8 @@ def evaluate(argv) -> None:
     if args.hf:
         if not args.out:
             p.error("--hf needs --out DIR, the folder for the baseline's eval.json")
+        if args.allow_earlier_step:
+            p.error("--allow_earlier_step is about a run's checkpoints: --hf has none")
         check_folder(args.out, "--out")
         spec = args.vocab
         if spec is None:
