@@ -364,7 +364,7 @@ def test_report_shows_hugging_face_baselines_beside_the_grid(tmp_path, monkeypat
     assert [b["missing"] for b in zs["simplified"]["baselines"]] == [["blimp_a", "copa"]] * 2
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "Baseline EleutherAI/pythia-tiny (N = 1.9e+07): 0.710 ± 0.018" in summary
-    assert "Baseline facebook/opt-tiny (N = 8.5e+07): not scored on blimp_a" in summary
+    assert "Baseline facebook/opt-tiny (N = 8.5e+07): no mean, it lacks blimp_a" in summary
     bars = {c.get_label(): c for c in captured["zero_shot"].axes[0].containers
             if isinstance(c, ErrorbarContainer)}
     point = bars["EleutherAI/pythia-tiny (baseline, 95% CI)"]

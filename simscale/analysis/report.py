@@ -330,7 +330,7 @@ def _zero_shot_lines(zs: dict) -> list[str]:
         for b in z.get("baselines", ()):
             lines.append(f"  Baseline {b['model']} (N = {b['N']:.3g}): " + (
                 f"{b['score']:.3f} ± {b['stderr']:.3f}" if "score" in b else
-                f"not scored on {', '.join(b['missing'])}; run `python -m simscale.evaluate --hf` on them"))
+                f"no mean, it lacks {', '.join(b['missing'])} (not scored, or too few examples)"))
     return lines
 
 
