@@ -34,16 +34,7 @@ def resolve(cfg) -> list[str]:
         notes.append(f"data.source=auto: {cfg.data.source} " + (f"(found {archive})" if archive else
                      "(no BIG-bench archive in the cache, and PyPI no longer serves it)"))
     if cfg.data.vocab == "auto":
-        from simscale.data import vocab
-
-        if local := vocab.aochildes_local():
-            cfg.data.vocab, why = "aochildes", f"found {local}"
-        elif vocab.aochildes_downloadable():
-            cfg.data.vocab, why = "aochildes", f"not local: downloaded once from {vocab.AOCHILDES_URL}"
-        else:
-            cfg.data.vocab, why = f"wordfreq:{WORDFREQ_WORDS}", (
-                "the AO-CHILDES list is not in $SIMSCALE_DATA/vocab/ nor the cache, "
-                "and its URL does not answer")
+        cfg.data.vocab, why = vocabulary()
         notes.append(f"data.vocab=auto: {cfg.data.vocab} ({why})")
     if cfg.eval.tasks == "auto":
         from simscale.evaluate import blimp_files
@@ -59,3 +50,15 @@ def resolve(cfg) -> list[str]:
                                        "evaluation")
         notes.append(f"eval.tasks=auto: {cfg.eval.tasks or 'none'} ({why})")
     return notes
+
+
+def vocabulary() -> tuple[str, str]:
+    """(the vocabulary `auto` stands for on this machine, why): also the default of `evaluate --hf`."""
+    from simscale.data import vocab
+
+    if local := vocab.aochildes_local():
+        return "aochildes", f"found {local}"
+    if vocab.aochildes_downloadable():
+        return "aochildes", f"not local: downloaded once from {vocab.AOCHILDES_URL}"
+    return f"wordfreq:{WORDFREQ_WORDS}", ("the AO-CHILDES list is not in $SIMSCALE_DATA/vocab/ nor the "
+                                          "cache, and its URL does not answer")

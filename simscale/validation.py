@@ -106,7 +106,9 @@ def _train_problems(cfg: ConfigDict, n_devices: int) -> list[str]:
     if t.warmup_steps < 0 or t.lr <= 0:
         errors.append(f"train.lr={t.lr} must be > 0 and train.warmup_steps={t.warmup_steps} >= 0")
     from simscale.train.mesh import mesh_shape  # the trainer's own rules
+    from simscale.train.metrics import tracker_problems
 
+    errors += tracker_problems(t.trackers)
     try:
         data, fsdp, _ = mesh_shape(cfg.mesh, n_devices)
     except ConfigError as e:

@@ -347,3 +347,52 @@ def test_the_zero_shot_table_gives_each_model_a_95_percent_interval(tmp_path):
     assert all(line.endswith("0.600 [0.541, 0.659]") for line in lines[shared + 1:shared + 5])
     assert lines[5].startswith("  size multiplier: ")
     assert zero_shot_table({}).startswith("no zero-shot scores")
+
+
+def write_baseline(folder, model, total, nonembedding, records):
+    """A folder as `python -m simscale.evaluate --hf MODEL --out FOLDER` writes it."""
+    folder.mkdir(parents=True)
+    (folder / "baseline.json").write_text(json.dumps(dict(model=model, params_total=total,
+                                                          params_nonembedding=nonembedding, max_len=2048)))
+    write_evals(folder, [dict(r, model=model) for r in records])
+
+
+def test_report_shows_hugging_face_baselines_beside_the_grid(tmp_path, monkeypatch, capsys):
+    """Each baseline's mean over the grid's tasks, with its standard error, at its non-embedding N, in
+    fits.json, summary.md and the zero-shot figure; a baseline lacking one of the tasks gets no mean."""
+    from matplotlib.container import ErrorbarContainer
+
+    from simscale.analysis import figures
+
+    w = tmp_path / "w"
+    for h in (32, 64, 128):
+        for variant in ("simplified", "unrestricted"):
+            write_run(w / "runs", f"{variant}{h}", h, 2, variant, evals=False)
+            write_evals(w / "runs" / f"{variant}{h}", [rec(t, tv, 0.6) for t in ("copa", "blimp_a")
+                                                      for tv in ("standard", "simplified")])
+    base = tmp_path / "baselines"
+    write_baseline(base / "pythia", "EleutherAI/pythia-tiny", 7.0e7, 1.9e7, [
+        dict(rec("copa", "standard", 0.62), stderr=0.02), rec("blimp_a", "standard", 0.80),
+        dict(rec("blimp_a", "standard", 0.1), task="blimp", excluded=[])])  # a suite average: not a task
+    write_baseline(base / "opt", "facebook/opt-tiny", 1.25e8, 8.5e7, [rec("copa", "standard", 0.55)])
+    captured = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: captured.update({name: fig}) or [])
+    assert main(["report", "--workdir", str(w), "--out", str(tmp_path / "out"), "--baselines", str(base),
+                 "--bootstrap", "0"]) == 0
+    zs = json.loads((tmp_path / "out" / "fits.json").read_text())["zero_shot"]
+    opt, pythia = zs["standard"]["baselines"]
+    assert pythia == dict(model="EleutherAI/pythia-tiny", N=1.9e7, score=pytest.approx((0.62 + 0.80) / 2),
+                          stderr=pytest.approx(math.sqrt(0.02**2 + 0.03**2) / 2))
+    assert opt == dict(model="facebook/opt-tiny", N=8.5e7, missing=["blimp_a"])
+    assert [b["missing"] for b in zs["simplified"]["baselines"]] == [["blimp_a", "copa"]] * 2
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Baseline EleutherAI/pythia-tiny (N = 1.9e+07): 0.710 ± 0.018" in summary
+    assert "Baseline facebook/opt-tiny (N = 8.5e+07): no mean, it lacks blimp_a" in summary
+    bars = {c.get_label(): c for c in captured["zero_shot"].axes[0].containers
+            if isinstance(c, ErrorbarContainer)}
+    point = bars["EleutherAI/pythia-tiny (baseline, 95% CI)"]
+    np.testing.assert_allclose(point.lines[0].get_xydata(), [[1.9e7, 0.71]])
+    assert not any("opt-tiny" in label for label in bars)
+    assert main(["report", "--workdir", str(w), "--out", str(tmp_path / "o2"), "--baselines",
+                 str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --baselines {tmp_path / 'w'}: no baseline.json")
