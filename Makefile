@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 # torch is pinned to the CPU wheel so lm-eval does not pull a multi-GB CUDA build.
 install-extras: install
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[ray,lmeval,hf]'
+	$(PY) -m pip install -q -e '.[ray,lmeval,hf,wandb]'
 
 test: install
 	$(PY) -m pytest -q tests

@@ -33,6 +33,7 @@ setup(
         # Hugging Face datasets for SlimPajama/TinyStories/C4, and the paper's own stack
         # (transformers + torch) as the peer in `make bench`.
         "hf": ["datasets>=3.0", "transformers>=4.46"],
+        "wandb": ["wandb>=0.18"],  # train.trackers=tensorboard,wandb
         "lmeval": ["lm-eval>=0.4.5", "accelerate>=1.0"],  # accelerate: lm-eval's own hf model needs it
     },
     entry_points={"console_scripts": ["simscale-sweep=simscale.sweep.__main__:main"]},

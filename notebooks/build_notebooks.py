@@ -10,23 +10,71 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = pathlib.Path(__file__).parent
 
-SETUP = '''\
-import importlib.util
+SOURCE = '''\
+# ===== Settings: edit this cell, then Runtime > Run all =====================================
 import os
+
+# Where simscale comes from when this notebook is not opened inside a checkout of it: a folder, or a
+# pip-style git URL, e.g. "git+https://github.com/OWNER/simscale.git@main". There is no default.
+SIMSCALE_SOURCE = os.environ.get("SIMSCALE_SOURCE", "")'''
+
+SETTINGS = SOURCE + '''
+# Where runs, checkpoints and prepared data go. On Colab mount Google Drive and point this there, e.g.
+#   from google.colab import drive; drive.mount("/content/drive")
+#   SAVE_TO = "/content/drive/MyDrive/simscale"
+# and after a disconnect run all cells again: finished runs are skipped, the interrupted one resumes.
+SAVE_TO = os.environ.get("SIMSCALE_SAVE_TO", "workdir")
+# The sweep preset of sweeps/grid.py, with its options: "" = colab on a TPU or GPU, smoke on a CPU;
+# e.g. "colab,tokens=5000000" (a T4), "colab,text=slimpajama", "cpu", "paper".
+PRESET = os.environ.get("SIMSCALE_PRESET", "")'''
+
+SETUP = '''\
+import glob
+import importlib.util
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 
-# Where the project lives: this checkout when the notebook runs inside one, else a fresh clone.
-REPO_URL = os.environ.get("SIMSCALE_REPO", "https://github.com/simscale/simscale.git")
-here = pathlib.Path.cwd()
-root = next((p for p in (here, *here.parents) if (p / "sweeps" / "grid.py").is_file()), None)
-if root is None:
-    subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "simscale"], check=True)
-    root = pathlib.Path("simscale").resolve()
+
+def simscale_root() -> pathlib.Path:
+    """The checkout this notebook runs in, else SIMSCALE_SOURCE (a folder, or a git URL cloned here)."""
+    here = pathlib.Path.cwd()
+    found = next((p for p in (here, *here.parents) if (p / "sweeps" / "grid.py").is_file()), None)
+    if found:
+        return found
+    if not SIMSCALE_SOURCE:
+        raise RuntimeError("This notebook is not inside a simscale checkout: set SIMSCALE_SOURCE in the "
+                           "first cell to a simscale folder or a git URL (git+https://...), then run it "
+                           "again.")
+    url = re.fullmatch(r"git\\+(.+?)(?:@([^/@]+))?", SIMSCALE_SOURCE)
+    if not url:
+        folder = pathlib.Path(SIMSCALE_SOURCE).expanduser().resolve()
+        if not (folder / "sweeps" / "grid.py").is_file():
+            raise RuntimeError(f"SIMSCALE_SOURCE={SIMSCALE_SOURCE!r} is neither a simscale folder (with "
+                               "sweeps/grid.py) nor a git+ URL: fix it in the first cell.")
+        return folder
+    clone = pathlib.Path("simscale").resolve()
+    if not clone.is_dir():
+        branch = ["--branch", url.group(2)] if url.group(2) else []
+        subprocess.run(["git", "clone", "--depth", "1", *branch, url.group(1), str(clone)], check=True)
+    return clone
+
+
+def jax_extra() -> list[str]:
+    """jax with this runtime's backend (TPU chips or NVIDIA GPUs), so that installing simscale's jax
+    versions keeps the accelerator; looked up before jax is imported."""
+    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or os.environ.get("COLAB_TPU_ADDR"):
+        return ["jax[tpu]"]
+    return ["jax[cuda12]"] if shutil.which("nvidia-smi") else []
+
+
+root = simscale_root()
 if importlib.util.find_spec("simscale") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(root)], check=True)
-    sys.path.insert(0, str(root))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{root}[hf]", *jax_extra()],
+                   check=True)
+sys.path.insert(0, str(root))  # this checkout's simscale, whatever else is installed
 os.chdir(root)
 print("simscale at", root)'''
 
@@ -43,31 +91,47 @@ def run(*args):
 colab = new_notebook(cells=[
     new_markdown_cell(
         "# simscale on a Colab TPU (or GPU, or CPU)\n\n"
-        "Installs simscale, finds the accelerator, runs a preset sweep of LLaMA-style models on "
-        "simplified and unrestricted text, then fits scaling laws and draws the figures.\n\n"
-        "On Colab choose *Runtime > Change runtime type > TPU* (or a GPU). The `paper` preset trains "
-        "36 models (1M-165M parameters); `cpu` is a small real grid; `smoke` takes seconds. "
-        "Set `SIMSCALE_DATA` to a folder holding `vocab/AOChildes_word_frequency.csv` (and `blimp/`) "
-        "to use the paper's vocabulary offline; the `paper` preset reads SlimPajama through "
-        "Hugging Face `datasets` (`pip install simscale[hf]`)."),
+        "Installs simscale, finds the accelerator, estimates and runs a sweep of LLaMA-style models on "
+        "simplified and unrestricted text, then fits scaling laws, draws the figures and compares the "
+        "models zero-shot.\n\n"
+        "On Colab choose *Runtime > Change runtime type > TPU* (or a GPU), set the first cell, then "
+        "*Run all*. On a TPU or GPU the default is the `colab` preset: 30 models (hidden 32-512 x "
+        "layers 2/4/8 x both data variants, 1M-49M parameters), each one epoch of 40M tokens of "
+        "TinyStories streamed through Hugging Face `datasets` and simplified with the paper's "
+        "AO-CHILDES vocabulary, for one runtime on a TPU v5e-1, a v2-8 or an A100 (the dry run below "
+        "estimates it on yours; on a T4 set `colab,tokens=5000000`). On a CPU it is `smoke` "
+        "(seconds)."),
+    new_code_cell(SETTINGS),
+    new_markdown_cell("## Install\n\nFrom the checkout this notebook was opened from, else from "
+                      "`SIMSCALE_SOURCE`."),
     new_code_cell(SETUP),
     new_markdown_cell("## Devices\n\nEvery step that touches the accelerator runs in a subprocess, "
                       "so this notebook never locks the TPU."),
-    new_code_cell(RUN + '''
+    new_code_cell("from simscale.sweep.estimate import device_class\n\n\n" + RUN + '''
 
-run("simscale.devices")'''),
-    new_markdown_cell("## Choose a preset and look at the grid first (no data needed)"),
-    new_code_cell('''\
-probe = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
+run("simscale.devices")
+probe = subprocess.run([sys.executable, "-c", "import jax; d = jax.devices(); "
+                        "print(jax.default_backend(), len(d), d[0].device_kind, sep='|')"],
                        capture_output=True, text=True, check=True)
-platform = probe.stdout.split()[-1]
-PRESET = os.environ.get("SIMSCALE_PRESET") or ("paper" if platform in ("tpu", "gpu") else "smoke")
-WORKDIR = os.environ.get("SIMSCALE_WORKDIR", f"workdir/{PRESET}")
+platform, n_devices, kind = probe.stdout.strip().splitlines()[-1].split("|")
+DEVICE_CLASS = device_class(kind, int(n_devices))
+print(f"platform {platform}: {n_devices} x {kind}", f"(class {DEVICE_CLASS})" if DEVICE_CLASS else "")'''),
+    new_markdown_cell("## The grid and its cost on this device, before training\n\n"
+                      "Sizes and FLOPs of every run, a time estimate measured here (a few timed steps "
+                      "of the cheapest shapes, the rest scaled by FLOPs) and, on a known device class, "
+                      "the estimate from FLOPs at an assumed MFU."),
+    new_code_cell('''\
+PRESET = PRESET or ("colab" if platform in ("tpu", "gpu") else "smoke")
+SAVE_TO = str(pathlib.Path(SAVE_TO).expanduser().resolve())
+os.environ.setdefault("SIMSCALE_CACHE", f"{SAVE_TO}/cache")  # prepared data survives a disconnect too
 CONFIG = f"sweeps/grid.py:preset={PRESET}"
-print(f"platform {platform}: preset {PRESET}, workdir {WORKDIR}")
-run("simscale.sweep", "--config", CONFIG, "--workdir", WORKDIR, "--dry_run", "--estimate", "none")'''),
-    new_markdown_cell("## Run the sweep\n\nResumable: run the cell again after a disconnect and "
-                      "finished runs are skipped, interrupted ones resume from their checkpoints."),
+WORKDIR = f"{SAVE_TO}/{PRESET.replace(',', '-').replace('=', '')}"
+print(f"preset {PRESET}, workdir {WORKDIR}")
+run("simscale.sweep", "--config", CONFIG, "--workdir", WORKDIR, "--dry_run",
+    *(["--device", DEVICE_CLASS] if DEVICE_CLASS else []))'''),
+    new_markdown_cell("## Run the sweep\n\nResumable: after a disconnect run all cells again; finished "
+                      "runs are skipped and an interrupted one resumes from its last checkpoint in "
+                      "`SAVE_TO`."),
     new_code_cell('run("simscale.sweep", "--config", CONFIG, "--workdir", WORKDIR)'),
     new_markdown_cell("## Fit scaling laws and draw the figures"),
     new_code_cell('''\
@@ -79,6 +143,14 @@ results = report([WORKDIR], out, bootstrap=int(os.environ.get("SIMSCALE_BOOTSTRA
 display(Markdown((out / "summary.md").read_text()))
 for png in sorted(out.glob("*.png")):
     display(Image(str(png)))'''),
+    new_markdown_cell("## Zero-shot: simplified- vs unrestricted-data models\n\n"
+                      "Mean accuracy of each model with its 95% interval, on standard and simplified "
+                      "tasks, and the size multiplier (how many times more parameters unrestricted-data "
+                      "models need for the same accuracy)."),
+    new_code_cell('''\
+from simscale.analysis.report import zero_shot_table
+
+print(zero_shot_table(results["zero_shot"]))'''),
 ])
 
 laws = new_notebook(cells=[
@@ -86,6 +158,7 @@ laws = new_notebook(cells=[
         "# Exploring scaling laws of a finished sweep\n\n"
         "Loads one or more sweep workdirs, shows the runs as a table, fits laws of your choice "
         "interactively and compares zero-shot scores of simplified- and unrestricted-data models."),
+    new_code_cell(SOURCE),
     new_code_cell(SETUP),
     new_code_cell(RUN + '''
 

@@ -75,6 +75,7 @@ def train_config() -> ConfigDict:
             keep_checkpoints=2,
             keep_period=0,  # also keep every k-th step's checkpoint (0: none)
             flops_convention="chinchilla",
+            trackers="tensorboard",  # comma list of tensorboard, wandb (the wandb extra); "": none
         )
     )
 
@@ -83,7 +84,7 @@ def data_config() -> ConfigDict:
     """Where tokens come from; simscale.data owns the meaning of these keys."""
     return ConfigDict(
         dict(
-            source="synthetic",  # synthetic | bigbench | files | tfds | hf
+            source="synthetic",  # synthetic | bigbench | sotu | files | tfds | hf | auto (simscale.at_hand)
             variant="simplified",  # simplified | unrestricted
             cache_dir="",  # "": $SIMSCALE_CACHE or ~/.cache/simscale
             vocab="aochildes",  # path (CSV / word list) | aochildes | wordfreq:N | auto (simscale.at_hand)
@@ -173,12 +174,15 @@ def run_config() -> ConfigDict:
     )
 
 
+# Keys that say where a run's metrics also go, not what it computes: left out of run ids and of the
+# comparison with a saved config.json, so a run can be resumed with other trackers.
+REPORTING_ONLY = ("train.trackers",)
 # `train` keys that cannot change a compiled program: the budget (its schedule numbers are an
 # argument of the compiled step), cadences and bookkeeping. Every other `model` and `train` key
 # is part of program_key, so a key added to either section changes it instead of being ignored.
 NOT_IN_PROGRAM = ("train.steps", "train.tokens", "train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.keep_period",
-                  "train.flops_convention")
+                  "train.flops_convention") + REPORTING_ONLY
 # Of the program's keys, the optimiser's values: constants of a program that leave its speed alone.
 SPEED_NEUTRAL = ("train.lr", "train.warmup_steps", "train.lr_floor", "train.cosine_cycles",
                  "train.decay_fraction", "train.decay_shape", "train.b1", "train.b2", "train.eps",

@@ -61,7 +61,7 @@ def choices() -> dict[str, tuple]:
             "train.schedule": optim.SCHEDULES, "train.decay": optim.DECAY,
             "train.decay_shape": optim.DECAY_SHAPES,
             "train.flops_convention": tuple(counting.FLOPS_CONVENTIONS),
-            "data.source": ("synthetic", *sources.SOURCES), "data.variant": VARIANTS,
+            "data.source": ("synthetic", "auto", *sources.SOURCES), "data.variant": VARIANTS,
             "data.files.format": sources.FORMATS, "data.validation_unit": ("documents", "rows")}
 
 
@@ -107,7 +107,9 @@ def _train_problems(cfg: ConfigDict, n_devices: int) -> list[str]:
     if t.warmup_steps < 0 or t.lr <= 0:
         errors.append(f"train.lr={t.lr} must be > 0 and train.warmup_steps={t.warmup_steps} >= 0")
     from simscale.train.mesh import mesh_shape  # the trainer's own rules
+    from simscale.train.metrics import tracker_problems
 
+    errors += tracker_problems(t.trackers)
     try:
         data, fsdp, _ = mesh_shape(cfg.mesh, n_devices)
     except ConfigError as e:

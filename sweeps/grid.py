@@ -2,9 +2,10 @@
 
 Presets: `paper` (default; 6 widths x 3 depths x 2 data variants = 36 runs for
 GPUs/TPUs), `cpu` (a small real grid on BIG-bench dialogue text for a 2-core
-machine), `smoke` (seconds, for tests), `isoflop` (a compute ladder, D = C / 6N), and two
-warmup-stable-decay variants whose budgets of one shape share a trunk (simscale.sweep.branches):
-`isoflop_wsd` and `tokens_wsd` (the cpu grid at 1/4, 1/2, 3/4 and 1 of its epoch).
+machine), `smoke` (seconds, for tests), `isoflop` (a compute ladder, D = C / 6N), `colab` (the
+paper's recipe at widths 32-512 for one Colab runtime), and two warmup-stable-decay variants whose
+budgets of one shape share a trunk (simscale.sweep.branches): `isoflop_wsd` and `tokens_wsd` (the
+cpu grid at 1/4, 1/2, 3/4 and 1 of its epoch).
 
 The `sweep` section describes the grid (see docs/sweeps.md); everything else
 is the base run config, so `python -m simscale.train --config sweeps/grid.py`
@@ -16,7 +17,7 @@ from ml_collections import ConfigDict
 
 from simscale.config import ConfigError, run_config, sweep_config
 
-PRESETS = ("paper", "cpu", "smoke", "isoflop", "isoflop_wsd", "tokens_wsd")
+PRESETS = ("paper", "cpu", "smoke", "isoflop", "colab", "isoflop_wsd", "tokens_wsd")
 
 
 def paper() -> ConfigDict:
@@ -46,12 +47,14 @@ def paper() -> ConfigDict:
     return cfg
 
 
-def cpu(vocab: str = "auto", tasks: str = "auto") -> ConfigDict:
-    """A small real grid for a 2-core machine: 4 widths x 2 depths x 2 variants on BIG-bench dialogue.
+def cpu(vocab: str = "auto", tasks: str = "auto", source: str = "auto") -> ConfigDict:
+    """A small real grid for a 2-core machine: 4 widths x 2 depths x 2 variants.
 
-    `auto` vocabulary and tasks are chosen by what the machine has (simscale.at_hand): the paper's
-    AO-CHILDES list and BLiMP paper-22 when $SIMSCALE_DATA (or the cache) has them, else wordfreq's
-    top 21,000 words and BIG-bench multiple choice. Pin them with preset=cpu,vocab=...,tasks=...
+    `auto` text, vocabulary and tasks are chosen by what the machine has (simscale.at_hand): BIG-bench
+    dialogue when its archive is in the cache, else the State of the Union addresses; the paper's
+    AO-CHILDES list and BLiMP paper-22 when $SIMSCALE_DATA or the cache has them or their URLs answer,
+    else wordfreq's top 21,000 words and BIG-bench multiple choice (none without its archive). Pin
+    them with preset=cpu,source=...,vocab=...,tasks=...
     """
     cfg = run_config()
     cfg.model.vocab_size = 2000
@@ -60,12 +63,13 @@ def cpu(vocab: str = "auto", tasks: str = "auto") -> ConfigDict:
         batch_size=16, seq_len=64, tokens=0, steps=0, lr=2e-3, warmup_steps=20,
         log_every=25, eval_every=40, eval_batches=8, checkpoint_every=100,
     )
-    cfg.data.source = "bigbench"
-    # 0.2M training tokens per run (195 steps, 4 evaluations and a final one) whichever vocabulary
-    # is found (the AO-CHILDES filter keeps 0.76M tokens of the BIG-bench dialogue text,
-    # wordfreq:21000 about 3x more), so the demo's cost does not depend on which list a machine
-    # has, and `make demo` fits in 15 minutes on 2 slow cores (0.7M took 31-35 min on Zen 3, 0.3M
-    # 15-17 min with two workers). docs/results.md also reports the 0.7M-token study.
+    cfg.data.source = source
+    # 0.2M training tokens per run (195 steps, 4 evaluations and a final one), so that `make demo` fits
+    # in 15 minutes on 2 slow cores (0.7M took 31-35 min on Zen 3, 0.3M 15-17 min with two workers).
+    # What the filter keeps sets the rest: of BIG-bench dialogue the AO-CHILDES list keeps 0.76M tokens
+    # and wordfreq:21000 about 3x more; of the State of the Union addresses wordfreq:21000 keeps 35% of
+    # the words (over 0.2M tokens) but AO-CHILDES 3% (69k tokens: both variants then train on those,
+    # 67 steps). docs/results.md also reports a 0.7M-token study.
     cfg.data.max_train_tokens = 200_000
     cfg.data.vocab = vocab
     # 100 examples per task (of each variant) keep the 16 evaluations to ~2 minutes.
@@ -104,6 +108,39 @@ def isoflop() -> ConfigDict:
     cfg.sweep.axes = ConfigDict(
         dict(flops=(1e15, 3e15, 1e16), width=(64, 128, 256), depth=(2, 4), variant=("simplified",))
     )
+    return cfg
+
+
+# The Hugging Face datasets the colab preset streams (data.hf). TinyStories is written in a young
+# child's vocabulary, so the filter should keep far more of it than of web text (not measured here:
+# no network); the paper's SlimPajama kept 2.1B of 627B tokens (~0.3%), so each simplified token
+# costs ~300 tokens read: 40M need ~12B, far more than one runtime streams and filters.
+COLAB_TEXTS = {"tinystories": dict(name="roneneldan/TinyStories", split="train", text_field="text"),
+               "slimpajama": dict(name="cerebras/SlimPajama-627B", split="train", text_field="text")}
+
+
+def colab(text: str = "tinystories", tokens: str = "40000000", tasks: str = "paper") -> ConfigDict:
+    """One Colab runtime: the paper's recipe (`paper`) at widths {32, ..., 512} x depths {2, 4, 8} x both
+    variants = 30 runs, each one epoch of `tokens` simplified tokens: data.max_train_tokens stops the
+    stream once the simplified variant has them, and the control reads to the same count. `text`:
+    tinystories or slimpajama (COLAB_TEXTS); `tasks`: eval.tasks (default the paper's suite: BLiMP
+    paper-22 and its eight tasks, downloaded once; at most 1,000 examples a task). Warmup is 10% of
+    the steps (the paper's 1,000 of 32k steps would outlast an epoch of 40M tokens, 610 steps).
+    `--dry_run --device all`: the training time on each device class.
+    """
+    if text not in COLAB_TEXTS:
+        raise ConfigError(f"preset colab: text={text!r} is not one of {', '.join(COLAB_TEXTS)}")
+    if not tokens.isdigit() or int(tokens) < 1:
+        raise ConfigError(f"preset colab: tokens={tokens!r} must be a positive whole number of tokens")
+    cfg = paper()
+    cfg.data.max_train_tokens = int(tokens)
+    cfg.data.hf.update(**COLAB_TEXTS[text])
+    steps = int(tokens) // (cfg.train.batch_size * cfg.train.seq_len)
+    cfg.train.update(warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 8),
+                     checkpoint_every=max(1, steps // 8))
+    cfg.eval.update(tasks=tasks, max_examples=1000)  # QQP's validation split alone has 40,430 rows
+    cfg.sweep.axes.width = (32, 64, 128, 256, 512)
+    cfg.sweep.epoch_tokens = int(tokens)
     return cfg
 
 

@@ -1,10 +1,14 @@
 """Shared test fixtures: the reference data folder and small configs; `preset` (import it:
 `from conftest import preset`) loads a preset of sweeps/grid.py as the CLIs do, and
-`harness_task` writes a local lm-eval multiple-choice task."""
+`harness_task` writes a local lm-eval multiple-choice task; `serve` serves a folder on 127.0.0.1."""
+import contextlib
+import functools
+import http.server
 import importlib.util
 import json
 import os
 import pathlib
+import threading
 
 import pytest
 
@@ -21,6 +25,27 @@ def shared_data() -> pathlib.Path:
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def serve(folder):
+    """An HTTP server on 127.0.0.1 serving `folder` (the download tests' stand-in for a registry or a
+    dataset's host); yields (base URL ending in '/', the list of paths requested)."""
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", requested
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def preset(name):
@@ -60,3 +85,5 @@ def harness_task(folder: pathlib.Path, name: str, rows: list[dict]) -> pathlib.P
 
 
 cpu_runtime.configure()  # as the entry points do, before any test computes
+# Tests never download BLiMP: a test that wants the download serves the files itself (test_online_data.py).
+os.environ.setdefault("SIMSCALE_BLIMP_URL", "http://127.0.0.1:9/")

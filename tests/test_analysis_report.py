@@ -324,3 +324,75 @@ def test_fit_cli_resamples_runs_named_by_a_column(tmp_path, capsys):
     assert out["n_points"] == 24 and out["n_runs"] == 6 and out["bootstrap_unit"] == "runs"
     assert main(["fit", "--csv", str(csv), "--law", "d", "--runs", "nope"]) == 2
     assert "lacks column(s) ['nope']" in capsys.readouterr().err
+
+
+def test_the_zero_shot_table_gives_each_model_a_95_percent_interval(tmp_path):
+    """Two tasks at s.e. 0.03 each: the mean's s.e. is sqrt(2 x 0.03^2) / 2 = 0.0212, so 0.7 +/- 1.96 x
+    0.0212 = [0.658, 0.742] on standard tasks; one shared task: 0.6 +/- 0.0588 = [0.541, 0.659]."""
+    from simscale.analysis.report import _zero_shot, zero_shot_table
+
+    w = tmp_path / "w"
+    for h in (32, 64):
+        for variant in ("simplified", "unrestricted"):
+            write_run(w / "runs", f"{variant}{h}", h, 2, variant, evals=False)
+            write_evals(w / "runs" / f"{variant}{h}", [
+                rec("blimp_a", "standard", 0.6), rec("blimp_b", "standard", 0.8),
+                rec("blimp_a", "simplified", 0.7)])
+    lines = zero_shot_table(_zero_shot(finished(collect([w])[0]))).splitlines()
+    assert lines[0] == "standard tasks (all): mean accuracy over 2 tasks +/- 1.96 s.e., chance 0.500"
+    assert [line.split(maxsplit=1)[0] for line in lines[1:5]] == ["simplified"] * 2 + ["unrestricted"] * 2
+    assert all(line.endswith("0.700 [0.658, 0.742]") for line in lines[1:5])
+    shared = lines.index("standard tasks shared with simplified: mean accuracy over 1 tasks +/- 1.96 s.e., "
+                         "chance 0.500")
+    assert all(line.endswith("0.600 [0.541, 0.659]") for line in lines[shared + 1:shared + 5])
+    assert lines[5].startswith("  size multiplier: ")
+    assert zero_shot_table({}).startswith("no zero-shot scores")
+
+
+def write_baseline(folder, model, total, nonembedding, records):
+    """A folder as `python -m simscale.evaluate --hf MODEL --out FOLDER` writes it."""
+    folder.mkdir(parents=True)
+    (folder / "baseline.json").write_text(json.dumps(dict(model=model, params_total=total,
+                                                          params_nonembedding=nonembedding, max_len=2048)))
+    write_evals(folder, [dict(r, model=model) for r in records])
+
+
+def test_report_shows_hugging_face_baselines_beside_the_grid(tmp_path, monkeypatch, capsys):
+    """Each baseline's mean over the grid's tasks, with its standard error, at its non-embedding N, in
+    fits.json, summary.md and the zero-shot figure; a baseline lacking one of the tasks gets no mean."""
+    from matplotlib.container import ErrorbarContainer
+
+    from simscale.analysis import figures
+
+    w = tmp_path / "w"
+    for h in (32, 64, 128):
+        for variant in ("simplified", "unrestricted"):
+            write_run(w / "runs", f"{variant}{h}", h, 2, variant, evals=False)
+            write_evals(w / "runs" / f"{variant}{h}", [rec(t, tv, 0.6) for t in ("copa", "blimp_a")
+                                                      for tv in ("standard", "simplified")])
+    base = tmp_path / "baselines"
+    write_baseline(base / "pythia", "EleutherAI/pythia-tiny", 7.0e7, 1.9e7, [
+        dict(rec("copa", "standard", 0.62), stderr=0.02), rec("blimp_a", "standard", 0.80),
+        dict(rec("blimp_a", "standard", 0.1), task="blimp", excluded=[])])  # a suite average: not a task
+    write_baseline(base / "opt", "facebook/opt-tiny", 1.25e8, 8.5e7, [rec("copa", "standard", 0.55)])
+    captured = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: captured.update({name: fig}) or [])
+    assert main(["report", "--workdir", str(w), "--out", str(tmp_path / "out"), "--baselines", str(base),
+                 "--bootstrap", "0"]) == 0
+    zs = json.loads((tmp_path / "out" / "fits.json").read_text())["zero_shot"]
+    opt, pythia = zs["standard"]["baselines"]
+    assert pythia == dict(model="EleutherAI/pythia-tiny", N=1.9e7, score=pytest.approx((0.62 + 0.80) / 2),
+                          stderr=pytest.approx(math.sqrt(0.02**2 + 0.03**2) / 2))
+    assert opt == dict(model="facebook/opt-tiny", N=8.5e7, missing=["blimp_a"])
+    assert [b["missing"] for b in zs["simplified"]["baselines"]] == [["blimp_a", "copa"]] * 2
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Baseline EleutherAI/pythia-tiny (N = 1.9e+07): 0.710 ± 0.018" in summary
+    assert "Baseline facebook/opt-tiny (N = 8.5e+07): no mean, it lacks blimp_a" in summary
+    bars = {c.get_label(): c for c in captured["zero_shot"].axes[0].containers
+            if isinstance(c, ErrorbarContainer)}
+    point = bars["EleutherAI/pythia-tiny (baseline, 95% CI)"]
+    np.testing.assert_allclose(point.lines[0].get_xydata(), [[1.9e7, 0.71]])
+    assert not any("opt-tiny" in label for label in bars)
+    assert main(["report", "--workdir", str(w), "--out", str(tmp_path / "o2"), "--baselines",
+                 str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --baselines {tmp_path / 'w'}: no baseline.json")

@@ -263,6 +263,18 @@ def test_aggregate_leaves_flagged_tasks_out():
     assert [r["task"] for r in only_syntax] == ["s"]  # a group that is the whole suite adds nothing
 
 
+def test_a_suite_of_blimp_and_multiple_choice_tasks_averages_each_metric_over_the_tasks_reporting_it():
+    def rec(task, group, metric, value):
+        return dict(task=task, variant="standard", metric=metric, value=value, stderr=0.1, n=100, chance=0.5,
+                    suite="paper", shots=0, flagged=False, group=group, skipped=0)
+
+    rows = [rec("blimp/a", "syntax", "acc", 0.9), rec("copa", "", "acc", 0.5),
+            rec("copa", "", "acc_norm", 0.6)]
+    got = {(r["task"], r["metric"]): r["value"] for r in evaluator.aggregate(rows, "paper")}
+    assert got == {("paper", "acc"): pytest.approx(0.7), ("paper", "acc_norm"): pytest.approx(0.6),
+                   ("paper/syntax", "acc"): pytest.approx(0.9)}
+
+
 def test_evaluate_run_writes_and_caches_eval_json(tmp_path, trained_run, monkeypatch):
     (tmp_path / "pairs.jsonl").write_text("".join(
         json.dumps({"context": "", "choices": [sentence(n, v, a, False), sentence(n, v, a, False, False)],

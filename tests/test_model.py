@@ -112,6 +112,8 @@ def test_mfu_counts_the_executed_matmuls_as_palm_does_whatever_the_runs_conventi
     assert counting.device_peak_flops("NVIDIA H200") == 989e12
     assert counting.device_peak_flops("NVIDIA H100 PCIe") == 756e12
     assert counting.device_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert counting.device_peak_flops("TPU v2") == 180e12 / 8  # a v2-8 board: 180, over 8 TensorCores
+    assert counting.device_peak_flops("Tesla T4") == 8.1e12  # float32: Turing has no bf16 tensor cores
     assert counting.mfu(1e3, cfg, 128, "cpu") is None
 
 

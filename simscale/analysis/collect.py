@@ -146,6 +146,25 @@ def collect(workdirs) -> tuple[list[RunResult], list[str]]:
     return runs, warnings
 
 
+def collect_baselines(folders) -> list[RunResult]:
+    """Hugging Face baselines (`python -m simscale.evaluate --hf MODEL --out DIR`): each folder is such a DIR
+    (baseline.json, eval.json) or holds such DIRs. A baseline is a RunResult with status 'baseline', its
+    model name as run_id, its parameter counts and records, and no data variant."""
+    out = []
+    for folder in map(pathlib.Path, folders):
+        found = [folder] if (folder / "baseline.json").is_file() else sorted(
+            p.parent for p in folder.glob("*/baseline.json"))
+        if not found:
+            raise FileNotFoundError(f"--baselines {folder}: no baseline.json in it or its subfolders; give "
+                                    "the --out folder of `simscale.evaluate --hf MODEL` (or its parent)")
+        for d in found:
+            info, evals = read_json(d / "baseline.json"), read_json(d / "eval.json", [])
+            out.append(RunResult(run_id=info["model"], workdir=str(d), status="baseline",
+                                 N=float(info["params_total"]), N_nonemb=float(info["params_nonembedding"]),
+                                 evals=evals if isinstance(evals, list) else []))
+    return out
+
+
 def finished(runs: list[RunResult]) -> list[RunResult]:
     return [r for r in runs if r.ok]
 

@@ -23,6 +23,7 @@ from simscale.analysis import optimal
 from simscale.analysis.collect import RunResult, finished
 
 COLORS = {"simplified": "tab:blue", "unrestricted": "tab:orange"}
+BASELINE_MARKERS = ("s", "D", "^", "v", "P", "X")  # Hugging Face baselines in the zero-shot figure
 Z95 = 1.96  # half-width of a 95% normal interval in standard errors
 LOSS = "Eval loss (nats / token)"
 TOKENS = "Training tokens D"
@@ -280,6 +281,10 @@ def fig_zero_shot(runs, results, out, convention=None):
         for v, pts in z["scores"].items():
             if pts:
                 _points(ax, *zip(*pts), fmt="o-", color=COLORS.get(v, "gray"), label=f"{v} data (95% CI)")
+        for i, b in enumerate(b for b in z.get("baselines", ()) if "score" in b):
+            marker = BASELINE_MARKERS[i % len(BASELINE_MARKERS)]
+            _points(ax, [b["N"]], [b["score"]], [b["stderr"]], fmt=marker, color="dimgray",
+                    label=f"{b['model']} (baseline, 95% CI)")
         if z["chance"] is not None:
             ax.axhline(z["chance"], color="k", ls=":", label="chance")
         ax.set(xscale="log", xlabel=_params_label(results), ylabel="Mean zero-shot accuracy",

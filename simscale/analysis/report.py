@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 
 from simscale.analysis import figures, ladder, optimal, points, zeroshot
-from simscale.analysis.collect import RunResult, collect, finished, write_points
+from simscale.analysis.collect import RunResult, collect, collect_baselines, finished, write_points
 from simscale.analysis.fit import extrapolation, fit_law
 from simscale.analysis.optimal import group_budgets
 from simscale.analysis.vpnls import fit_vpnls
@@ -128,6 +128,14 @@ def run_scores(runs: list[RunResult], task_variant: str, metric: str = "acc") ->
     return {k: float(np.mean([v[t]["value"] for t in tasks])) for k, v in per_run.items() if v}
 
 
+def _task_means(recs: dict[str, dict], tasks: list[str]) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(accuracy per task, examples per task, mean over the tasks, its standard error) of one model."""
+    acc, n = np.array([recs[t]["value"] for t in tasks]), np.array([recs[t].get("n") or 0 for t in tasks])
+    se = np.array([recs[t].get("stderr") or math.sqrt(a * (1 - a) / max(k, 1))
+                   for t, a, k in zip(tasks, acc, n)])
+    return acc, n, float(acc.mean()), float(math.sqrt((se**2).sum()) / len(tasks))
+
+
 def _suite(runs: list[RunResult], task_variant: str, tasks: list[str], seed: int) -> dict:
     """Mean accuracy over `tasks` per run (with its standard error), chance, and the size multiplier."""
     by_var, arrays = {v: [] for v in VARIANTS}, {v: [] for v in VARIANTS}
@@ -136,10 +144,8 @@ def _suite(runs: list[RunResult], task_variant: str, tasks: list[str], seed: int
         recs = _task_records(r, task_variant)
         if r.variant not in by_var or not recs:
             continue
-        acc, n = np.array([recs[t]["value"] for t in tasks]), np.array([recs[t].get("n") or 0 for t in tasks])
-        se = np.array([recs[t].get("stderr") or math.sqrt(a * (1 - a) / max(k, 1))
-                       for t, a, k in zip(tasks, acc, n)])
-        by_var[r.variant].append((r.N, float(acc.mean()), float(math.sqrt((se**2).sum()) / len(tasks))))
+        acc, n, mean, se = _task_means(recs, tasks)
+        by_var[r.variant].append((r.N, mean, se))
         arrays[r.variant].append((r.N, acc, np.maximum(n, 1)))
         chance += [recs[t]["chance"] for t in tasks if isinstance(recs[t].get("chance"), (int, float))]
     entry = dict(tasks=tasks, n_tasks=len(tasks), chance=float(np.mean(chance)) if chance else None,
@@ -153,8 +159,25 @@ def _suite(runs: list[RunResult], task_variant: str, tasks: list[str], seed: int
     return entry
 
 
-def _zero_shot(runs: list[RunResult], seed: int = 0, params: str = "nonembedding") -> dict:
-    """Suite means per task variant, each naming the tasks it averages.
+def _baseline_scores(baselines: list[RunResult], task_variant: str, tasks: list[str]) -> list[dict]:
+    """Each baseline's mean accuracy over the grid's `tasks`, with its standard error (as a run's), or the
+    tasks it lacks (not scored, or flagged) instead of a mean over fewer tasks."""
+    out = []
+    for b in baselines:
+        recs = _task_records(b, task_variant)
+        missing = [t for t in tasks if t not in recs]
+        if missing:
+            out.append(dict(model=b.run_id, N=b.N, missing=missing))
+        else:
+            _, _, mean, se = _task_means(recs, tasks)
+            out.append(dict(model=b.run_id, N=b.N, score=mean, stderr=se))
+    return out
+
+
+def _zero_shot(runs: list[RunResult], seed: int = 0, params: str = "nonembedding",
+               baselines: list[RunResult] = ()) -> dict:
+    """Suite means per task variant, each naming the tasks it averages, with the baselines' means
+    over the same tasks.
 
     `standard`: all standard tasks; `simplified` and `standard_shared`: the tasks both variants
     have, so that the standard-vs-simplified comparison averages the same tasks on both sides.
@@ -166,7 +189,8 @@ def _zero_shot(runs: list[RunResult], seed: int = 0, params: str = "nonembedding
                                       ("simplified", "simplified", shared or simp)):
         if tasks and not (name == "standard_shared" and not simp):
             entry = _suite(runs, task_variant, tasks, seed)
-            out[name] = dict(entry, task_variant=task_variant, N_params=params)
+            out[name] = dict(entry, task_variant=task_variant, N_params=params,
+                             baselines=_baseline_scores(list(baselines), task_variant, tasks))
     return out
 
 
@@ -202,10 +226,10 @@ def _ladder(runs: list[RunResult], bootstrap: int, seed: int, params: str = "non
 
 
 def analyse(runs: list[RunResult], convention: str | None = None, bootstrap: int = 1000, seed: int = 0,
-            log=lambda line: None, params: str = "nonembedding") -> dict:
-    """All fits per data variant, and zero-shot against scale, as a JSON-able dict.
+            log=lambda line: None, params: str = "nonembedding", baselines: list[RunResult] = ()) -> dict:
+    """All fits per data variant, and zero-shot against scale (with `baselines`), as a JSON-able dict.
 
-    params names the parameter count the runs' N holds (it labels every N-based record).
+    params names the parameter count the runs' (and baselines') N holds (it labels every N-based record).
     """
     done = finished(runs)
     results = dict(convention=convention, n_runs=len(runs), n_finished=len(done), params=params, variants={})
@@ -220,7 +244,7 @@ def analyse(runs: list[RunResult], convention: str | None = None, bootstrap: int
             one_variable=_one_variable(rs, convention, bootstrap, seed, params),
             accuracy_ladder=_attempt(_ladder, rs, min(bootstrap, 200), seed, params),
         )
-    results["zero_shot"] = _zero_shot(done, seed, params)
+    results["zero_shot"] = _zero_shot(done, seed, params, baselines)
     return results
 
 
@@ -303,7 +327,31 @@ def _zero_shot_lines(zs: dict) -> list[str]:
                          f"bootstrap draws{bounds}).")
         else:
             lines.append("  No size multiplier (a data variant is missing or has fewer than 2 models).")
+        for b in z.get("baselines", ()):
+            lines.append(f"  Baseline {b['model']} (N = {b['N']:.3g}): " + (
+                f"{b['score']:.3f} ± {b['stderr']:.3f}" if "score" in b else
+                f"no mean, it lacks {', '.join(b['missing'])} (not scored, or too few examples)"))
     return lines
+
+
+def zero_shot_table(zero_shot: dict, z: float = 1.96) -> str:
+    """analyse()'s zero_shot as text: per task variant, each model's mean accuracy with its `z` x s.e.
+    interval (95% by default) by data variant, smallest N first, then the size multiplier."""
+    if not zero_shot:
+        return "no zero-shot scores: no finished run was evaluated (eval.tasks empty, or no tasks found)"
+    blocks = []
+    for name, entry in zero_shot.items():
+        chance = f", chance {entry['chance']:.3f}" if entry.get("chance") is not None else ""
+        lines = [f"{figures.ZERO_SHOT_PANELS.get(name, name)}: mean accuracy over {entry['n_tasks']} tasks "
+                 f"+/- {z:g} s.e.{chance}"]
+        for variant, scores in entry["scores"].items():
+            lines += [f"  {variant:13s} N={n:>12,.0f}  {acc:.3f} [{acc - z * se:.3f}, {acc + z * se:.3f}]"
+                      for n, acc, se in scores]
+        m = entry.get("size_multiplier")
+        lines.append(f"  size multiplier: {m['text']}" if m else "  size multiplier: none (a data variant "
+                     "is missing or has fewer than 2 models)")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
 
 
 def _ladder_lines(lad: dict) -> list[str]:
@@ -346,11 +394,12 @@ def summary_markdown(results: dict, warnings: list[str], figure_paths: list[str]
 
 
 def report(workdirs, out, convention: str | None = None, bootstrap: int = 1000, seed: int = 0,
-           params: str = "nonembedding", log=print) -> dict:
+           params: str = "nonembedding", log=print, baselines=()) -> dict:
     """Collect, fit, draw; write fits.json, summary.md, points.csv and figures under `out`.
 
     convention: FLOPs convention for C (default: each run's own); params: which parameter
-    count is N in every fit and figure, "nonembedding" (Kaplan et al. 2020; default) or "total".
+    count is N in every fit and figure, "nonembedding" (Kaplan et al. 2020; default) or "total";
+    baselines: folders of Hugging Face baselines (collect_baselines), shown in the zero-shot results.
     """
     if params not in ("total", "nonembedding"):
         raise ValueError(f"params must be 'total' or 'nonembedding', got {params!r}")
@@ -359,12 +408,14 @@ def report(workdirs, out, convention: str | None = None, bootstrap: int = 1000, 
     if convention and known and convention not in known:
         raise ValueError(f"FLOPs convention {convention!r} is in no run's result.json; the runs have "
                          f"{sorted(known)}")
+    others = collect_baselines(baselines)
     if params == "nonembedding":
         runs = [dataclasses.replace(r, N=r.N_nonemb) for r in runs]
+        others = [dataclasses.replace(b, N=b.N_nonemb) for b in others]
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log(f"collected {len(runs)} runs ({len(finished(runs))} finished) from {workdirs}")
-    results = analyse(runs, convention, bootstrap, seed, log, params)
+    results = analyse(runs, convention, bootstrap, seed, log, params, others)
     log(f"drawing figures into {out}")
     drawn, skipped = figures.draw_all(runs, results, out, convention)
     results["warnings"] = warnings

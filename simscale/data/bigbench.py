@@ -1,7 +1,9 @@
-"""BIG-bench tasks read straight from the `bigbench==1.0.0` source archive on PyPI.
+"""BIG-bench tasks read straight from the `bigbench==1.0.0` source archive.
 
-The sdist (358 MB, Apache-2.0) holds every task's `task.json`; it is fetched
-once into the cache (`archive_path`). Members are read from the tar.gz; since a
+The sdist (358 MB, Apache-2.0) holds every task's `task.json`; it was fetched
+once from PyPI into the cache (`archive_path`), which no longer serves it: a
+copy kept from earlier or put in the cache by hand is read
+(`archive_local`). Members are read from the tar.gz; since a
 gzip stream cannot seek, the first read of a task also saves the small task
 files beside the archive, so later reads are instant.
 
@@ -10,16 +12,15 @@ corpora); evaluation must use other tasks (`list_tasks()` minus these).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
 import re
-import sys
 import tarfile
 import urllib.request
 from typing import Iterator
 
+from simscale.data import download
 from simscale.data.cache import cache_dir
 
 VERSION = "1.0.0"
@@ -39,6 +40,12 @@ def archive_path(folder=None) -> pathlib.Path:
     if not path.is_file():
         _download(path)
     return path
+
+
+def archive_local() -> pathlib.Path | None:
+    """The archive when it is in the cache, without going online."""
+    path = cache_dir() / "bigbench" / ARCHIVE
+    return path if path.is_file() else None
 
 
 def list_tasks(archive=None) -> list[str]:
@@ -127,35 +134,19 @@ def _scan(archive: pathlib.Path, wanted) -> None:
 
 
 def _download(path: pathlib.Path) -> None:
-    """Fetch the sdist from PyPI's simple index (PEP 691 JSON), verify its sha256, rename into place.
+    """Fetch the sdist named by PyPI's simple index (PEP 691 JSON), checked against SHA256.
 
-    (`pip download --no-binary :all: bigbench==1.0.0` no longer works with pip >= 25: building the
-    sdist's metadata fails on its direct-URL dependency, so the file is fetched without pip.)
+    PyPI no longer lists bigbench 1.0.0 (only 0.0.1, 2026-12): a copy kept from earlier, or one
+    placed at `path` by hand, is still read; without one, data.source=auto reads sources.FALLBACK.
     """
-    from tqdm import tqdm
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".part{os.getpid()}")
+    offline = (f"Put a copy of {ARCHIVE} (sha256 {SHA256[:12]}...) at {path}, or use another data.source "
+               "(data.source=auto picks one that is at hand)")
     try:
         req = urllib.request.Request(INDEX_URL, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         with urllib.request.urlopen(req, timeout=60) as r:
-            url = next(f["url"] for f in json.load(r)["files"] if f["filename"] == ARCHIVE)
-        digest = hashlib.sha256()
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0)
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {ARCHIVE}",
-                      disable=None, file=sys.stderr) as bar:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except (OSError, StopIteration, ValueError) as e:
-        tmp.unlink(missing_ok=True)
-        raise FileNotFoundError(
-            f"cannot download {ARCHIVE} from PyPI ({e!r}). Offline, fetch it elsewhere with "
-            f"`pip download --no-deps --no-binary :all: bigbench=={VERSION}` (pip < 25) or from "
-            f"{INDEX_URL}, and put it at {path}") from None
-    if digest.hexdigest() != SHA256:
-        tmp.unlink(missing_ok=True)
-        raise ValueError(f"downloaded {ARCHIVE} has the wrong sha256; try again")
-    tmp.replace(path)
+            url = next((f["url"] for f in json.load(r)["files"] if f["filename"] == ARCHIVE), None)
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"cannot read PyPI's index of bigbench ({e!r}). {offline}") from None
+    if url is None:
+        raise FileNotFoundError(f"PyPI no longer serves {ARCHIVE}. {offline}")
+    download.fetch(url, path, sha256=SHA256, what=ARCHIVE, offline=offline)

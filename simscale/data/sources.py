@@ -1,4 +1,5 @@
-"""Streaming document readers: local files, BIG-bench, TFDS and Hugging Face datasets.
+"""Streaming document readers: local files, BIG-bench, the State of the Union addresses, TFDS and Hugging
+Face datasets.
 
 `documents(cfg.data, counts)` yields one str per document, never holding the
 corpus in memory, and stops at `max_documents` / `max_bytes`. Invalid UTF-8 is
@@ -15,7 +16,10 @@ from typing import Iterator
 
 from simscale.config import ConfigError
 
-SOURCES = ("bigbench", "files", "tfds", "hf")  # data.source besides synthetic (simscale.validation checks)
+# data.source besides synthetic and auto (simscale.validation checks)
+SOURCES = ("bigbench", "sotu", "files", "tfds", "hf")
+# data.source=auto (simscale.at_hand): the BIG-bench dialogue when its archive is at hand, else this.
+FALLBACK = "sotu"
 FORMATS = ("auto", "text", "jsonl", "parquet")  # data.files.format
 
 
@@ -29,9 +33,11 @@ def labelled_documents(data_cfg, counts: dict | None = None) -> Iterator[tuple[s
     task, the input file, or the TFDS / Hugging Face dataset."""
     counts = {} if counts is None else counts
     counts.setdefault("replaced_bytes", 0)
-    readers = {"bigbench": _bigbench, "files": _files, "tfds": _tfds, "hf": _hf}
+    readers = {"bigbench": _bigbench, "sotu": _sotu, "files": _files, "tfds": _tfds, "hf": _hf}
+    if data_cfg.source not in readers:
+        raise ConfigError(f"data.source={data_cfg.source!r} reads no documents: choose one of {SOURCES}")
     max_docs, max_bytes, size = data_cfg.max_documents, data_cfg.max_bytes, 0
-    for i, (part, text) in enumerate(readers[data_cfg.source](data_cfg[data_cfg.source], counts)):
+    for i, (part, text) in enumerate(readers[data_cfg.source](data_cfg.get(data_cfg.source), counts)):
         if max_docs and i >= max_docs:
             return
         yield part, text
@@ -43,7 +49,12 @@ def labelled_documents(data_cfg, counts: dict | None = None) -> Iterator[tuple[s
 def describe(data_cfg) -> dict:
     """The fields that identify this source's documents (part of the cache key)."""
     d = {k: data_cfg[k] for k in ("source", "max_documents", "max_bytes")}
-    d[data_cfg.source] = data_cfg[data_cfg.source].to_dict()
+    if data_cfg.source == "sotu":  # no settings: what its documents are made of
+        from simscale.data import sotu
+
+        d["sotu"] = {"version": sotu.VERSION, "passage_sentences": sotu.PASSAGE_SENTENCES}
+    else:
+        d[data_cfg.source] = data_cfg[data_cfg.source].to_dict()
     if data_cfg.source == "files":  # the files' identity: names, sizes, times
         d["stat"] = [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in file_paths(data_cfg.files)]
     return d
@@ -139,6 +150,13 @@ def _bigbench(bigbench_cfg, counts) -> Iterator[tuple[str, str]]:
     archive = bigbench.archive_path()  # one copy in $SIMSCALE_CACHE, whatever data.cache_dir says
     names = [t.strip() for t in bigbench_cfg.tasks.split(",") if t.strip()]
     yield from interleave({name: list(bigbench.documents(name, archive)) for name in names})
+
+
+def _sotu(_, counts) -> Iterator[tuple[str, str]]:
+    """The State of the Union addresses in year order, as one part (simscale.data.sotu)."""
+    from simscale.data import sotu
+
+    yield from (("sotu", text) for _, text in sotu.documents())
 
 
 def interleave(parts: dict[str, list[str]]) -> Iterator[tuple[str, str]]:

@@ -19,6 +19,7 @@ import pathlib
 import urllib.request
 
 from simscale.data.cache import cache_dir
+from simscale.data.download import reachable
 
 AOCHILDES_FILE = "AOChildes_word_frequency.csv"
 AOCHILDES_URL = ("https://raw.githubusercontent.com/text-machine-lab/mini_gpt/HEAD/data/"
@@ -116,6 +117,11 @@ def aochildes_local() -> pathlib.Path | None:
     candidates = ([pathlib.Path(data) / "vocab" / AOCHILDES_FILE] if data else []) + [
         cache_dir() / "vocab" / AOCHILDES_FILE]
     return next((p for p in candidates if p.is_file()), None)
+
+
+def aochildes_downloadable() -> bool:
+    """Whether the paper's list answers at AOCHILDES_URL within a few seconds."""
+    return reachable(AOCHILDES_URL)
 
 
 def _aochildes_path() -> pathlib.Path:

@@ -123,12 +123,12 @@ def aggregate(records: Sequence[dict], name: str) -> list[dict]:
     and each group (BLiMP field, BIG-bench task of subtasks) as `name/group` unless the group
     is the whole suite."""
     out = []
-    keys = sorted({(r["variant"], r["metric"]) for r in records})
     groups = [[r for r in records if r["group"] == g] for g in sorted({r["group"] for r in records})]
     for label, members in [(name, records)] + [
             (f"{name}/{rows[0]['group']}", rows) for rows in groups
             if rows[0]["group"] and len(rows) < len(records)]:
-        for variant, metric in keys:
+        # the metrics its members report (the `paper` suite: BLiMP fields have acc only)
+        for variant, metric in sorted({(r["variant"], r["metric"]) for r in members}):
             rows = [r for r in members if (r["variant"], r["metric"]) == (variant, metric)]
             used = [r for r in rows if not r["flagged"]]
             k = len(used)

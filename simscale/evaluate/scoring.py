@@ -97,10 +97,15 @@ class Scorer:
     (input tokens without padding, compiles included)."""
 
     def __init__(self, params, model_cfg, batch_tokens: int = 8192, min_len: int = 16):
-        self.params, self.max_len = params, model_cfg.max_len
-        self.lengths = bucket_lengths(model_cfg.max_len, min_len)
+        score_batch = jax.jit(lambda p, x, y, m: _score_batch(p, x, y, m, model_cfg))
+        self._start(lambda x, y, m: score_batch(params, x, y, m), model_cfg.max_len, batch_tokens, min_len)
+
+    def _start(self, batch_fn, max_len: int, batch_tokens: int, min_len: int) -> None:
+        """batch_fn(tokens_BT, targets_BT, mask_BT) -> (summed masked log-probabilities_B, greedy_B), arrays
+        numpy can read: the model's part of scoring (another model kind brings its own, hf_model.py)."""
+        self._fn, self.max_len = batch_fn, max_len
+        self.lengths = bucket_lengths(max_len, min_len)
         self.batch_tokens = batch_tokens
-        self._fn = jax.jit(lambda p, x, y, m: _score_batch(p, x, y, m, model_cfg))
         self.tokens, self.seconds = 0, 0.0
 
     @property
@@ -140,7 +145,7 @@ class Scorer:
                 x[row, :n], y[row, :n] = whole[:-1], whole[1:]
                 m[row, n - n_cont:n] = True
                 n_tokens += n
-            jobs.append((idx, self._fn(self.params, x, y, m)))  # dispatched asynchronously
+            jobs.append((idx, self._fn(x, y, m)))  # dispatched asynchronously
         results: list = [None] * len(requests)
         for idx, (logp, greedy) in jobs:
             logp, greedy = np.asarray(logp), np.asarray(greedy)

@@ -8,6 +8,8 @@ empty context and the good sentence first (lm-eval's BLiMP).
 Task names (comma-separated on the command line):
   blimp                 all 67 BLiMP paradigms       blimp/<paradigm>  one paradigm
   blimp_paper22         the paper's 22 paradigms
+  copa, sst2, qqp, mrpc, rte, mnli, piqa, arc_easy   the paper's tasks as lm-eval defines them
+  paper                 those eight + blimp_paper22 (paper_tasks.py)
   bigbench_mc           BIG-bench multiple-choice tasks (BIGBENCH_MC)
   bigbench/<task>       one BIG-bench task (a multiple-choice task.json)
   jsonl:<path>          a user task: one {"context", "choices", "gold"} object a line
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import numpy as np
+
+from simscale.evaluate import blimp_files
 
 BLIMP_PAPER22 = (
     "anaphor_gender_agreement", "anaphor_number_agreement",
@@ -71,12 +74,10 @@ class Task:
 
 
 def blimp_dir(path=None) -> pathlib.Path:
-    """The folder of BLiMP's 67 jsonl files: `path`, else $SIMSCALE_DATA/blimp."""
+    """The folder of BLiMP's 67 jsonl files: `path`, else $SIMSCALE_DATA/blimp, else the cache's copy,
+    downloaded once (blimp_files.py)."""
     if path is None:
-        root = os.environ.get("SIMSCALE_DATA")
-        if not root:
-            raise FileNotFoundError("BLiMP folder unknown: pass its path or set SIMSCALE_DATA")
-        path = pathlib.Path(root) / "blimp"
+        return blimp_files.folder()
     path = pathlib.Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"BLiMP folder {path} does not exist")
@@ -88,7 +89,7 @@ def blimp_paradigm(name: str, directory=None) -> Task:
     path = blimp_dir(directory) / f"{name}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"BLiMP paradigm {name!r}: no file {path}")
-    rows = _read_jsonl(path)
+    rows = read_jsonl(path)
     examples = tuple(Example("", (r["sentence_good"], r["sentence_bad"]), (0,)) for r in rows)
     return Task(f"blimp/{name}", examples, metrics=("acc",), group=rows[0]["field"])
 
@@ -131,7 +132,7 @@ def jsonl_task(path) -> Task:
     """A user task: lines {"context": str, "choices": [str, ...], "gold": int or [int, ...]}."""
     path = pathlib.Path(path)
     examples = []
-    for i, row in enumerate(_read_jsonl(path), 1):
+    for i, row in enumerate(read_jsonl(path), 1):
         try:
             gold = row["gold"] if isinstance(row["gold"], list) else [row["gold"]]
             choices = tuple(str(c) for c in row["choices"])
@@ -162,8 +163,15 @@ def resolve(spec: str, blimp=None) -> list[Task]:
         return _bigbench(spec.split("/", 1)[1])
     if spec.startswith("jsonl:"):
         return [jsonl_task(spec.split(":", 1)[1])]
+    from simscale.evaluate import paper_tasks
+
+    if spec in paper_tasks.PAPER_TASKS:
+        return [paper_tasks.paper_task(spec)]
+    if spec == "paper":
+        return [paper_tasks.paper_task(t) for t in paper_tasks.PAPER_TASKS] + resolve("blimp_paper22", blimp)
     raise ValueError(f"unknown task {spec!r}: use blimp, blimp_paper22, blimp/<paradigm>, "
-                     "bigbench_mc, bigbench/<task> or jsonl:<path>")
+                     f"bigbench_mc, bigbench/<task>, jsonl:<path>, paper or one of its tasks "
+                     f"{','.join(paper_tasks.PAPER_TASKS)}")
 
 
 def _bigbench(name: str) -> list[Task]:
@@ -180,7 +188,7 @@ def _bigbench(name: str) -> list[Task]:
     return [bigbench_task(name, task_json)]
 
 
-def _read_jsonl(path: pathlib.Path) -> list[dict]:
+def read_jsonl(path: pathlib.Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} does not exist")
     rows = []

@@ -9,10 +9,16 @@ import math
 
 from simscale.model.llama import head_dim, intermediate, kv_heads, param_shapes
 
-# Dense bf16 peak FLOP/s by device kind (substring of jax's device_kind, lower case; the first key
-# found wins, so a variant comes before its family: "NVIDIA H100 PCIe" 756, the SXM "NVIDIA H100 80GB
-# HBM3" 989).
+# Dense bf16 peak FLOP/s of one JAX device by device kind (substring of jax's device_kind, lower case;
+# the first key found wins, so a variant comes before its family: "NVIDIA H100 PCIe" 756, the SXM
+# "NVIDIA H100 80GB HBM3" 989). Vendor specs: NVIDIA's H100/H200/A100 datasheets (A100: 312 TFLOP/s
+# bf16 dense); Google Cloud's TPU system-architecture pages (v2: 180 TFLOP/s a v2-8 board of 4 chips,
+# 8 TensorCores, each core its own JAX device: 22.5; v4 275 and v5p 459 a chip; v5e 197 a chip).
+# NVIDIA's T4 datasheet gives 65 TFLOP/s fp16 but Turing has no bfloat16 tensor cores, so XLA runs
+# the bf16 matmuls in float32: its 8.1 TFLOP/s float32 peak is the one that bounds simscale there.
 DEVICE_PEAK_FLOPS = {
+    "tesla t4": 8.1e12,
+    "tpu v2": 22.5e12,
     "h200": 989e12,
     "h100 pcie": 756e12,
     "h100": 989e12,

@@ -35,6 +35,10 @@ flags.DEFINE_string("ray_address", "",
                     "Ray cluster address ('auto' to join a running cluster; '': a local instance)")
 flags.DEFINE_bool("dry_run", False, "print the runs (sizes, FLOPs, estimated time) and exit")
 flags.DEFINE_bool("json", False, "with --dry_run: print a JSON list")
+flags.DEFINE_list("device", [], "with --dry_run: also estimate each run's time on these device classes "
+                  f"from its FLOPs at an assumed MFU ({', '.join(estimate.DEVICE_CLASSES)}, or all)")
+flags.register_validator("device", lambda names: set(names) <= {*estimate.DEVICE_CLASSES, "all"},
+                         f"--device: choose from {', '.join(estimate.DEVICE_CLASSES)} or all")
 flags.DEFINE_enum("estimate", "auto", ["auto", "past", "none"],
                   "wall-time estimates: auto (past runs, else a short calibration), past (measured only), "
                   "none")
@@ -71,7 +75,14 @@ def _records(runs, workdir: pathlib.Path, cfg) -> tuple[list[dict], dict | None]
         rec["est_trained_s"] = rec["trained_tokens"] / speed if speed else None
         if check and check["key"] == key:
             rec["est_check"] = {k: v for k, v in check.items() if k != "key"}
+        if FLAGS.device:
+            rec["est_device_s"] = {d: estimate.device_time_s(run, rec["tokens"], d)
+                                   for d in _device_classes()}
     return records, check
+
+
+def _device_classes() -> list[str]:
+    return list(estimate.DEVICE_CLASSES) if "all" in FLAGS.device else FLAGS.device
 
 
 def sweep(cfg, workdir: pathlib.Path) -> int:

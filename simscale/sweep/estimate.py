@@ -10,6 +10,10 @@ directory; its tokens/s stands for the full batch's. Calibrations stop once
 `sweep.calibration_budget_s` seconds are spent; the shapes left are scaled by
 model FLOPs per token from the costliest shape calibrated (same FLOP/s).
 
+Without a measurement, `device_time_s` estimates a run's time on a named device class (a Colab
+TPU v5e-1 or v2-8, an A100, a T4) from its FLOPs, the class's peak (counting.DEVICE_PEAK_FLOPS) and
+an assumed MFU: a planning figure, not a measurement.
+
 The first shape calibrated at a reduced batch is also timed at its runs' full batch (one compile
 step and one timed step) when that fits in the budget: the error of its reduced-batch
 estimate (`batch_check`) is what the dry-run table reports, and the shape's own estimate is then
@@ -61,6 +65,30 @@ def sizes(run: PlannedRun, epoch_tokens: int) -> dict:
                 tokens=tokens, tokens_exact=exact, flops=per_token * tokens, flops_convention=convention,
                 branch_of=run.branch_of, branch_step=run.branch_step, branch_points=list(run.branch_points),
                 trained_tokens=trained, trained_flops=per_token * trained)
+
+
+# Device classes of `--dry_run --device`: (a device_kind of counting.DEVICE_PEAK_FLOPS, JAX devices a
+# run spans); a v2-8's JAX devices are its 8 TensorCores, the others are single chips or GPUs.
+DEVICE_CLASSES = {"tpu-v5e-1": ("TPU v5 lite", 1), "tpu-v2-8": ("TPU v2", 8), "a100": ("NVIDIA A100", 1),
+                  "t4": ("Tesla T4", 1)}
+# The MFU (PaLM's count over the dense peak, as counting.mfu) assumed for those estimates. Not measured
+# on these devices: a middle figure for hidden 32-512 at 512 x 128 tokens a step, well under the 40%
+# targeted at 1024x8 (docs/training.md, "GPU check"), since the smallest shapes are bound by memory
+# traffic and step launches rather than matmuls; their estimates are the most optimistic.
+ASSUMED_MFU = 0.25
+
+
+def device_class(device_kind: str, n_devices: int) -> str | None:
+    """The DEVICE_CLASSES name of `n_devices` devices of `device_kind` (jax's), or None."""
+    return next((name for name, (kind, n) in DEVICE_CLASSES.items()
+                 if kind.lower() in device_kind.lower() and n == n_devices), None)
+
+
+def device_time_s(run: PlannedRun, tokens: int, device_class: str) -> float:
+    """Seconds `run` takes to train `tokens` tokens on `device_class` at ASSUMED_MFU."""
+    kind, n_devices = DEVICE_CLASSES[device_class]
+    peak = counting.device_peak_flops(kind) * n_devices
+    return tokens * counting.flops_palm(run.cfg.model, run.cfg.train.seq_len) / (peak * ASSUMED_MFU)
 
 
 def measured_throughput(workdir: pathlib.Path) -> dict[str, float]:

@@ -19,7 +19,7 @@ import re
 from ml_collections import ConfigDict
 
 from simscale import at_hand
-from simscale.config import SWEEP_AXES, ConfigError, config_hash, flat, run_config, to_dict
+from simscale.config import REPORTING_ONLY, SWEEP_AXES, ConfigError, config_hash, flat, run_config, to_dict
 from simscale.model import counting
 from simscale.sweep import branches
 from simscale.humanize import human
@@ -140,7 +140,8 @@ def _run_id(cfg: ConfigDict) -> str:
     """`w64-d2-simplified[-s<seed>][-t<tokens>]-<hash>`: all from the config (not the grid), so stable.
 
     The hash covers the settings that differ from simscale.config.run_config()'s defaults, outside
-    `eval` (evaluation does not change training): a key added to the defaults renames no run.
+    `eval` (evaluation does not change training) and REPORTING_ONLY (trackers): a key added to the
+    defaults renames no run.
     """
     parts = [f"w{cfg.model.hidden}", f"d{cfg.model.layers}", cfg.data.variant]
     if cfg.seed:
@@ -149,5 +150,5 @@ def _run_id(cfg: ConfigDict) -> str:
         parts.append(f"t{human(cfg.train.tokens)}")
     defaults = flat(to_dict(run_config()))
     changed = {k: v for k, v in flat(to_dict(cfg)).items()
-               if not k.startswith("eval.") and defaults.get(k, _ABSENT) != v}
+               if not k.startswith("eval.") and k not in REPORTING_ONLY and defaults.get(k, _ABSENT) != v}
     return "-".join(parts + [config_hash(changed, 8)])

@@ -5,7 +5,9 @@ import pathlib
 import time
 
 from simscale.humanize import duration, human
+from simscale.model.counting import device_peak_flops
 from simscale.sweep import store
+from simscale.sweep.estimate import ASSUMED_MFU, DEVICE_CLASSES
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -17,7 +19,8 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def dry_run_table(records: list[dict], estimated: bool = True, check: dict | None = None) -> str:
     """One row per run and totals; `estimated=False` (--estimate none) leaves the time column empty;
-    `check` (estimate.batch_check) adds a line saying how good the reduced-batch estimate was."""
+    `check` (estimate.batch_check) adds a line saying how good the reduced-batch estimate was; records
+    with `est_device_s` (--device) get a column per device class."""
     est = [r["est_time_s"] for r in records]
     rows = [[r["run_id"], r["width"], r["depth"], r["variant"], f"{r['params_total']:,}",
              f"{r['params_nonembedding']:,}", human(r["tokens"]) + ("" if r["tokens_exact"] else " (epoch)"),
@@ -30,7 +33,14 @@ def dry_run_table(records: list[dict], estimated: bool = True, check: dict | Non
     header = ["run", "width", "depth", "variant", "params", "non-embedding", "tokens",
               f"FLOPs ({records[0]['flops_convention']})" if records else "FLOPs", "est. time", "estimate",
               "wsd branch"]
+    classes = list(records[0].get("est_device_s", {})) if records else []
+    for row, r in zip(rows, records):
+        row.extend(duration(r["est_device_s"][d]) for d in classes)
+    rows[-1].extend(duration(sum(r["est_device_s"][d] for r in records)) for d in classes)
+    header.extend(f"at {d}" for d in classes)
     lines = [table(header, rows)]
+    if classes:
+        lines.append(device_line())
     if any(r.get("branch_of") for r in records):
         lines.append(branching_line(records, estimated))
     if check:
@@ -57,6 +67,15 @@ def branching_line(records: list[dict], estimated: bool = True) -> str:
     return (f"with wsd branches ({branches} run(s) off {trunks} trunk(s), sweep.branch=True): "
             f"{human(trained)} FLOPs, est. {next(times)}; from scratch (sweep.branch=False): "
             f"{human(flops)} FLOPs, est. {next(times)} ({trained / flops:.2f}x the FLOPs)")
+
+
+def device_line() -> str:
+    """What the `at DEVICE` columns assume."""
+    peaks = ", ".join(f"{d} {n * device_peak_flops(kind) / 1e12:g}"
+                      for d, (kind, n) in DEVICE_CLASSES.items())
+    return (f"'at DEVICE' columns: PaLM FLOPs over the device's dense peak (TFLOP/s: {peaks}) at an "
+            f"assumed MFU of {ASSUMED_MFU:.0%}, not measured; training only (no data preparation, "
+            "compilation or evaluation); the smallest shapes run below that MFU")
 
 
 def batch_check_line(check: dict) -> str:

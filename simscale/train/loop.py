@@ -17,7 +17,8 @@ import jax
 import numpy as np
 
 from simscale import at_hand
-from simscale.config import BACKFILL, ConfigError, upgrade, config_hash, differences, from_dict, to_dict
+from simscale.config import (BACKFILL, REPORTING_ONLY, ConfigError, config_hash, differences, from_dict,
+                             to_dict, upgrade)
 from simscale.data import loader, tokenizer
 from simscale.model import counting
 from simscale.train import mesh as mesh_lib
@@ -225,7 +226,7 @@ def _check_saved_config(path: Path, given: dict) -> None:
     if saved is None:
         return
     saved, filled = upgrade(saved)
-    changed = differences(saved, given)
+    changed = [k for k in differences(saved, given) if k not in REPORTING_ONLY]
     if changed:
         listed = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise ConfigError(f"{path.parent} holds a run with a different config.json ({listed}): "
@@ -290,7 +291,8 @@ class _Run:
             token_bytes=tokenizer.content_bytes(tokenizer.load(data.tokenizer_path)) if data else None,
             validation=list(loader.batches(data, cfg, "validation")),  # the same rows at every evaluation
             flops_per_token=counting.flops_per_token(cfg.model, tc.seq_len, tc.flops_convention),
-            log=MetricsLog(run_dir, start, steps, enabled=main, name=run_dir.name),
+            log=MetricsLog(run_dir, start, steps, enabled=main, name=run_dir.name, trackers=tc.trackers,
+                           config=to_dict(cfg)),
             state=state, step=start, wall_before=float(meta["wall_time_s"]),
             branch_points=owed, branch_from=branch_from)
 
