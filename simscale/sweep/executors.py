@@ -3,7 +3,9 @@
 Each executor calls `run_one` once per run wherever the run trains; `run_one`
 claims the run's lock, skips it when done (or failed, unless retrying),
 trains or resumes it, evaluates it and records the outcome. Runs that another
-worker holds come back as "busy" and are retried until they settle.
+worker holds come back as "busy" and are retried until they settle. A wsd branch
+(simscale.sweep.branches) waits for its trunk's branch point while the trunk trains,
+comes back as "waiting" while the trunk is queued, and fails with its trunk's error.
 """
 from __future__ import annotations
 
@@ -28,18 +30,22 @@ log = logging.getLogger("simscale.sweep")
 EXECUTORS = ("inline", "process", "ray")
 REPO_ROOT = str(pathlib.Path(__file__).resolve().parents[2])
 CPUS_ENV = "SIMSCALE_WORKER_CPUS"  # the cores a CPU worker of the process executor runs on
+POINT_POLL_S = 0.5  # how often a branch looks for its point while its trunk trains
 
 
-def default_train(cfg, rdir):
+def default_train(cfg, rdir, **branch):
     from simscale.train import train
 
-    return train(cfg, rdir)
+    return train(cfg, rdir, **branch)
 
 
-def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = False, train_fn=None) -> dict:
+def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = False, train_fn=None,
+            branch: dict | None = None) -> dict:
     """Claim, train (or resume) and evaluate one run; returns {run_id, outcome, error?}.
 
-    Outcomes: done (trained now), skipped (already done), failed, busy (another worker holds it).
+    Outcomes: done (trained now), skipped (already done), failed, busy (another worker holds it),
+    waiting (a branch whose trunk is queued in this sweep and has not reached its point).
+    `branch`: {branch_points} of a trunk, {branch_of, branch_step, trunk_queued} of a branch.
     """
     from simscale import compile_cache, cpu_runtime
 
@@ -60,24 +66,61 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
             return dict(run_id=run_id, outcome="failed", error=status.get("error", "failed earlier"))
         else:
             cfg = from_dict(cfg_dict)
-            store.append_attempt(rdir, "start", step=status.get("step", 0))
+            start = status.get("step", 0)
+            kwargs = _train_kwargs(workdir, branch or {}, start)
+            if isinstance(kwargs, str):  # waiting, or the trunk's failure
+                if kwargs == "waiting":
+                    return dict(run_id=run_id, outcome="waiting")
+                _failed(rdir, kwargs, "")
+                return dict(run_id=run_id, outcome="failed", error=kwargs)
+            start = max(start, kwargs["branch_from"][1]) if "branch_from" in kwargs else start
+            store.append_attempt(rdir, "start", step=start)
             log.info("training %s%s", run_id, f" (interrupted at step {status['step']}: resuming from its "
-                                              "last checkpoint)" if status.get("step") else "")
+                                              "last checkpoint)" if status.get("step") else
+                     f" from step {start} of its trunk" if start else "")
             try:
-                (train_fn or default_train)(cfg, rdir)
+                result = (train_fn or default_train)(cfg, rdir, **kwargs)
             except Exception as e:  # noqa: BLE001 - the run fails, the sweep goes on
                 error = f"{type(e).__name__}: {e}"
-                store.write_json(rdir / "status.json", dict(
-                    store.read_json(rdir / "status.json", {}), status="failed", error=error,
-                    traceback=traceback.format_exc(), updated=time.time()))
-                store.append_attempt(rdir, "failed", error=error)
-                log.error("run %s failed: %s", run_id, error)
+                _failed(rdir, error, traceback.format_exc())
                 return dict(run_id=run_id, outcome="failed", error=error)
-            store.append_attempt(rdir, "done")
+            store.append_attempt(rdir, "done", step=(result or {}).get("steps"))
             outcome = "done"
         error = _evaluate(rdir, from_dict(cfg_dict))
     return (dict(run_id=run_id, outcome="failed", error=error) if error
             else dict(run_id=run_id, outcome=outcome))
+
+
+def _failed(rdir: pathlib.Path, error: str, trace: str) -> None:
+    store.write_json(rdir / "status.json", dict(store.read_json(rdir / "status.json", {}), status="failed",
+                                                error=error, traceback=trace, updated=time.time()))
+    store.append_attempt(rdir, "failed", error=error)
+    log.error("run %s failed: %s", rdir.name, error)
+
+
+def _train_kwargs(workdir: str, branch: dict, start: int) -> dict | str:
+    """train()'s branch arguments, "waiting", or a failure message. A branch with steps of its own
+    resumes them; else it starts from its trunk's point, waiting while the trunk trains towards it;
+    it trains from scratch (the same run) when its trunk finished without the point (trained before
+    branching) or is neither queued in this sweep nor training elsewhere."""
+    from simscale.train import branch as branch_lib
+
+    if branch.get("branch_points"):
+        return dict(branch_points=tuple(branch["branch_points"]))
+    if not branch.get("branch_of"):
+        return {}
+    trunk, step = store.run_dir(pathlib.Path(workdir), branch["branch_of"]), branch["branch_step"]
+    while True:
+        if start or branch_lib.ready(trunk, step):  # with steps of its own, it resumes them
+            return dict(branch_from=(str(trunk), step))
+        state = store.run_status(trunk)
+        if state.get("status") == "failed":
+            return f"its trunk {trunk.name} failed before step {step}: {state.get('error', '')}"
+        if state.get("status") == "done":
+            return {}
+        if not store.holder(trunk):
+            return "waiting" if branch.get("trunk_queued") else {}
+        time.sleep(POINT_POLL_S)
 
 
 def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
@@ -115,13 +158,20 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
     outcomes: dict[str, dict] = {}
     waiting = 0
     while todo:
-        jobs = [(str(workdir), r.run_id, to_dict(r.cfg), retry_failed, train_fn) for r in todo]
+        queued = {r.run_id for r in todo}
+        jobs = [(str(workdir), r.run_id, to_dict(r.cfg), retry_failed, train_fn, _branch(r, queued))
+                for r in todo]
         for outcome in submit(jobs, **kwargs):
             outcomes[outcome["run_id"]] = outcome
-        todo = [r for r in todo if outcomes[r.run_id]["outcome"] == "busy"]
+        for r in todo:  # a trunk whose worker died: its branches fail with its error
+            trunk = outcomes.get(r.branch_of, {})
+            if outcomes[r.run_id]["outcome"] == "waiting" and trunk.get("outcome") == "failed":
+                outcomes[r.run_id] = dict(run_id=r.run_id, outcome="failed",
+                                          error=f"its trunk {r.branch_of} failed: {trunk.get('error', '')}")
+        todo = [r for r in todo if outcomes[r.run_id]["outcome"] in ("busy", "waiting")]
         if todo:
             if len(todo) != waiting:
-                log.info("waiting for %d run(s) held by another worker: %s", len(todo),
+                log.info("waiting for %d run(s) held by another worker or by their trunk: %s", len(todo),
                          [r.run_id for r in todo])
             waiting = len(todo)
             time.sleep(poll_s)
@@ -129,6 +179,15 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
                 time.sleep(poll_s)  # resubmit (a new worker pool) only once one of them is free
         retry_failed = False  # a failure seen in this sweep is not retried again
     return [outcomes[r.run_id] for r in runs]
+
+
+def _branch(run: PlannedRun, queued: set[str]) -> dict | None:
+    if run.branch_points:
+        return dict(branch_points=list(run.branch_points))
+    if run.branch_of:
+        return dict(branch_of=run.branch_of, branch_step=run.branch_step,
+                    trunk_queued=run.branch_of in queued)
+    return None
 
 
 def _order(runs: list[PlannedRun], workers: int) -> list[PlannedRun]:
@@ -140,7 +199,7 @@ def _order(runs: list[PlannedRun], workers: int) -> list[PlannedRun]:
     from simscale.sweep import estimate
 
     by_shape: dict[str, list[PlannedRun]] = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: bool(r.branch_of)):  # trunks before their branches
         by_shape.setdefault(program_key(r.cfg), []).append(r)
     groups = list(by_shape.values())
     if workers <= 1:

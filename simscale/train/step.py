@@ -2,7 +2,9 @@
 
 A train state is a dict {'step', 'params', 'opt_state'} sharded by the mesh
 rules. `program(cfg, total_steps, mesh)` builds (once per distinct shape and
-optimiser setting) functions compiled ahead of time on first use:
+optimiser setting, whatever the budget: the schedule's numbers of a budget,
+optim.schedule_args, are an argument of the compiled step that `prog.train` binds)
+functions compiled ahead of time on first use:
 
     state = prog.init(seed)
     state, metrics = prog.train(state, tokens_BT1)    # state donated
@@ -18,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -53,10 +56,27 @@ class Compiled:
         return self.compile()(*args)
 
 
+class BoundTrain:
+    """A compiled train step (state, tokens, schedule_args) with one run's schedule_args bound."""
+
+    def __init__(self, compiled: Compiled, args: jax.Array):
+        self.compiled, self.args = compiled, args
+
+    def compile(self):
+        return self.compiled.compile()
+
+    @property
+    def compile_time_s(self) -> float | None:
+        return self.compiled.compile_time_s
+
+    def __call__(self, state, tokens_BT1):
+        return self.compiled(state, tokens_BT1, self.args)
+
+
 @dataclasses.dataclass
 class Program:
     init_state: Compiled  # rng key -> state
-    train: Compiled  # (state, tokens_BT1) -> (state, metrics); state donated
+    train: Compiled | BoundTrain  # (state, tokens_BT1) -> (state, metrics); state donated
     eval: Compiled  # (params, tokens_BT1) -> per-sequence mean losses [B]
     abstract_state: Any  # ShapeDtypeStructs carrying their shardings
     batch_sharding: NamedSharding
@@ -93,10 +113,22 @@ def abstract_state(cfg, mesh, total_steps: int = 1):
 
 
 def build(cfg, total_steps: int, mesh) -> Program:
-    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use."""
+    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use; the
+    train step bound to the schedule of `total_steps` updates."""
+    return _bind(_build(cfg, mesh), cfg, total_steps, mesh)
+
+
+def _bind(core: Program, cfg, total_steps: int, mesh) -> Program:
+    args = np.asarray(optim.schedule_args(cfg.train, total_steps), np.int32)
+    rep = mesh_lib.replicated(mesh)
+    on_devices = jax.make_array_from_callback(args.shape, rep, lambda index: args[index])
+    return dataclasses.replace(core, train=BoundTrain(core.train, on_devices))
+
+
+def _build(cfg, mesh) -> Program:
+    """build() with a train step taking the schedule_args as its third argument."""
     mc, tc = cfg.model, cfg.train
-    tx = optim.optimizer(tc, total_steps, llama.logical_axes(mc))
-    lr_fn = optim.schedule(tc, total_steps)
+    tx = optim.optimizer(tc, 1, llama.logical_axes(mc))  # its state's structure does not depend on the budget
     init_fn = _init_fn(cfg, tx)
     abstract, state_sh = _state_shardings(cfg, tx, mesh)
     param_sh, rep = state_sh["params"], mesh_lib.replicated(mesh)
@@ -105,7 +137,8 @@ def build(cfg, total_steps: int, mesh) -> Program:
     batch = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh)
     accum = tc.grad_accum
 
-    def train_fn(state, tokens_BT1):
+    def train_fn(state, tokens_BT1, schedule_args):
+        tx = optim.optimizer(tc, schedule_args, llama.logical_axes(mc))
         params = state["params"]
         grad_fn = jax.value_and_grad(functools.partial(loss_lib.mean_loss, model_cfg=mc,
                                                        loss_chunk=tc.loss_chunk))
@@ -122,7 +155,8 @@ def build(cfg, total_steps: int, mesh) -> Program:
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
                "opt_state": opt_state}
-        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr_fn(state["step"])}
+        lr = optim.learning_rate(tc, state["step"], schedule_args)
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr}
 
     def eval_fn(params, tokens_BT1):
         per_seq = lambda toks: jnp.mean(loss_lib.token_losses(params, toks, mc), axis=-1)  # noqa: E731
@@ -133,23 +167,30 @@ def build(cfg, total_steps: int, mesh) -> Program:
 
     return Program(
         init_state=Compiled(jax.jit(init_fn, out_shardings=state_sh), jax.random.key(0)),
-        train=Compiled(jax.jit(train_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
-                               donate_argnums=0), abstract, batch),
+        train=Compiled(jax.jit(train_fn, in_shardings=(state_sh, batch_sh, rep),
+                               out_shardings=(state_sh, rep), donate_argnums=0),
+                       abstract, batch, jax.ShapeDtypeStruct((3,), jnp.int32, sharding=rep)),
         eval=Compiled(jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=rep),
                       abstract["params"], batch),
         abstract_state=abstract, batch_sharding=batch_sh, global_batch_shape=shape)
 
 
-_CACHE: dict[str, Program] = {}
+_CACHE: dict[str, Program] = {}  # compiled programs, by what the compiled code depends on
+_BOUND: dict[str, Program] = {}  # and bound to a budget
 
 
 def program(cfg, total_steps: int, mesh) -> Program:
-    """build() memoised on what the compiled code depends on, so a sweep compiles each shape once."""
-    key = json.dumps([program_key(cfg), total_steps, dict(mesh.shape), [d.id for d in mesh.devices.flat]])
+    """build() memoised on what the compiled code depends on, so a sweep compiles each shape once
+    whatever its runs' budgets."""
+    key = json.dumps([program_key(cfg), dict(mesh.shape), [d.id for d in mesh.devices.flat]])
     if key not in _CACHE:
-        _CACHE[key] = build(cfg, total_steps, mesh)
-    return _CACHE[key]
+        _CACHE[key] = _build(cfg, mesh)
+    bound = json.dumps([key, optim.schedule_args(cfg.train, total_steps)])
+    if bound not in _BOUND:
+        _BOUND[bound] = _bind(_CACHE[key], cfg, total_steps, mesh)
+    return _BOUND[bound]
 
 
 def clear_cache() -> None:
     _CACHE.clear()
+    _BOUND.clear()
