@@ -92,23 +92,19 @@ def abstract_state(cfg, mesh, total_steps: int = 1):
     return _state_shardings(cfg, tx, mesh)[0]
 
 
-def build(cfg, total_steps: int, mesh) -> Program:
-    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use."""
+def train_step_fn(cfg, total_steps: int, mesh):
+    """The train step as a function of (state, tokens_BT1, hp, n_vocab) -> (state, metrics): `hp`
+    optim.hyperparameters (constants in a lone run, traced per replica in a packed group) and `n_vocab`
+    the vocabulary size to mask the logits to (None: all of them)."""
     mc, tc = cfg.model, cfg.train
-    tx = optim.optimizer(tc, total_steps, llama.logical_axes(mc))
-    lr_fn = optim.schedule(tc, total_steps)
-    init_fn = _init_fn(cfg, tx)
-    abstract, state_sh = _state_shardings(cfg, tx, mesh)
-    param_sh, rep = state_sh["params"], mesh_lib.replicated(mesh)
-    batch_sh = mesh_lib.batch_sharding(mesh)
-    shape = (tc.batch_size, tc.seq_len + 1)
-    batch = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh)
+    axes = llama.logical_axes(mc)
     accum = tc.grad_accum
 
-    def train_fn(state, tokens_BT1):
+    def train_fn(state, tokens_BT1, hp, n_vocab):
+        tx = optim.optimizer(tc, total_steps, axes, hp)
         params = state["params"]
         grad_fn = jax.value_and_grad(functools.partial(loss_lib.mean_loss, model_cfg=mc,
-                                                       loss_chunk=tc.loss_chunk))
+                                                       loss_chunk=tc.loss_chunk, n_vocab=n_vocab))
         if accum == 1:
             loss, grads = grad_fn(params, tokens_BT1)
         else:
@@ -122,7 +118,25 @@ def build(cfg, total_steps: int, mesh) -> Program:
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
                "opt_state": opt_state}
-        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr_fn(state["step"])}
+        lr = optim.schedule(tc, total_steps, hp)(state["step"])
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr}
+
+    return train_fn
+
+
+def build(cfg, total_steps: int, mesh) -> Program:
+    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use."""
+    mc, tc = cfg.model, cfg.train
+    tx = optim.optimizer(tc, total_steps, llama.logical_axes(mc))
+    init_fn = _init_fn(cfg, tx)
+    abstract, state_sh = _state_shardings(cfg, tx, mesh)
+    param_sh, rep = state_sh["params"], mesh_lib.replicated(mesh)
+    batch_sh = mesh_lib.batch_sharding(mesh)
+    shape = (tc.batch_size, tc.seq_len + 1)
+    batch = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh)
+    accum = tc.grad_accum
+    step_fn, hp = train_step_fn(cfg, total_steps, mesh), optim.hyperparameters(tc)
+    train_fn = lambda state, tokens_BT1: step_fn(state, tokens_BT1, hp, None)  # noqa: E731
 
     def eval_fn(params, tokens_BT1):
         per_seq = lambda toks: jnp.mean(loss_lib.token_losses(params, toks, mc), axis=-1)  # noqa: E731
