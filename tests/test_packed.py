@@ -98,3 +98,29 @@ def test_two_vocabulary_sizes_pack_and_match_their_lone_runs_and_a_diverging_run
     status = json.loads((dirs[2] / "status.json").read_text())
     assert status["status"] == "failed" and status["error"] == results[2]["error"]
     assert not (dirs[2] / "result.json").exists()
+
+
+def test_a_sweep_with_pack_4_trains_each_run_once_and_writes_what_an_unpacked_sweep_writes(tmp_path):
+    import importlib.util
+
+    from simscale.sweep import executors, grid, store
+
+    path = Path(__file__).parents[1] / "sweeps/grid.py"
+    spec = importlib.util.spec_from_file_location("grid_presets", path)
+    presets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(presets)
+    cfg = presets.get_config("preset=smoke")
+    cfg.sweep.axes.width = (16,)  # the smoke preset's w16 runs: simplified and unrestricted
+    runs = grid.expand(cfg)
+    assert len(runs) == 2
+    outcomes = {pack: executors.execute(runs, tmp_path / pack, pack=pack) for pack in ("0", "4")}
+    assert [o["outcome"] for o in outcomes["4"]] == ["done", "done"] == [o["outcome"] for o in outcomes["0"]]
+    for run in runs:
+        lone, packed = (store.run_dir(tmp_path / pack, run.run_id) for pack in ("0", "4"))
+        assert files(packed) == files(lone)
+        assert [a["event"] for a in store.attempts(packed)] == ["start", "done"]  # trained once
+        result = json.loads((packed / "result.json").read_text())
+        assert result["packed_with"] == [r.run_id for r in runs if r is not run]
+        lone_result = json.loads((lone / "result.json").read_text())
+        assert result["eval_loss"] == pytest.approx(lone_result["eval_loss"], rel=RTOL)
+    assert [o["outcome"] for o in executors.execute(runs, tmp_path / "4", pack="4")] == ["skipped"] * 2

@@ -5,11 +5,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from simscale.config import PACKABLE
+
 SCHEDULES = ("cosine", "wsd", "constant")  # train.schedule (simscale.validation refuses others)
 DECAY = ("matrices", "all", "none")  # train.decay
-# The train keys whose values may differ between the runs of one packed group (simscale.train.packed):
-# they enter the compiled step as traced inputs, `hyperparameters(tc)`, instead of as constants.
-PER_RUN = ("lr", "weight_decay", "warmup_steps")
+# The train keys of config.PACKABLE: in a packed group they enter the compiled step as traced inputs,
+# `hyperparameters(tc)`, instead of as constants.
+PER_RUN = tuple(k.split(".")[1] for k in PACKABLE if k.startswith("train."))
 
 
 def hyperparameters(tc) -> dict:

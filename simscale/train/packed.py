@@ -4,7 +4,7 @@
 
 The runs of a group may differ in seed, data (variant, source, ...), optim.PER_RUN (learning rate,
 weight decay, warmup) and model.vocab_size; all else that shapes the step or the loop must match
-(`group_key`). Parameters and optimiser states are stacked on a leading replica axis R; the step
+(config.group_key). Parameters and optimiser states are stacked on a leading replica axis R; the step
 takes each replica's hyperparameters as traced inputs (one compilation for any values) and its own
 batches, read as its lone run reads them. A smaller vocabulary is padded with zero embedding rows and
 output-head columns to the group's, its logits past its own size masked out of the softmax: the
@@ -27,25 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from simscale.config import ConfigError, flat, program_key, run_config, to_dict
+from simscale.config import PACKABLE, ConfigError, group_key, run_config
 from simscale.data import loader
 from simscale.train import mesh as mesh_lib
 from simscale.train import optim
 from simscale.train import step as step_lib
 from simscale.train.loop import NonFiniteLoss, _finish, _Run, fail, open_run, read_ahead
-
-PER_RUN_KEYS = ("model.vocab_size",) + tuple(f"train.{k}" for k in optim.PER_RUN)
-# Keys outside program_key that the group's one loop needs equal: its length and cadences.
-SHARED_LOOP = ("train.steps", "train.tokens", "train.log_every", "train.eval_every", "train.checkpoint_every")
-
-
-def group_key(cfg) -> str:
-    """Runs whose keys are equal can train in one packed group."""
-    key = {k: v for k, v in json.loads(program_key(cfg)).items() if k not in PER_RUN_KEYS}
-    every = flat(to_dict(cfg))
-    key.update({k: v for k, v in every.items() if k in SHARED_LOOP or k.startswith("mesh.")})
-    return json.dumps(key, sort_keys=True)
-
 
 def _program_cfg(cfg):
     """`cfg` with PER_RUN at the defaults: the lone program that evaluates a packed run and shapes its
@@ -112,7 +99,7 @@ def train_group(members, *, stop_at: int | None = None) -> list[dict]:
         return results
     if len({group_key(opened[i][0]) for i in todo}) > 1:
         raise ConfigError("the runs of a packed group differ in more than seed, data and "
-                          f"{', '.join(PER_RUN_KEYS)}: pack only runs of one group_key")
+                          f"{', '.join(PACKABLE)}: pack only runs of one config.group_key")
     try:
         runs = _start([opened[i][:2] for i in todo])
     except Exception as e:
