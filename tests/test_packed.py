@@ -100,18 +100,39 @@ def test_two_vocabulary_sizes_pack_and_match_their_lone_runs_and_a_diverging_run
     assert not (dirs[2] / "result.json").exists()
 
 
-def test_a_sweep_with_pack_4_trains_each_run_once_and_writes_what_an_unpacked_sweep_writes(tmp_path):
+def smoke_runs(widths):
     import importlib.util
 
-    from simscale.sweep import executors, grid, store
+    from simscale.sweep import grid
 
     path = Path(__file__).parents[1] / "sweeps/grid.py"
     spec = importlib.util.spec_from_file_location("grid_presets", path)
     presets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(presets)
     cfg = presets.get_config("preset=smoke")
-    cfg.sweep.axes.width = (16,)  # the smoke preset's w16 runs: simplified and unrestricted
-    runs = grid.expand(cfg)
+    cfg.sweep.axes.width = widths
+    return grid.expand(cfg)
+
+
+def test_sweep_pack_groups_runs_of_one_shape_and_refuses_a_bad_value():
+    from simscale.config import ConfigError
+    from simscale.sweep import packing
+
+    runs = smoke_runs((16, 32))  # two shapes x two variants
+    ids = lambda units: [[r.run_id for r in u] for u in units]  # noqa: E731
+    assert ids(packing.units(runs, "0")) == [[r.run_id] for r in runs]
+    assert ids(packing.units(runs, "1")) == [[r.run_id] for r in runs]
+    w16, w32 = [r.run_id for r in runs[:2]], [r.run_id for r in runs[2:]]
+    assert ids(packing.units(runs, "4")) == [w16, w32]
+    assert ids(packing.units(runs, "auto")) == ids(packing.units(runs, "4"))  # KBs a replica, GBs here
+    with pytest.raises(ConfigError, match="^sweep.pack='some': use 0"):
+        packing.units(runs, "some")
+
+
+def test_a_sweep_with_pack_4_trains_each_run_once_and_writes_what_an_unpacked_sweep_writes(tmp_path):
+    from simscale.sweep import executors, store
+
+    runs = smoke_runs((16,))  # the smoke preset's w16 runs: simplified and unrestricted
     assert len(runs) == 2
     outcomes = {pack: executors.execute(runs, tmp_path / pack, pack=pack) for pack in ("0", "4")}
     assert [o["outcome"] for o in outcomes["4"]] == ["done", "done"] == [o["outcome"] for o in outcomes["0"]]

@@ -12,8 +12,9 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
-from simscale.config import ConfigError, group_key
+from simscale.config import group_key
 from simscale.model import counting
+from simscale.validation import sweep_pack
 
 if TYPE_CHECKING:
     from simscale.sweep.grid import PlannedRun
@@ -42,13 +43,9 @@ def device_bytes() -> int:
 
 
 def max_replicas(pack, cfg) -> int:
-    """Runs per packed group for runs like `cfg` (1 or 0: unpacked)."""
-    text = str(pack).strip()
-    if text == "auto":
-        return max(1, device_bytes() // 2 // replica_bytes(cfg))
-    if text.isdigit():
-        return int(text)
-    raise ConfigError(f"sweep.pack={pack!r}: use 0 (off), a number of runs per group, or auto")
+    """Runs per packed group for runs like `cfg` (1 or 0: unpacked); a bad sweep.pack raises ConfigError."""
+    n = sweep_pack(pack)
+    return max(1, device_bytes() // 2 // replica_bytes(cfg)) if n == "auto" else n
 
 
 def units(runs: list[PlannedRun], pack) -> list[list[PlannedRun]]:
@@ -56,7 +53,7 @@ def units(runs: list[PlannedRun], pack) -> list[list[PlannedRun]]:
     the runs' order within a group)."""
     groups: dict[str, list[PlannedRun]] = {}
     for run in runs:
-        groups.setdefault(group_key(run.cfg) if str(pack).strip() != "0" else run.run_id, []).append(run)
+        groups.setdefault(group_key(run.cfg) if sweep_pack(pack) != 0 else run.run_id, []).append(run)
     out = []
     for group in groups.values():
         n = max_replicas(pack, max((r.cfg for r in group), key=lambda c: c.model.vocab_size))
