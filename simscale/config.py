@@ -200,14 +200,13 @@ def program_key(cfg, speed_only: bool = False) -> str:
 # Keys whose values may differ between the runs of one packed group (simscale.train.packed): the step
 # takes the train ones as traced inputs; a smaller vocabulary is padded to the group's.
 PACKABLE = ("model.vocab_size", "train.lr", "train.weight_decay", "train.warmup_steps")
-# Keys outside program_key that a packed group's one loop needs equal: its length and cadences.
-_PACKED_LOOP = ("train.steps", "train.tokens", "train.log_every", "train.eval_every",
-                "train.checkpoint_every")
+# Keys outside program_key that a packed group's one loop needs equal: its cadences.
+_PACKED_LOOP = ("train.log_every", "train.eval_every", "train.checkpoint_every")
 
 
 def group_key(cfg) -> str:
     """Runs with equal keys can train in one packed group: program_key less PACKABLE, plus the loop's
-    length and cadences and the mesh (seed and data may differ)."""
+    cadences and the mesh (seed, data and step counts may differ)."""
     key = {k: v for k, v in json.loads(program_key(cfg)).items() if k not in PACKABLE}
     every = flat(to_dict(cfg))
     key.update({k: v for k, v in every.items() if k in _PACKED_LOOP or k.startswith("mesh.")})

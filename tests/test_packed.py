@@ -82,9 +82,11 @@ def test_three_runs_packed_and_restarted_midway_match_the_three_trained_alone(al
     assert train_group(list(zip(THREE, dirs))) == results  # finished runs are not trained again
 
 
-def test_two_vocabulary_sizes_pack_and_match_their_lone_runs_and_a_diverging_run_fails_alone(alone, tmp_path):
+def test_two_vocabulary_sizes_and_step_counts_pack_and_match_their_lone_runs_and_a_diverging_run_fails_alone(
+        alone, tmp_path):
     group = configs((0, 1e-2, 64), (5, 3e-3, 40), (3, 1e30, 64))  # the first is THREE[0]
     group[1].data.variant = "unrestricted"
+    group[1].train.steps = 9  # its own schedule; it finishes (evaluated, checkpointed) at step 9
     group[2].train.warmup_steps = 0
     lone_small = tmp_path / "alone40"
     train(group[1], lone_small)
@@ -94,6 +96,8 @@ def test_two_vocabulary_sizes_pack_and_match_their_lone_runs_and_a_diverging_run
     assert_same_run(dirs[0], alone[0][0])
     assert_same_run(dirs[1], lone_small)
     assert load_params(dirs[1])[0]["embed"].shape == (40, 32)  # saved unpadded, restorable alone
+    assert results[1]["steps"] == 9
+    assert sorted(p.name for p in (dirs[1] / "checkpoints").iterdir()) == ["6", "9"]
     assert results[2]["error"].startswith("non-finite")
     status = json.loads((dirs[2] / "status.json").read_text())
     assert status["status"] == "failed" and status["error"] == results[2]["error"]

@@ -28,13 +28,15 @@ def schedule(tc, total_steps: int, hp: dict | None = None):
       ends at half the peak.
     wsd: constant peak, then linear decay to lr_floor * peak over the last decay_fraction of steps.
     constant: the peak after warmup.
-    `hp` (default hyperparameters(tc)) gives the peak and warmup, traced values in a packed group.
+    `hp` (default hyperparameters(tc)) gives the peak and warmup, and `total_steps` may be traced too:
+    per-replica values in a packed group.
     """
     hp = hyperparameters(tc) if hp is None else hp
     peak, floor, kind = hp["lr"], float(tc.lr_floor), tc.schedule
+    rnd = round if isinstance(total_steps, int) else jnp.round  # both round half to even
     warmup = jnp.minimum(jnp.asarray(hp["warmup_steps"], jnp.float32), total_steps)
     decay_start = (warmup if kind == "cosine"
-                   else jnp.maximum(warmup, total_steps - round(tc.decay_fraction * total_steps)))
+                   else jnp.maximum(warmup, total_steps - rnd(tc.decay_fraction * total_steps)))
 
     def lr(step):
         s = jnp.asarray(step, jnp.float32)

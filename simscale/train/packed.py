@@ -3,7 +3,8 @@
     results = train_group([(cfg, run_dir), ...])  # result.json's dict (or the failure) of each run
 
 The runs of a group may differ in seed, data (variant, source, ...), optim.PER_RUN (learning rate,
-weight decay, warmup) and model.vocab_size; all else that shapes the step or the loop must match
+weight decay, warmup), model.vocab_size and step count (each replica's schedule gets its own; one that
+ends early finishes its run and computes on, unread); all else that shapes the step or the loop must match
 (config.group_key). Parameters and optimiser states are stacked on a leading replica axis R; the step
 takes each replica's hyperparameters as traced inputs (one compilation for any values) and its own
 batches, read as its lone run reads them. A smaller vocabulary is padded with zero embedding rows and
@@ -68,14 +69,14 @@ def stack(trees):
 _CACHE: dict[str, step_lib.Compiled] = {}
 
 
-def _packed_step(cfg, steps: int, mesh, args) -> step_lib.Compiled:
+def _packed_step(cfg, mesh, args) -> step_lib.Compiled:
     """The lone train step (step.train_step_fn) vmapped over replicas, state donated, compiled once per
-    group shape, replica count and mesh for any hyperparameter values."""
-    key = json.dumps([group_key(cfg), cfg.model.vocab_size, steps, args[3] is not None,
+    group shape, replica count and mesh for any hyperparameter values and step counts (args[2])."""
+    key = json.dumps([group_key(cfg), cfg.model.vocab_size, args[3] is not None,
                       [a.shape for a in jax.tree.leaves(args[1])], [d.id for d in mesh.devices.flat]])
     if key not in _CACHE:
         in_axes = (0, 0, 0, None if args[3] is None else 0)
-        fn = jax.vmap(step_lib.train_step_fn(cfg, steps, mesh), in_axes=in_axes)
+        fn = jax.vmap(step_lib.train_step_fn(cfg, 0, mesh), in_axes=in_axes)  # hp holds total_steps
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args)
         _CACHE[key] = step_lib.Compiled(jax.jit(fn, donate_argnums=0), *abstract)
     return _CACHE[key]
@@ -107,8 +108,8 @@ def train_group(members, *, stop_at: int | None = None) -> list[dict]:
             fail(opened[i][1], 0, e)
         raise
     try:
-        end = runs[0].steps if stop_at is None else min(stop_at, runs[0].steps)
-        for i, result in zip(todo, _Group(runs).train(end)):
+        steps = max(run.steps for run in runs)
+        for i, result in zip(todo, _Group(runs).train(steps if stop_at is None else min(stop_at, steps))):
             results[i] = result
     finally:
         for run in runs:
@@ -121,12 +122,6 @@ def _start(members) -> list[_Run]:
     main = jax.process_index() == 0
     while True:
         runs = [_Run.start(cfg, run_dir, main, program_cfg=_program_cfg(cfg)) for cfg, run_dir in members]
-        steps = {run.steps for run in runs}
-        if len(steps) > 1:
-            for run in runs:
-                run.close()
-            raise ConfigError(f"the runs of a packed group plan different step counts ({sorted(steps)}): "
-                              "set train.steps or train.tokens")
         common = min(run.step for run in runs)
         if all(run.step == common for run in runs):
             names = [run.run_dir.name for run in runs]
@@ -151,6 +146,7 @@ class _Group:
             run.state = None  # the stacked state holds it; a replica's own is made when it is needed
         self.hp = {k: jnp.asarray([float(run.cfg.train[k]) for run in runs], jnp.float32)
                    for k in optim.PER_RUN}
+        self.hp["total_steps"] = jnp.asarray([run.steps for run in runs], jnp.float32)  # one epoch each
         self.n_vocab = jnp.asarray(self.vocabs, jnp.int32) if len(set(self.vocabs)) > 1 else None
         self.group_cfg = self.cfg.copy_and_resolve_references()
         self.group_cfg.model.vocab_size = V
@@ -181,12 +177,11 @@ class _Group:
         """Steps up to `end`, each run logging, evaluating, checkpointing and finishing on its lone run's
         cadences; train_group's results."""
         step = self.runs[0].step
-        self.ends = [end] * len(self.runs)
+        self.ends = [min(end, run.steps) for run in self.runs]
         data = read_ahead(self.batches(step))
         try:
             batch, ended = next(data)
-            train_step = _packed_step(self.group_cfg, self.runs[0].steps, self.mesh,
-                                      (self.state, batch, self.hp, self.n_vocab))
+            train_step = _packed_step(self.group_cfg, self.mesh, (self.state, batch, self.hp, self.n_vocab))
             train_step.compile()
             for run in self.runs:  # the clocks start after compiling, as a lone run's
                 run.clock_start = run.window_start = time.perf_counter()

@@ -94,14 +94,16 @@ def abstract_state(cfg, mesh, total_steps: int = 1):
 
 def train_step_fn(cfg, total_steps: int, mesh):
     """The train step as a function of (state, tokens_BT1, hp, n_vocab) -> (state, metrics): `hp`
-    optim.hyperparameters (constants in a lone run, traced per replica in a packed group) and `n_vocab`
-    the vocabulary size to mask the logits to (None: all of them)."""
+    optim.hyperparameters (constants in a lone run, traced per replica in a packed group, where it also
+    holds each run's `total_steps` for its schedule) and `n_vocab` the vocabulary size to mask the
+    logits to (None: all of them)."""
     mc, tc = cfg.model, cfg.train
     axes = llama.logical_axes(mc)
     accum = tc.grad_accum
 
     def train_fn(state, tokens_BT1, hp, n_vocab):
-        tx = optim.optimizer(tc, total_steps, axes, hp)
+        steps = hp.get("total_steps", total_steps)
+        tx = optim.optimizer(tc, steps, axes, hp)
         params = state["params"]
         grad_fn = jax.value_and_grad(functools.partial(loss_lib.mean_loss, model_cfg=mc,
                                                        loss_chunk=tc.loss_chunk, n_vocab=n_vocab))
@@ -118,7 +120,7 @@ def train_step_fn(cfg, total_steps: int, mesh):
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
                "opt_state": opt_state}
-        lr = optim.schedule(tc, total_steps, hp)(state["step"])
+        lr = optim.schedule(tc, steps, hp)(state["step"])
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr}
 
     return train_fn
