@@ -55,7 +55,7 @@ def measure(hidden: int, layers: int, k: int, batch: int, seq_len: int, steps: i
     hp = {key: jnp.asarray([float(c.train[key]) for c in cfgs], jnp.float32) for key in optim.PER_RUN}
     hp["total_steps"] = jnp.full((k,), 1000.0, jnp.float32)
     batch_KBT1 = jnp.stack(tokens)
-    step = packed._packed_step(cfgs[0], mesh, (group["state"], batch_KBT1, hp, None))
+    step = packed.packed_step(cfgs[0], mesh, (group["state"], batch_KBT1, hp, None))
 
     def run_packed(n):
         for _ in range(n):

@@ -35,6 +35,7 @@ from simscale.train import optim
 from simscale.train import step as step_lib
 from simscale.train.loop import NonFiniteLoss, _finish, _Run, fail, open_run, read_ahead
 
+
 def _program_cfg(cfg):
     """`cfg` with PER_RUN at the defaults: the lone program that evaluates a packed run and shapes its
     state (neither depends on PER_RUN), shared by the group's runs of one vocabulary size."""
@@ -69,7 +70,7 @@ def stack(trees):
 _CACHE: dict[str, step_lib.Compiled] = {}
 
 
-def _packed_step(cfg, mesh, args) -> step_lib.Compiled:
+def packed_step(cfg, mesh, args) -> step_lib.Compiled:
     """The lone train step (step.train_step_fn) vmapped over replicas, state donated, compiled once per
     group shape, replica count and mesh for any hyperparameter values and step counts (args[2])."""
     key = json.dumps([group_key(cfg), cfg.model.vocab_size, args[3] is not None,
@@ -93,23 +94,24 @@ def train_group(members, *, stop_at: int | None = None) -> list[dict]:
     they are. An error of the whole group fails its unfinished runs and is raised."""
     if jax.process_count() > 1:
         raise ConfigError("packed groups run on one host: set sweep.pack=0 for a multi-host sweep")
+    if len({group_key(cfg) for cfg, _ in members}) > 1:  # model, train and mesh: nothing `auto` there
+        raise ConfigError("the runs of a packed group differ in more than seed, data, step count and "
+                          f"{', '.join(PACKABLE)}: pack only runs of one config.group_key")
     opened = [open_run(cfg, run_dir) for cfg, run_dir in members]
     results = [result for _, _, result in opened]
     todo = [i for i, (_, _, result) in enumerate(opened) if result is None]
     if not todo:
         return results
-    if len({group_key(opened[i][0]) for i in todo}) > 1:
-        raise ConfigError("the runs of a packed group differ in more than seed, data and "
-                          f"{', '.join(PACKABLE)}: pack only runs of one config.group_key")
     try:
         runs = _start([opened[i][:2] for i in todo])
+        group = _Group(runs)
     except Exception as e:
         for i in todo:
             fail(opened[i][1], 0, e)
         raise
     try:
         steps = max(run.steps for run in runs)
-        for i, result in zip(todo, _Group(runs).train(steps if stop_at is None else min(stop_at, steps))):
+        for i, result in zip(todo, group.train(steps if stop_at is None else min(stop_at, steps))):
             results[i] = result
     finally:
         for run in runs:
@@ -135,7 +137,8 @@ def _start(members) -> list[_Run]:
 
 class _Group:
     """The stacked state of a group's runs and each replica's progress: live (training), its last step
-    (`ends`: the group's end, or where its data ended) and its result once it has one."""
+    (`ends`: its planned steps or the group's stop, or where its data ended) and its result once it
+    has one."""
 
     def __init__(self, runs: list[_Run]):
         self.runs, self.cfg = runs, runs[0].cfg
@@ -146,7 +149,7 @@ class _Group:
             run.state = None  # the stacked state holds it; a replica's own is made when it is needed
         self.hp = {k: jnp.asarray([float(run.cfg.train[k]) for run in runs], jnp.float32)
                    for k in optim.PER_RUN}
-        self.hp["total_steps"] = jnp.asarray([run.steps for run in runs], jnp.float32)  # one epoch each
+        self.hp["total_steps"] = jnp.asarray([run.steps for run in runs], jnp.float32)  # each schedule's own
         self.n_vocab = jnp.asarray(self.vocabs, jnp.int32) if len(set(self.vocabs)) > 1 else None
         self.group_cfg = self.cfg.copy_and_resolve_references()
         self.group_cfg.model.vocab_size = V
@@ -181,7 +184,7 @@ class _Group:
         data = read_ahead(self.batches(step))
         try:
             batch, ended = next(data)
-            train_step = _packed_step(self.group_cfg, self.mesh, (self.state, batch, self.hp, self.n_vocab))
+            train_step = packed_step(self.group_cfg, self.mesh, (self.state, batch, self.hp, self.n_vocab))
             train_step.compile()
             for run in self.runs:  # the clocks start after compiling, as a lone run's
                 run.clock_start = run.window_start = time.perf_counter()
