@@ -113,8 +113,9 @@ def run_group(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_fai
                                     else settled)
         for run_id, rdir, _ in todo:
             _start_attempt(rdir, run_id)
+        members = [(from_dict(c), rdir) for _, rdir, c in todo]
         try:
-            results = (train_fn or default_train_group)([(from_dict(c), rdir) for _, rdir, c in todo])
+            results = (train_fn or default_train_group)(members) if members else []
         except Exception as e:  # noqa: BLE001 - the group's runs fail, the sweep goes on
             error, trace = f"{type(e).__name__}: {e}", traceback.format_exc()
             results = [dict(status="failed", error=error, traceback=trace)] * len(todo)
