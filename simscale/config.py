@@ -61,6 +61,7 @@ def train_config() -> ConfigDict:
             lr_floor=0.1,  # final LR as a fraction of the peak
             cosine_cycles=0.5,  # cosine: 0.5 = a half cosine to lr_floor; 0.25 = Hugging Face num_cycles=0.25
             decay_fraction=0.2,  # wsd: fraction of steps spent decaying
+            decay_shape="linear",  # wsd: linear | 1-sqrt cooldown
             b1=0.9,
             b2=0.95,
             eps=1e-8,
@@ -144,6 +145,8 @@ def sweep_config() -> ConfigDict:
                     variant=("simplified", "unrestricted"),
                 )
             ),
+            # wsd runs that differ only in their budget: one trunk and branches off it (docs/sweeps.md)
+            branch=True,
             zip=(),  # e.g. ("width,heads,lr",): equal-length axes zipped into one (per-width heads and LR)
             # Tokens of one epoch when the data is not prepared yet (dry runs):
             # the paper's simplified SlimPajama has 2.1B tokens.
@@ -177,21 +180,23 @@ def run_config() -> ConfigDict:
 # Keys that say where a run's metrics also go, not what it computes: left out of run ids and of the
 # comparison with a saved config.json, so a run can be resumed with other trackers.
 REPORTING_ONLY = ("train.trackers",)
-# `train` keys that cannot change a compiled program: the budget (a program sees only the total
-# step count its schedule needs), cadences and bookkeeping. Every other `model` and `train` key
+# `train` keys that cannot change a compiled program: the budget (its schedule numbers are an
+# argument of the compiled step), cadences and bookkeeping. Every other `model` and `train` key
 # is part of program_key, so a key added to either section changes it instead of being ignored.
 NOT_IN_PROGRAM = ("train.steps", "train.tokens", "train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.keep_period",
                   "train.flops_convention") + REPORTING_ONLY
 # Of the program's keys, the optimiser's values: constants of a program that leave its speed alone.
 SPEED_NEUTRAL = ("train.lr", "train.warmup_steps", "train.lr_floor", "train.cosine_cycles",
-                 "train.decay_fraction", "train.b1", "train.b2", "train.eps", "train.weight_decay")
+                 "train.decay_fraction", "train.decay_shape", "train.b1", "train.b2", "train.eps",
+                 "train.weight_decay")
 
 
 def program_key(cfg, speed_only: bool = False) -> str:
     """What a compiled train step of `cfg` depends on, as one string: the `model` and `train` sections
-    less NOT_IN_PROGRAM. Runs with equal keys share compiled programs (given the same total steps and
-    mesh); with `speed_only`, SPEED_NEUTRAL is left out too: runs with equal keys train equally fast."""
+    less NOT_IN_PROGRAM. Runs with equal keys share compiled programs (given the same mesh; the budget
+    is an argument of the step, simscale.train.step); with `speed_only`, SPEED_NEUTRAL is left out
+    too: runs with equal keys train equally fast."""
     left_out = NOT_IN_PROGRAM + (SPEED_NEUTRAL if speed_only else ())
     sections = flat({"model": to_dict(cfg.model), "train": to_dict(cfg.train)})
     return json.dumps({k: v for k, v in sections.items() if k not in left_out}, sort_keys=True)
@@ -231,6 +236,7 @@ def flat(d: dict, prefix: str = "") -> dict:
 BACKFILL = {
     # before it: the CPU kernels on the CPU backend, the generic path elsewhere = auto
     "model.kernels": "auto",
+    "train.decay_shape": "linear",  # wsd decayed linearly before it
 }
 # Keys that were renamed: a saved config's old key is moved to its new place (`upgrade`). The source
 # settings were one flat list before each source had its own section; data.text_field served three.

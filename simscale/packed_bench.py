@@ -52,14 +52,13 @@ def measure(hidden: int, layers: int, k: int, batch: int, seq_len: int, steps: i
     progs = [step_lib.program(c, 1000, mesh) for c in cfgs]
     lone = [p.init(i) for i, p in enumerate(progs)]
     group = {"state": packed.stack([p.init(i) for i, p in enumerate(progs)])}
-    hp = {key: jnp.asarray([float(c.train[key]) for c in cfgs], jnp.float32) for key in optim.PER_RUN}
-    hp["total_steps"] = jnp.full((k,), 1000.0, jnp.float32)
+    args = packed.stacked_args([optim.step_args(c.train, 1000) for c in cfgs])
     batch_KBT1 = jnp.stack(tokens)
-    step = packed.packed_step(cfgs[0], mesh, (group["state"], batch_KBT1, hp, None))
+    step = packed.packed_step(cfgs[0], mesh, (group["state"], batch_KBT1, args, None))
 
     def run_packed(n):
         for _ in range(n):
-            group["state"], metrics = step(group["state"], batch_KBT1, hp, None)
+            group["state"], metrics = step(group["state"], batch_KBT1, args, None)
         jax.block_until_ready(metrics)
 
     def run_lone(n):

@@ -59,6 +59,7 @@ def choices() -> dict[str, tuple]:
 
     return {"model.kernels": backend.KERNELS, "model.attention": backend.ATTENTION,
             "train.schedule": optim.SCHEDULES, "train.decay": optim.DECAY,
+            "train.decay_shape": optim.DECAY_SHAPES,
             "train.flops_convention": tuple(counting.FLOPS_CONVENTIONS),
             "data.source": ("synthetic", "auto", *sources.SOURCES), "data.variant": VARIANTS,
             "data.files.format": sources.FORMATS, "data.validation_unit": ("documents", "rows")}

@@ -3,7 +3,9 @@
 Presets: `paper` (default; 6 widths x 3 depths x 2 data variants = 36 runs for
 GPUs/TPUs), `cpu` (a small real grid on BIG-bench dialogue text for a 2-core
 machine), `smoke` (seconds, for tests), `isoflop` (a compute ladder, D = C / 6N), `colab` (the
-paper's recipe at widths 32-512 for one Colab runtime).
+paper's recipe at widths 32-512 for one Colab runtime), and two warmup-stable-decay variants whose
+budgets of one shape share a trunk (simscale.sweep.branches): `isoflop_wsd` and `tokens_wsd` (the
+cpu grid at 1/4, 1/2, 3/4 and 1 of its epoch).
 
 The `sweep` section describes the grid (see docs/sweeps.md); everything else
 is the base run config, so `python -m simscale.train --config sweeps/grid.py`
@@ -15,7 +17,7 @@ from ml_collections import ConfigDict
 
 from simscale.config import ConfigError, run_config, sweep_config
 
-PRESETS = ("paper", "cpu", "smoke", "isoflop", "colab")
+PRESETS = ("paper", "cpu", "smoke", "isoflop", "colab", "isoflop_wsd", "tokens_wsd")
 
 
 def paper() -> ConfigDict:
@@ -139,6 +141,28 @@ def colab(text: str = "tinystories", tokens: str = "40000000", tasks: str = "pap
     cfg.eval.update(tasks=tasks, max_examples=1000)  # QQP's validation split alone has 40,430 rows
     cfg.sweep.axes.width = (32, 64, 128, 256, 512)
     cfg.sweep.epoch_tokens = int(tokens)
+    return cfg
+
+
+def _wsd(cfg: ConfigDict) -> ConfigDict:
+    """Warmup-stable-decay with a 1-sqrt cooldown over the last 20% (Hägele et al. 2024: a 10-20%
+    cooldown matches cosine); budgets of one shape branch off one trunk (sweep.branch)."""
+    cfg.train.update(schedule="wsd", decay_shape="1-sqrt", decay_fraction=0.2, lr_floor=0.0)
+    cfg.sweep.branch = True
+    return cfg
+
+
+def isoflop_wsd() -> ConfigDict:
+    """isoflop on wsd: each shape trains once, to its largest budget, and branches a cooldown off that
+    trunk at each smaller one."""
+    return _wsd(isoflop())
+
+
+def tokens_wsd(vocab: str = "auto", tasks: str = "auto") -> ConfigDict:
+    """The cpu grid, each shape at 1/4, 1/2, 3/4 and 1 of its 0.2M-token epoch, on wsd: one trunk of
+    195 steps per shape and cooldown branches at the three shorter budgets."""
+    cfg = _wsd(cpu(vocab, tasks))
+    cfg.sweep.axes.tokens = tuple(round(f * cfg.data.max_train_tokens) for f in (0.25, 0.5, 0.75, 1.0))
     return cfg
 
 

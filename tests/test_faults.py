@@ -103,7 +103,7 @@ def test_only_trains_a_subset_but_sweep_json_lists_the_whole_grid(tmp_path):
     ("simscale.data", ["prepare", "--config=sweeps/grid.py:preset=huge"],
      "error: flag --config=sweeps/grid.py:preset=huge: Error whilst parsing config file: simscale.config."
      "ConfigError: unknown sweep preset 'huge' in --config sweeps/grid.py:preset=...; choose from "
-     "('paper', 'cpu', 'smoke', 'isoflop')"),
+     "('paper', 'cpu', 'smoke', 'isoflop', 'colab', 'isoflop_wsd', 'tokens_wsd')"),
     ("simscale.sweep", [SMOKE, "--workdir=W", "--config.train.lr=abc"],
      "error: flag --config.train.lr=abc: could not convert string to float: 'abc'"),
 ], ids=["missing_config", "bad_preset", "bad_value_type"])

@@ -151,3 +151,34 @@ def test_a_sweep_with_pack_4_trains_each_run_once_and_writes_what_an_unpacked_sw
         lone_result = json.loads((lone / "result.json").read_text())
         assert result["eval_loss"] == pytest.approx(lone_result["eval_loss"], rel=RTOL)
     assert [o["outcome"] for o in executors.execute(runs, tmp_path / "4", pack="4")] == ["skipped"] * 2
+
+
+def test_wsd_runs_of_two_budgets_pack_with_their_own_decay_starts_and_match_their_lone_runs(tmp_path):
+    """Each replica's optim.step_args (lr, weight decay, warmup, decay start, total steps) are its lone
+    run's: a 12-step and an 8-step wsd run decay from steps 6 and 4 in one packed step."""
+    from simscale.train import optim
+
+    group = configs((0, 1e-2, 64), (1, 3e-3, 64))
+    group[0].train.update(dict(schedule="wsd", decay_fraction=0.5))
+    group[1].train.update(dict(schedule="wsd", decay_fraction=0.5, steps=8, weight_decay=0.3))
+    assert [optim.decay_start(c.train, c.train.steps) for c in group] == [6, 4]
+    lone = [tmp_path / f"alone{i}" for i in range(2)]
+    for cfg, run_dir in zip(group, lone):
+        train(cfg, run_dir)
+    dirs = [tmp_path / f"packed{i}" for i in range(2)]
+    assert [r["status"] for r in train_group(list(zip(group, dirs)))] == ["done", "done"]
+    for run_dir, lone_dir in zip(dirs, lone):
+        assert_same_run(run_dir, lone_dir)
+
+
+def test_wsd_trunks_and_branches_are_units_of_their_own():
+    import dataclasses
+
+    from simscale.sweep import packing
+
+    runs = smoke_runs((16,))
+    trunk, branch = (dataclasses.replace(runs[0], branch_points=(4,)),
+                     dataclasses.replace(runs[1], branch_of=runs[0].run_id, branch_step=4))
+    assert [len(u) for u in packing.units(runs, "4")] == [2]
+    assert [[r.run_id for r in u] for u in packing.units([trunk, branch], "4")] == [[trunk.run_id],
+                                                                                   [branch.run_id]]

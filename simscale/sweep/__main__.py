@@ -72,6 +72,7 @@ def _records(runs, workdir: pathlib.Path, cfg) -> tuple[list[dict], dict | None]
         key = program_key(run.cfg, speed_only=True)
         speed, method = speeds.get(key, (None, None))
         rec["est_time_s"], rec["est_method"] = (rec["tokens"] / speed if speed else None), method
+        rec["est_trained_s"] = rec["trained_tokens"] / speed if speed else None
         if check and check["key"] == key:
             rec["est_check"] = {k: v for k, v in check.items() if k != "key"}
         if FLAGS.device:
@@ -99,7 +100,8 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
     tmpfiles.remove_stale(workdir)  # a killed sweep's sweep.json being written
     store.write_json(workdir / "sweep.json", dict(config=to_dict(cfg), runs=[  # the whole grid, --only or not
         dict(run_id=r.run_id, point=r.point, config=to_dict(r.cfg),
-             tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0]) for r in everything]))
+             tokens=estimate.run_tokens(r, cfg.sweep.epoch_tokens)[0], branch_of=r.branch_of,
+             branch_step=r.branch_step) for r in everything]))
     _prepare_data(runs)
     log.info("sweep of %d run(s) in %s, executor %s", len(runs), workdir, FLAGS.executor)
     outcomes = executors.execute(runs, workdir, FLAGS.executor, workers=FLAGS.workers,

@@ -53,15 +53,18 @@ def run_tokens(run: PlannedRun, epoch_tokens: int) -> tuple[int, bool]:
 
 
 def sizes(run: PlannedRun, epoch_tokens: int) -> dict:
-    """The dry-run record of a run: ids, shape, parameters, tokens, FLOPs."""
+    """The dry-run record of a run: ids, shape, parameters, tokens, FLOPs, and what it trains itself
+    (trained_tokens, trained_flops: a wsd branch only its decay)."""
     m, t = run.cfg.model, run.cfg.train
     tokens, exact = run_tokens(run, epoch_tokens)
     convention = t.flops_convention
+    per_token = counting.flops_per_token(m, t.seq_len, convention)
+    trained = tokens - run.branch_step * t.batch_size * t.seq_len  # a wsd branch trains its decay only
     return dict(run_id=run.run_id, width=m.hidden, depth=m.layers, variant=run.cfg.data.variant,
                 params_total=counting.params_total(m), params_nonembedding=counting.params_nonembedding(m),
-                tokens=tokens, tokens_exact=exact,
-                flops=counting.flops_per_token(m, t.seq_len, convention) * tokens,
-                flops_convention=convention)
+                tokens=tokens, tokens_exact=exact, flops=per_token * tokens, flops_convention=convention,
+                branch_of=run.branch_of, branch_step=run.branch_step, branch_points=list(run.branch_points),
+                trained_tokens=trained, trained_flops=per_token * trained)
 
 
 # Device classes of `--dry_run --device`: (a device_kind of counting.DEVICE_PEAK_FLOPS, JAX devices a

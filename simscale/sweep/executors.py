@@ -3,7 +3,10 @@
 Each executor calls `run_unit` once per unit wherever it trains: a lone run (`run_one`) or, with
 sweep.pack (simscale.sweep.packing), a packed group (`run_group`). A run is claimed by its lock,
 skipped when done (or failed, unless retrying), trained or resumed, evaluated and its outcome recorded.
-Runs that another worker holds come back as "busy" and are retried until they settle.
+Runs that another worker holds come back as "busy" and are retried until they settle. A wsd branch
+(simscale.sweep.branches; always a unit of its own, as its trunk) waits for its trunk's branch point
+while the trunk trains, comes back as "waiting" while the trunk is queued, and fails with its trunk's
+error.
 """
 from __future__ import annotations
 
@@ -28,12 +31,13 @@ log = logging.getLogger("simscale.sweep")
 EXECUTORS = ("inline", "process", "ray")
 REPO_ROOT = str(pathlib.Path(__file__).resolve().parents[2])
 CPUS_ENV = "SIMSCALE_WORKER_CPUS"  # the cores a CPU worker of the process executor runs on
+POINT_POLL_S = 0.5  # how often a branch looks for its point while its trunk trains
 
 
-def default_train(cfg, rdir):
+def default_train(cfg, rdir, **branch):
     from simscale.train import train
 
-    return train(cfg, rdir)
+    return train(cfg, rdir, **branch)
 
 
 def default_train_group(members):
@@ -43,10 +47,11 @@ def default_train_group(members):
 
 
 def run_unit(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_failed: bool = False,
-             train_fn=None) -> list[dict]:
-    """run_one for a unit of one run, run_group for a packed group; the outcome of each run."""
+             train_fn=None, branch: dict | None = None) -> list[dict]:
+    """run_one for a unit of one run (`branch` as there), run_group for a packed group; the outcome of
+    each run."""
     if len(run_ids) == 1:
-        return [run_one(workdir, run_ids[0], cfg_dicts[0], retry_failed, train_fn)]
+        return [run_one(workdir, run_ids[0], cfg_dicts[0], retry_failed, train_fn, branch)]
     return run_group(workdir, run_ids, cfg_dicts, retry_failed, train_fn)
 
 
@@ -64,11 +69,13 @@ def _settled(rdir: pathlib.Path, run_id: str, retry_failed: bool) -> dict | None
     return None
 
 
-def _start_attempt(rdir: pathlib.Path, run_id: str) -> None:
+def _start_attempt(rdir: pathlib.Path, run_id: str, branch_step: int = 0) -> None:
+    """The attempt's start: at its last status step, or a branch's at its trunk's point."""
     step = store.run_status(rdir).get("step", 0)
-    store.append_attempt(rdir, "start", step=step)
+    start = max(step, branch_step)
+    store.append_attempt(rdir, "start", step=start)
     log.info("training %s%s", run_id, f" (interrupted at step {step}: resuming from its last checkpoint)"
-             if step else "")
+             if step else f" from step {start} of its trunk" if start else "")
 
 
 def _failed(rdir: pathlib.Path, run_id: str, error: str, trace: str) -> dict:
@@ -121,7 +128,7 @@ def run_group(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_fai
             results = [dict(status="failed", error=error, traceback=trace)] * len(todo)
         for (run_id, rdir, cfg_dict), result in zip(todo, results):
             if result.get("status") == "done":
-                store.append_attempt(rdir, "done")
+                store.append_attempt(rdir, "done", step=result.get("steps"))
                 outcomes[run_id] = _evaluated(rdir, dict(run_id=run_id, outcome="done"), cfg_dict)
             else:
                 outcomes[run_id] = _failed(rdir, run_id, result.get("error", "failed"),
@@ -132,10 +139,13 @@ def run_group(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_fai
     return [outcomes[run_id] for run_id in run_ids]
 
 
-def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = False, train_fn=None) -> dict:
+def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = False, train_fn=None,
+            branch: dict | None = None) -> dict:
     """Claim, train (or resume) and evaluate one run; returns {run_id, outcome, error?}.
 
-    Outcomes: done (trained now), skipped (already done), failed, busy (another worker holds it).
+    Outcomes: done (trained now), skipped (already done), failed, busy (another worker holds it),
+    waiting (a branch whose trunk is queued in this sweep and has not reached its point).
+    `branch`: {branch_points} of a trunk, {branch_of, branch_step, trunk_queued} of a branch.
     """
     from simscale import compile_cache, cpu_runtime
 
@@ -148,16 +158,46 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
     with lock:
         outcome = _settled(rdir, run_id, retry_failed)
         if outcome is None:
-            _start_attempt(rdir, run_id)
+            kwargs = _train_kwargs(workdir, branch or {}, store.run_status(rdir).get("step", 0))
+            if kwargs == "waiting":
+                return dict(run_id=run_id, outcome="waiting")
+            if isinstance(kwargs, str):  # the trunk's failure
+                return _failed(rdir, run_id, kwargs, "")
+            _start_attempt(rdir, run_id, kwargs["branch_from"][1] if "branch_from" in kwargs else 0)
             try:
-                (train_fn or default_train)(from_dict(cfg_dict), rdir)
+                result = (train_fn or default_train)(from_dict(cfg_dict), rdir, **kwargs)
             except Exception as e:  # noqa: BLE001 - the run fails, the sweep goes on
                 return _failed(rdir, run_id, f"{type(e).__name__}: {e}", traceback.format_exc())
-            store.append_attempt(rdir, "done")
+            store.append_attempt(rdir, "done", step=(result or {}).get("steps"))
             outcome = dict(run_id=run_id, outcome="done")
         elif outcome["outcome"] == "failed":
             return outcome
         return _evaluated(rdir, outcome, cfg_dict)
+
+
+def _train_kwargs(workdir: str, branch: dict, start: int) -> dict | str:
+    """train()'s branch arguments, "waiting", or a failure message. A branch with steps of its own
+    resumes them; else it starts from its trunk's point, waiting while the trunk trains towards it;
+    it trains from scratch (the same run) when its trunk finished without the point (trained before
+    branching) or is neither queued in this sweep nor training elsewhere."""
+    from simscale.train import branch as branch_lib
+
+    if branch.get("branch_points"):
+        return dict(branch_points=tuple(branch["branch_points"]))
+    if not branch.get("branch_of"):
+        return {}
+    trunk, step = store.run_dir(pathlib.Path(workdir), branch["branch_of"]), branch["branch_step"]
+    while True:
+        if start or branch_lib.ready(trunk, step):  # with steps of its own, it resumes them
+            return dict(branch_from=(str(trunk), step))
+        state = store.run_status(trunk)
+        if state.get("status") == "failed":
+            return f"its trunk {trunk.name} failed before step {step}: {state.get('error', '')}"
+        if state.get("status") == "done":
+            return {}
+        if not store.holder(trunk):
+            return "waiting" if branch.get("trunk_queued") else {}
+        time.sleep(POINT_POLL_S)
 
 
 def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
@@ -199,16 +239,22 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
     outcomes: dict[str, dict] = {}
     waiting = 0
     while todo:
+        queued = {r.run_id for r in todo}
         units = {id(u[0]): u for u in packing.units(todo, pack)}
         units = [units[id(r)] for r in _order([u[0] for u in units.values()], n_workers)]
-        jobs = [(str(workdir), [r.run_id for r in u], [to_dict(r.cfg) for r in u], retry_failed, train_fn)
-                for u in units]
+        jobs = [(str(workdir), [r.run_id for r in u], [to_dict(r.cfg) for r in u], retry_failed, train_fn,
+                 _branch(u[0], queued)) for u in units]  # a branched run is a unit of its own
         for unit_outcomes in submit(jobs, **kwargs):
             outcomes.update((o["run_id"], o) for o in unit_outcomes)
-        todo = [r for r in todo if outcomes[r.run_id]["outcome"] == "busy"]
+        for r in todo:  # a trunk whose worker died: its branches fail with its error
+            trunk = outcomes.get(r.branch_of, {})
+            if outcomes[r.run_id]["outcome"] == "waiting" and trunk.get("outcome") == "failed":
+                outcomes[r.run_id] = dict(run_id=r.run_id, outcome="failed",
+                                          error=f"its trunk {r.branch_of} failed: {trunk.get('error', '')}")
+        todo = [r for r in todo if outcomes[r.run_id]["outcome"] in ("busy", "waiting")]
         if todo:
             if len(todo) != waiting:
-                log.info("waiting for %d run(s) held by another worker: %s", len(todo),
+                log.info("waiting for %d run(s) held by another worker or by their trunk: %s", len(todo),
                          [r.run_id for r in todo])
             waiting = len(todo)
             time.sleep(poll_s)
@@ -216,6 +262,15 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
                 time.sleep(poll_s)  # resubmit (a new worker pool) only once one of them is free
         retry_failed = False  # a failure seen in this sweep is not retried again
     return [outcomes[r.run_id] for r in runs]
+
+
+def _branch(run: PlannedRun, queued: set[str]) -> dict | None:
+    if run.branch_points:
+        return dict(branch_points=list(run.branch_points))
+    if run.branch_of:
+        return dict(branch_of=run.branch_of, branch_step=run.branch_step,
+                    trunk_queued=run.branch_of in queued)
+    return None
 
 
 def _order(runs: list[PlannedRun], workers: int) -> list[PlannedRun]:
@@ -227,7 +282,7 @@ def _order(runs: list[PlannedRun], workers: int) -> list[PlannedRun]:
     from simscale.sweep import estimate
 
     by_shape: dict[str, list[PlannedRun]] = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: bool(r.branch_of)):  # trunks before their branches
         by_shape.setdefault(program_key(r.cfg), []).append(r)
     groups = list(by_shape.values())
     if workers <= 1:

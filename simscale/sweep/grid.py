@@ -6,7 +6,8 @@ which advance together. `auto` values of the base run config are resolved
 (simscale.at_hand), then each point and its token budget are applied to it. The run id is a
 readable prefix (width, depth, variant, seed, tokens) plus a hash of the resolved run config's
 non-default settings, both from the config alone, so reordering or extending
-a grid keeps the ids of the runs it already had.
+a grid keeps the ids of the runs it already had. With `sweep.branch` (default), wsd runs that differ
+only in their budget are planned as a trunk and branches (simscale.sweep.branches).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ml_collections import ConfigDict
 from simscale import at_hand
 from simscale.config import REPORTING_ONLY, SWEEP_AXES, ConfigError, config_hash, flat, run_config, to_dict
 from simscale.model import counting
+from simscale.sweep import branches
 from simscale.humanize import human
 from simscale.validation import check_keys, problems
 
@@ -32,6 +34,9 @@ class PlannedRun:
     run_id: str
     cfg: ConfigDict  # the resolved run config (no `sweep` section)
     point: dict  # the axis values that made it
+    branch_of: str = ""  # a wsd branch: its trunk's run id ...
+    branch_step: int = 0  # ... and the trunk's step it starts from (its decay start)
+    branch_points: tuple[int, ...] = ()  # a wsd trunk: the steps its branches start from
 
 
 def expand(cfg: ConfigDict, n_devices: int = 1) -> list[PlannedRun]:
@@ -47,6 +52,9 @@ def expand(cfg: ConfigDict, n_devices: int = 1) -> list[PlannedRun]:
         run_id = _run_id(run_cfg)
         errors += [f"{run_id}: {e}" for e in problems(run_cfg, n_devices)]
         runs.append(PlannedRun(run_id, run_cfg, point))
+    if sweep.get("branch", True):
+        runs, branch_errors = branches.plan(runs)
+        errors += branch_errors
     ids = [r.run_id for r in runs]
     errors += [f"{i}: appears {ids.count(i)} times (two grid points resolve to one config)"
                for i in sorted(set(ids)) if ids.count(i) > 1]

@@ -1,6 +1,7 @@
 """sweep.pack: a sweep's runs cut into units, lone runs or packed groups (simscale.train.packed).
 
     units(runs, pack)  # [[PlannedRun, ...], ...]: runs of one config.group_key, at most max_replicas each
+                       # (wsd trunks and branches alone)
 
 `pack` is '0' (off: every run alone), a number of runs, or 'auto': as many as `replica_bytes` says
 fit in half the device memory (the first GPU's, from nvidia-smi, else this host's RAM).
@@ -50,10 +51,12 @@ def max_replicas(pack, cfg) -> int:
 
 def units(runs: list[PlannedRun], pack) -> list[list[PlannedRun]]:
     """The runs in units of one run, or packed groups of up to max_replicas runs of one group_key (in
-    the runs' order within a group)."""
+    the runs' order within a group). A wsd trunk or branch (simscale.sweep.branches) is a unit of its
+    own: a packed group neither saves branch points nor starts from one."""
     groups: dict[str, list[PlannedRun]] = {}
     for run in runs:
-        groups.setdefault(group_key(run.cfg) if sweep_pack(pack) != 0 else run.run_id, []).append(run)
+        alone = sweep_pack(pack) == 0 or run.branch_points or run.branch_of
+        groups.setdefault(run.run_id if alone else group_key(run.cfg), []).append(run)
     out = []
     for group in groups.values():
         n = max_replicas(pack, max((r.cfg for r in group), key=lambda c: c.model.vocab_size))

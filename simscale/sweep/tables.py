@@ -24,23 +24,49 @@ def dry_run_table(records: list[dict], estimated: bool = True, check: dict | Non
     est = [r["est_time_s"] for r in records]
     rows = [[r["run_id"], r["width"], r["depth"], r["variant"], f"{r['params_total']:,}",
              f"{r['params_nonembedding']:,}", human(r["tokens"]) + ("" if r["tokens_exact"] else " (epoch)"),
-             human(r["flops"]), duration(t) if estimated else "-", r.get("est_method") or "-"]
+             human(r["flops"]), duration(t) if estimated else "-", r.get("est_method") or "-", _role(r)]
             for r, t in zip(records, est)]
     rows.append(["total", "", "", f"{len(records)} runs", f"{sum(r['params_total'] for r in records):,}",
                  f"{sum(r['params_nonembedding'] for r in records):,}",
                  human(sum(r["tokens"] for r in records)), human(sum(r["flops"] for r in records)),
-                 "-" if not estimated else duration(sum(est)) if None not in est else "?", ""])
+                 _total_time(est, estimated), "", ""])
     header = ["run", "width", "depth", "variant", "params", "non-embedding", "tokens",
-              f"FLOPs ({records[0]['flops_convention']})" if records else "FLOPs", "est. time", "estimate"]
+              f"FLOPs ({records[0]['flops_convention']})" if records else "FLOPs", "est. time", "estimate",
+              "wsd branch"]
     classes = list(records[0].get("est_device_s", {})) if records else []
     for row, r in zip(rows, records):
         row.extend(duration(r["est_device_s"][d]) for d in classes)
     rows[-1].extend(duration(sum(r["est_device_s"][d] for r in records)) for d in classes)
     header.extend(f"at {d}" for d in classes)
-    text = table(header, rows)
+    lines = [table(header, rows)]
     if classes:
-        text += "\n\n" + device_line()
-    return text + "\n\n" + batch_check_line(check) if check else text
+        lines.append(device_line())
+    if any(r.get("branch_of") for r in records):
+        lines.append(branching_line(records, estimated))
+    if check:
+        lines.append(batch_check_line(check))
+    return "\n\n".join(lines)
+
+
+def _role(record: dict) -> str:
+    if record.get("branch_points"):
+        return f"trunk (points {', '.join(map(str, record['branch_points']))})"
+    return f"from step {record['branch_step']}" if record.get("branch_of") else ""
+
+
+def _total_time(times: list, estimated: bool) -> str:
+    return "-" if not estimated else duration(sum(times)) if None not in times else "?"
+
+
+def branching_line(records: list[dict], estimated: bool = True) -> str:
+    """What the wsd branches save: FLOPs and estimated time trained with them against from scratch."""
+    flops, trained = (sum(r[k] for r in records) for k in ("flops", "trained_flops"))
+    branches = sum(bool(r.get("branch_of")) for r in records)
+    trunks = sum(bool(r.get("branch_points")) for r in records)
+    times = (_total_time([r.get(k) for r in records], estimated) for k in ("est_trained_s", "est_time_s"))
+    return (f"with wsd branches ({branches} run(s) off {trunks} trunk(s), sweep.branch=True): "
+            f"{human(trained)} FLOPs, est. {next(times)}; from scratch (sweep.branch=False): "
+            f"{human(flops)} FLOPs, est. {next(times)} ({trained / flops:.2f}x the FLOPs)")
 
 
 def device_line() -> str:
@@ -115,7 +141,8 @@ def status_table(workdir: pathlib.Path, runs: list[dict], speeds: dict[str, floa
         last = store.last_metrics(rdir)
         status = store.run_status(rdir)
         total = entry["tokens"]
-        done_tokens = last.get("tokens", 0) if state != "done" else total
+        start_tokens = entry.get("branch_step", 0) * cfg.train.batch_size * cfg.train.seq_len  # a wsd branch
+        done_tokens = max(last.get("tokens", 0), start_tokens) if state != "done" else total
         speed = _progress_speed(rdir, status, cfg) or speeds.get(program_key(cfg, speed_only=True))
         eta = 0.0 if state in ("done", "failed") else ((total - done_tokens) / speed if speed else None)
         eta_total = None if eta is None or eta_total is None else eta_total + eta

@@ -75,15 +75,16 @@ class Checkpoints:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
-    def restore(self, abstract_state, discard_unreadable: bool = False):
-        """(state, meta) from the newest readable checkpoint, or None when there is none.
+    def restore(self, abstract_state, discard_unreadable: bool = False, step: int | None = None):
+        """(state, meta) from the newest readable checkpoint (or checkpoint `step` alone), or None when
+        there is none.
 
         An unreadable (partial, corrupt) checkpoint is skipped with a warning; with
         `discard_unreadable` it is also deleted so that training can save that step again.
         """
         self.manager.reload()
         restored, discarded = None, False
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        for step in [step] if step is not None else sorted(self.manager.all_steps(), reverse=True):
             try:
                 with _quiet():
                     out = self.manager.restore(step, args=ocp.args.Composite(

@@ -22,6 +22,7 @@ from simscale.config import (BACKFILL, REPORTING_ONLY, ConfigError, config_hash,
 from simscale.data import loader, tokenizer
 from simscale.model import counting
 from simscale.train import mesh as mesh_lib
+from simscale.train import branch
 from simscale.train import step as step_lib
 from simscale.train.checkpoint import Checkpoints
 from simscale.jsonio import read_json, read_jsonl, write_json
@@ -115,12 +116,16 @@ def read_ahead(items, depth: int = 2):
             yield item
 
 
-def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
+def train(cfg, run_dir, *, stop_at: int | None = None, branch_points=(),
+          branch_from: tuple[str, int] | None = None) -> dict:
     """Train (or resume) one run into `run_dir`; returns result.json's dict.
 
     A run whose result.json says done returns it unchanged. `stop_at` ends early after that
     step with a checkpoint (status stays 'running'; a later call resumes): a preemption point.
     Raises NonFiniteLoss (after writing status 'failed') when the loss stops being finite.
+    A wsd trunk saves its state at each of `branch_points` (simscale.train.branch); a branch,
+    `branch_from` = (the trunk's run directory, its point), starts from that point when it has no
+    checkpoint of its own, and its result says `branch_of` and `branch_step`.
     """
     cfg, run_dir, result = open_run(cfg, run_dir)
     if result is not None:
@@ -128,7 +133,7 @@ def train(cfg, run_dir, *, stop_at: int | None = None) -> dict:
     main = jax.process_index() == 0
     run = None
     try:
-        run = _Run.start(cfg, run_dir, main)
+        run = _Run.start(cfg, run_dir, main, branch_points, branch_from)
         try:
             end = _loop(run, run.steps if stop_at is None else min(stop_at, run.steps))
         finally:
@@ -187,7 +192,7 @@ def _loop(run: "_Run", end: int) -> int:
             if batch is None and s < end:
                 end = run.data_ended(s)
             evaluate_now = s == run.steps or every(tc.eval_every, s)
-            checkpoint_now = s == end or every(tc.checkpoint_every, s)
+            checkpoint_now = s == end or every(tc.checkpoint_every, s) or s in run.branch_points
             log_now = evaluate_now or checkpoint_now or every(max(tc.log_every, 1), s)
             if log_now:
                 record = run.metrics()
@@ -222,6 +227,8 @@ def _finish(run: "_Run") -> dict:
         "hidden": cfg.model.hidden, "layers": cfg.model.layers,
         **({"packed_with": run.packed_with} if run.packed_with else {}),
     }
+    if run.branch_from:
+        result.update(branch_of=Path(run.branch_from[0]).name, branch_step=run.branch_from[1])
     if run.main:
         write_json(run.run_dir / "result.json", result)
         write_status(run.run_dir, "done", end)
@@ -271,10 +278,14 @@ class _Run:
     clock_start: float = dataclasses.field(default_factory=time.perf_counter)
     window_start: float = dataclasses.field(default_factory=time.perf_counter)  # of the steps in `pending`
     packed_with: list[str] | None = None  # the other runs of its packed group (simscale.train.packed)
+    branch_points: list[int] = dataclasses.field(default_factory=list)  # a trunk's points still to save
+    branch_from: tuple[str, int] | None = None  # a branch's (trunk run directory, point)
 
     @classmethod
-    def start(cls, cfg, run_dir: Path, main: bool, program_cfg=None) -> "_Run":
-        """Everything a run needs, its state restored from the newest readable checkpoint (else fresh).
+    def start(cls, cfg, run_dir: Path, main: bool, branch_points=(),
+              branch_from: tuple[str, int] | None = None, program_cfg=None) -> "_Run":
+        """Everything a run needs, its state restored from the newest readable checkpoint, else from
+        its branch point, else fresh.
 
         `program_cfg` (a packed group's run, whose own train step is not used): the config whose
         program evaluates it and shapes its state; its train step is then not compiled."""
@@ -284,10 +295,18 @@ class _Run:
         prog = step_lib.program(program_cfg or cfg, steps, mesh_lib.make_mesh(cfg.mesh))
         ckpt = Checkpoints(run_dir / "checkpoints", tc)
         restored = ckpt.restore(prog.abstract_state, discard_unreadable=True)
+        if restored is None and branch_from:
+            restored = branch.restore(Path(branch_from[0]), branch_from[1], prog.abstract_state)
+            if main:
+                branch.copy_metrics(Path(branch_from[0]), run_dir, branch_from[1])
         state, meta = restored if restored else (prog.init(cfg.seed), {"step": 0, "wall_time_s": 0.0})
         if program_cfg is None:
             prog.train.compile()  # before the clocks start, so the first tokens/s and ETA are real ones
         start = int(meta["step"])
+        owed = branch.check(run_dir, branch_points, start)
+        if owed and owed[0] == start:  # killed while saving it: the state restored is the point's
+            branch.save(run_dir, start, state, dict(meta, step=start))
+            owed = owed[1:]
         return cls(
             cfg=cfg, run_dir=run_dir, main=main, data=data, steps=steps, prog=prog, ckpt=ckpt,
             token_bytes=tokenizer.content_bytes(tokenizer.load(data.tokenizer_path)) if data else None,
@@ -295,7 +314,8 @@ class _Run:
             flops_per_token=counting.flops_per_token(cfg.model, tc.seq_len, tc.flops_convention),
             log=MetricsLog(run_dir, start, steps, enabled=main, name=run_dir.name, trackers=tc.trackers,
                            config=to_dict(cfg)),
-            state=state, step=start, wall_before=float(meta["wall_time_s"]))
+            state=state, step=start, wall_before=float(meta["wall_time_s"]),
+            branch_points=owed, branch_from=branch_from)
 
     def train_step(self, batch) -> None:
         """One compiled step; its metrics stay on the device until the next log step."""
@@ -328,8 +348,11 @@ class _Run:
 
     def checkpoint(self) -> None:
         s = self.step
-        self.ckpt.save(s, self.state, {"step": s, "wall_time_s": self.wall_time(),
-                                       "config_hash": config_hash(self.cfg)})
+        meta = {"step": s, "wall_time_s": self.wall_time(), "config_hash": config_hash(self.cfg)}
+        if s in self.branch_points:  # first and whole: a later checkpoint implies the point
+            branch.save(self.run_dir, s, self.state, meta)
+            self.branch_points.remove(s)
+        self.ckpt.save(s, self.state, meta)
         if self.main:
             write_status(self.run_dir, "running", s)
 

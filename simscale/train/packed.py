@@ -6,8 +6,9 @@ The runs of a group may differ in seed, data (variant, source, ...), optim.PER_R
 weight decay, warmup), model.vocab_size and step count (each replica's schedule gets its own; one that
 ends early finishes its run and computes on, unread); all else that shapes the step or the loop must match
 (config.group_key). Parameters and optimiser states are stacked on a leading replica axis R; the step
-takes each replica's hyperparameters as traced inputs (one compilation for any values) and its own
-batches, read as its lone run reads them. A smaller vocabulary is padded with zero embedding rows and
+takes each replica's optim.step_args (lr, weight decay and its schedule's numbers: the traced inputs of
+a lone run's step, stacked) (one compilation for any values) and its own batches, read as its lone run
+reads them. A smaller vocabulary is padded with zero embedding rows and
 output-head columns to the group's, its logits past its own size masked out of the softmax: the
 padding gets no gradient and stays zero, and losses equal the unpadded model's.
 
@@ -72,12 +73,12 @@ _CACHE: dict[str, step_lib.Compiled] = {}
 
 def packed_step(cfg, mesh, args) -> step_lib.Compiled:
     """The lone train step (step.train_step_fn) vmapped over replicas, state donated, compiled once per
-    group shape, replica count and mesh for any hyperparameter values and step counts (args[2])."""
+    group shape, replica count and mesh for any step_args (args[2], stacked: `stacked_args`)."""
     key = json.dumps([group_key(cfg), cfg.model.vocab_size, args[3] is not None,
                       [a.shape for a in jax.tree.leaves(args[1])], [d.id for d in mesh.devices.flat]])
     if key not in _CACHE:
         in_axes = (0, 0, 0, None if args[3] is None else 0)
-        fn = jax.vmap(step_lib.train_step_fn(cfg, 0, mesh), in_axes=in_axes)  # hp holds total_steps
+        fn = jax.vmap(step_lib.train_step_fn(cfg, mesh), in_axes=in_axes)
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args)
         _CACHE[key] = step_lib.Compiled(jax.jit(fn, donate_argnums=0), *abstract)
     return _CACHE[key]
@@ -85,6 +86,11 @@ def packed_step(cfg, mesh, args) -> step_lib.Compiled:
 
 def clear_cache() -> None:
     _CACHE.clear()
+
+
+def stacked_args(args: list[dict]) -> dict:
+    """Runs' optim.step_args -> the packed step's: each one's values on a leading replica axis."""
+    return {k: jnp.asarray([a[k] for a in args], jnp.float32) for k in optim.STEP_ARGS}
 
 
 def train_group(members, *, stop_at: int | None = None) -> list[dict]:
@@ -147,9 +153,7 @@ class _Group:
         self.state = stack([resize_vocab(run.state, V) for run in runs])
         for run in runs:
             run.state = None  # the stacked state holds it; a replica's own is made when it is needed
-        self.hp = {k: jnp.asarray([float(run.cfg.train[k]) for run in runs], jnp.float32)
-                   for k in optim.PER_RUN}
-        self.hp["total_steps"] = jnp.asarray([run.steps for run in runs], jnp.float32)  # each schedule's own
+        self.args = stacked_args([optim.step_args(run.cfg.train, run.steps) for run in runs])
         self.n_vocab = jnp.asarray(self.vocabs, jnp.int32) if len(set(self.vocabs)) > 1 else None
         self.group_cfg = self.cfg.copy_and_resolve_references()
         self.group_cfg.model.vocab_size = V
@@ -184,7 +188,7 @@ class _Group:
         data = read_ahead(self.batches(step))
         try:
             batch, ended = next(data)
-            train_step = packed_step(self.group_cfg, self.mesh, (self.state, batch, self.hp, self.n_vocab))
+            train_step = packed_step(self.group_cfg, self.mesh, (self.state, batch, self.args, self.n_vocab))
             train_step.compile()
             for run in self.runs:  # the clocks start after compiling, as a lone run's
                 run.clock_start = run.window_start = time.perf_counter()
@@ -193,7 +197,7 @@ class _Group:
                 if self.live[i] and self.ends[i] == step == run.steps:
                     self.finish(i)
             while any(live and step < e for live, e in zip(self.live, self.ends)):
-                self.state, metrics = train_step(self.state, batch, self.hp, self.n_vocab)
+                self.state, metrics = train_step(self.state, batch, self.args, self.n_vocab)
                 self.pending.append(metrics)
                 step += 1
                 batch, ended = next(data) if step < end else (None, [False] * len(self.runs))

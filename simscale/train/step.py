@@ -2,7 +2,9 @@
 
 A train state is a dict {'step', 'params', 'opt_state'} sharded by the mesh
 rules. `program(cfg, total_steps, mesh)` builds (once per distinct shape and
-optimiser setting) functions compiled ahead of time on first use:
+optimiser setting, whatever the budget: a run's step arguments, optim.step_args (its lr,
+weight decay and its budget's schedule numbers), are an argument of the compiled step that
+`prog.train` binds) functions compiled ahead of time on first use:
 
     state = prog.init(seed)
     state, metrics = prog.train(state, tokens_BT1)    # state donated
@@ -18,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -53,10 +56,27 @@ class Compiled:
         return self.compile()(*args)
 
 
+class BoundTrain:
+    """A compiled train step (state, tokens, step_args) with one run's optim.step_args bound."""
+
+    def __init__(self, compiled: Compiled, args: dict[str, jax.Array]):
+        self.compiled, self.args = compiled, args
+
+    def compile(self):
+        return self.compiled.compile()
+
+    @property
+    def compile_time_s(self) -> float | None:
+        return self.compiled.compile_time_s
+
+    def __call__(self, state, tokens_BT1):
+        return self.compiled(state, tokens_BT1, self.args)
+
+
 @dataclasses.dataclass
 class Program:
     init_state: Compiled  # rng key -> state
-    train: Compiled  # (state, tokens_BT1) -> (state, metrics); state donated
+    train: Compiled | BoundTrain  # (state, tokens_BT1) -> (state, metrics); state donated
     eval: Compiled  # (params, tokens_BT1) -> per-sequence mean losses [B]
     abstract_state: Any  # ShapeDtypeStructs carrying their shardings
     batch_sharding: NamedSharding
@@ -92,18 +112,17 @@ def abstract_state(cfg, mesh, total_steps: int = 1):
     return _state_shardings(cfg, tx, mesh)[0]
 
 
-def train_step_fn(cfg, total_steps: int, mesh):
-    """The train step as a function of (state, tokens_BT1, hp, n_vocab) -> (state, metrics): `hp`
-    optim.hyperparameters (constants in a lone run, traced per replica in a packed group, where it also
-    holds each run's `total_steps` for its schedule) and `n_vocab` the vocabulary size to mask the
-    logits to (None: all of them)."""
+def train_step_fn(cfg, mesh):
+    """The train step as a function of (state, tokens_BT1, args, n_vocab) -> (state, metrics): `args`
+    a run's optim.step_args as traced scalars (a lone run's bound by build(), each replica's in a packed
+    group, simscale.train.packed) and `n_vocab` the vocabulary size to mask the logits to (None: all of
+    them)."""
     mc, tc = cfg.model, cfg.train
     axes = llama.logical_axes(mc)
     accum = tc.grad_accum
 
-    def train_fn(state, tokens_BT1, hp, n_vocab):
-        steps = hp.get("total_steps", total_steps)
-        tx = optim.optimizer(tc, steps, axes, hp)
+    def train_fn(state, tokens_BT1, args, n_vocab):
+        tx = optim.optimizer(tc, args, axes)
         params = state["params"]
         grad_fn = jax.value_and_grad(functools.partial(loss_lib.mean_loss, model_cfg=mc,
                                                        loss_chunk=tc.loss_chunk, n_vocab=n_vocab))
@@ -120,16 +139,29 @@ def train_step_fn(cfg, total_steps: int, mesh):
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
                "opt_state": opt_state}
-        lr = optim.schedule(tc, steps, hp)(state["step"])
+        lr = optim.learning_rate(tc, state["step"], args)
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr}
 
     return train_fn
 
 
 def build(cfg, total_steps: int, mesh) -> Program:
-    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use."""
+    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use; the
+    train step bound to the step_args of `total_steps` updates."""
+    return _bind(_build(cfg, mesh), cfg, total_steps, mesh)
+
+
+def _bind(core: Program, cfg, total_steps: int, mesh) -> Program:
+    rep = mesh_lib.replicated(mesh)
+    on_devices = {k: jax.make_array_from_callback((), rep, lambda index, v=v: np.asarray(v, np.float32))
+                  for k, v in optim.step_args(cfg.train, total_steps).items()}
+    return dataclasses.replace(core, train=BoundTrain(core.train, on_devices))
+
+
+def _build(cfg, mesh) -> Program:
+    """build() with a train step taking the step_args as its third argument."""
     mc, tc = cfg.model, cfg.train
-    tx = optim.optimizer(tc, total_steps, llama.logical_axes(mc))
+    tx = optim.optimizer(tc, 1, llama.logical_axes(mc))  # its state's structure does not depend on the args
     init_fn = _init_fn(cfg, tx)
     abstract, state_sh = _state_shardings(cfg, tx, mesh)
     param_sh, rep = state_sh["params"], mesh_lib.replicated(mesh)
@@ -137,8 +169,9 @@ def build(cfg, total_steps: int, mesh) -> Program:
     shape = (tc.batch_size, tc.seq_len + 1)
     batch = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh)
     accum = tc.grad_accum
-    step_fn, hp = train_step_fn(cfg, total_steps, mesh), optim.hyperparameters(tc)
-    train_fn = lambda state, tokens_BT1: step_fn(state, tokens_BT1, hp, None)  # noqa: E731
+    step_fn = train_step_fn(cfg, mesh)
+    train_fn = lambda state, tokens_BT1, args: step_fn(state, tokens_BT1, args, None)  # noqa: E731
+    args = {k: jax.ShapeDtypeStruct((), jnp.float32, sharding=rep) for k in optim.STEP_ARGS}
 
     def eval_fn(params, tokens_BT1):
         per_seq = lambda toks: jnp.mean(loss_lib.token_losses(params, toks, mc), axis=-1)  # noqa: E731
@@ -149,23 +182,30 @@ def build(cfg, total_steps: int, mesh) -> Program:
 
     return Program(
         init_state=Compiled(jax.jit(init_fn, out_shardings=state_sh), jax.random.key(0)),
-        train=Compiled(jax.jit(train_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
-                               donate_argnums=0), abstract, batch),
+        train=Compiled(jax.jit(train_fn, in_shardings=(state_sh, batch_sh, rep),
+                               out_shardings=(state_sh, rep), donate_argnums=0),
+                       abstract, batch, args),
         eval=Compiled(jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=rep),
                       abstract["params"], batch),
         abstract_state=abstract, batch_sharding=batch_sh, global_batch_shape=shape)
 
 
-_CACHE: dict[str, Program] = {}
+_CACHE: dict[str, Program] = {}  # compiled programs, by what the compiled code depends on
+_BOUND: dict[str, Program] = {}  # and bound to a run's step_args
 
 
 def program(cfg, total_steps: int, mesh) -> Program:
-    """build() memoised on what the compiled code depends on, so a sweep compiles each shape once."""
-    key = json.dumps([program_key(cfg), total_steps, dict(mesh.shape), [d.id for d in mesh.devices.flat]])
+    """build() memoised on what the compiled code depends on, so a sweep compiles each shape once
+    whatever its runs' budgets."""
+    key = json.dumps([program_key(cfg), dict(mesh.shape), [d.id for d in mesh.devices.flat]])
     if key not in _CACHE:
-        _CACHE[key] = build(cfg, total_steps, mesh)
-    return _CACHE[key]
+        _CACHE[key] = _build(cfg, mesh)
+    bound = json.dumps([key, optim.step_args(cfg.train, total_steps)])
+    if bound not in _BOUND:
+        _BOUND[bound] = _bind(_CACHE[key], cfg, total_steps, mesh)
+    return _BOUND[bound]
 
 
 def clear_cache() -> None:
     _CACHE.clear()
+    _BOUND.clear()
