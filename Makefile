@@ -28,6 +28,7 @@ test: install
 # pipeline tokens/s, scaling-law fit time.
 bench: install
 	$(PY) -m simscale.step_bench
+	$(PY) -m simscale.packed_bench
 	$(PY) -m simscale.data bench
 	$(PY) -m simscale.analysis bench
 

@@ -156,6 +156,9 @@ def sweep_config() -> ConfigDict:
             calibration_batch=8,
             # calibrate cheapest shapes first while this lasts; the rest scale by FLOPs
             calibration_budget_s=20.0,
+            # packed runs (simscale.train.packed): at most this many runs of one group_key train in one
+            # compiled step; '0': off, 'auto': as many as the device memory estimate fits
+            pack="0",
         )
     )
 
@@ -197,6 +200,22 @@ def program_key(cfg, speed_only: bool = False) -> str:
     left_out = NOT_IN_PROGRAM + (SPEED_NEUTRAL if speed_only else ())
     sections = flat({"model": to_dict(cfg.model), "train": to_dict(cfg.train)})
     return json.dumps({k: v for k, v in sections.items() if k not in left_out}, sort_keys=True)
+
+
+# Keys whose values may differ between the runs of one packed group (simscale.train.packed): the step
+# takes the train ones as traced inputs; a smaller vocabulary is padded to the group's.
+PACKABLE = ("model.vocab_size", "train.lr", "train.weight_decay", "train.warmup_steps")
+# Keys outside program_key that a packed group's one loop needs equal: its cadences.
+_PACKED_LOOP = ("train.log_every", "train.eval_every", "train.checkpoint_every")
+
+
+def group_key(cfg) -> str:
+    """Runs with equal keys can train in one packed group: program_key less PACKABLE, plus the loop's
+    cadences and the mesh (seed, data and step counts may differ)."""
+    key = {k: v for k, v in json.loads(program_key(cfg)).items() if k not in PACKABLE}
+    every = flat(to_dict(cfg))
+    key.update({k: v for k, v in every.items() if k in _PACKED_LOOP or k.startswith("mesh.")})
+    return json.dumps(key, sort_keys=True)
 
 
 def to_dict(cfg: ConfigDict) -> dict:

@@ -178,3 +178,11 @@ def check(cfg: ConfigDict, n_devices: int) -> None:
     """
     check_keys({k: v for k, v in to_dict(cfg).items() if k != "sweep"})
     raise_first(problems(cfg, n_devices))
+
+
+def sweep_pack(pack) -> int | str:
+    """sweep.pack read: 'auto', or the runs per packed group (0: off); ConfigError naming the key else."""
+    text = str(pack).strip()
+    if text == "auto" or text.isdigit():
+        return text if text == "auto" else int(text)
+    raise ConfigError(f"sweep.pack={pack!r}: use 0 (off), a number of runs per group, or auto")

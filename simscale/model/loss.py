@@ -6,6 +6,8 @@
 `fused_head_loss` is a kernel: the [N, V] logits are made and differentiated chunk by chunk
 (its backward pass only scales gradients computed in the forward one), 2-3x faster on CPU.
 Shape letters as in simscale.model.llama; N rows (B x T), C chunks, M rows of a chunk.
+`n_vocab` (a packed group's replica whose vocabulary was padded to the group's, simscale.train.packed):
+logits of ids >= n_vocab are left out of the softmax, so losses and gradients equal the unpadded model's.
 """
 from __future__ import annotations
 
@@ -19,18 +21,26 @@ import numpy as np
 from simscale.model import llama
 
 
-def cross_entropy(logits_BTV, targets_BT):
+def vocab_masked(logits_XV, n_vocab):
+    """Logits of ids >= n_vocab set to -inf (None: unchanged)."""
+    if n_vocab is None:
+        return logits_XV
+    return jnp.where(jnp.arange(logits_XV.shape[-1]) < n_vocab, logits_XV, -jnp.inf)
+
+
+def cross_entropy(logits_BTV, targets_BT, n_vocab=None):
     """Nats of each target under float32 logits: logsumexp(logits) - logits[target], [B, T]."""
+    logits_BTV = vocab_masked(logits_BTV, n_vocab)
     target_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
     return jax.nn.logsumexp(logits_BTV, axis=-1) - target_BT
 
 
-def token_losses(params, tokens_BT1, model_cfg):
+def token_losses(params, tokens_BT1, model_cfg, n_vocab=None):
     """Cross-entropy in nats of each next token of [B, T+1] token rows, float32 [B, T]."""
-    return cross_entropy(llama.apply(params, tokens_BT1[:, :-1], model_cfg), tokens_BT1[:, 1:])
+    return cross_entropy(llama.apply(params, tokens_BT1[:, :-1], model_cfg), tokens_BT1[:, 1:], n_vocab)
 
 
-def _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks: int):
+def _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks: int, n_vocab=None):
     """Summed loss and its gradients, computed chunk by chunk so [N, V] logits never exist whole.
 
     Chunk c holds rows c, c + n_chunks, ...: with rows sharded over devices, every chunk stays
@@ -42,7 +52,7 @@ def _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks: int):
 
     def chunk(dhead_DV, xs):
         h_MD, t_M = xs
-        logits_MV = jnp.dot(h_MD, head_DV, preferred_element_type=jnp.float32)
+        logits_MV = vocab_masked(jnp.dot(h_MD, head_DV, preferred_element_type=jnp.float32), n_vocab)
         max_M1 = jnp.max(logits_MV, axis=-1, keepdims=True)
         e_MV = jnp.exp(logits_MV - max_M1)
         z_M1 = jnp.sum(e_MV, axis=-1, keepdims=True)
@@ -58,36 +68,40 @@ def _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks: int):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def fused_head_loss(h_ND, head_DV, targets_N, n_chunks: int):
+def fused_head_loss(h_ND, head_DV, targets_N, n_chunks: int, n_vocab=None):
     """Mean cross-entropy of logits h @ head against targets, fused with its own gradient.
 
     The forward pass computes the gradients too (one exp pass per chunk, logits kept in cache),
     the backward pass only scales them: 2-3x faster than autodiff of logsumexp on CPU.
     """
-    return _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks)[0]
+    return _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks, n_vocab)[0]
 
 
-def _fused_fwd(h_ND, head_DV, targets_N, n_chunks):
-    loss, dh, dhead = _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks)
-    return loss, (dh, dhead, targets_N)
+def _fused_fwd(h_ND, head_DV, targets_N, n_chunks, n_vocab):
+    loss, dh, dhead = _head_chunk_grads(h_ND, head_DV, targets_N, n_chunks, n_vocab)
+    return loss, (dh, dhead, targets_N, n_vocab)
+
+
+def _integer_zeros(x):
+    return None if x is None else np.zeros(np.shape(x), jax.dtypes.float0)
 
 
 def _fused_bwd(n_chunks, residuals, g):
-    dh, dhead, targets = residuals
-    return ((g * dh).astype(dh.dtype), (g * dhead).astype(dhead.dtype),
-            np.zeros(targets.shape, jax.dtypes.float0))
+    dh, dhead, targets, n_vocab = residuals
+    return ((g * dh).astype(dh.dtype), (g * dhead).astype(dhead.dtype), _integer_zeros(targets),
+            _integer_zeros(n_vocab))
 
 
 fused_head_loss.defvjp(_fused_fwd, _fused_bwd)
 
 
-def mean_loss(params, tokens_BT1, model_cfg, loss_chunk: int = 0):
+def mean_loss(params, tokens_BT1, model_cfg, loss_chunk: int = 0, n_vocab=None):
     """Mean next-token cross-entropy; loss_chunk > 0 uses fused_head_loss with chunks of ~that many tokens."""
     if loss_chunk <= 0:
-        return jnp.mean(token_losses(params, tokens_BT1, model_cfg))
+        return jnp.mean(token_losses(params, tokens_BT1, model_cfg, n_vocab))
     dt = llama.compute_dtype(model_cfg)  # the head's matmul inputs; its logits and loss are float32
     h_BTD = llama.hidden_states(params, tokens_BT1[:, :-1], model_cfg).astype(dt)
     B, T, D = h_BTD.shape
     n_chunks = max(1, B * T // math.gcd(B * T, loss_chunk))
     return fused_head_loss(h_BTD.reshape(B * T, D), llama.output_head(params, model_cfg).astype(dt),
-                           tokens_BT1[:, 1:].reshape(-1), n_chunks)
+                           tokens_BT1[:, 1:].reshape(-1), n_chunks, n_vocab)

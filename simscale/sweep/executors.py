@@ -1,11 +1,12 @@
 """Run a list of runs: `inline` (this process), `process` (a pool of pinned workers), `ray`.
 
-Each executor calls `run_one` once per run wherever the run trains; `run_one`
-claims the run's lock, skips it when done (or failed, unless retrying),
-trains or resumes it, evaluates it and records the outcome. Runs that another
-worker holds come back as "busy" and are retried until they settle. A wsd branch
-(simscale.sweep.branches) waits for its trunk's branch point while the trunk trains,
-comes back as "waiting" while the trunk is queued, and fails with its trunk's error.
+Each executor calls `run_unit` once per unit wherever it trains: a lone run (`run_one`) or, with
+sweep.pack (simscale.sweep.packing), a packed group (`run_group`). A run is claimed by its lock,
+skipped when done (or failed, unless retrying), trained or resumed, evaluated and its outcome recorded.
+Runs that another worker holds come back as "busy" and are retried until they settle. A wsd branch
+(simscale.sweep.branches; always a unit of its own, as its trunk) waits for its trunk's branch point
+while the trunk trains, comes back as "waiting" while the trunk is queued, and fails with its trunk's
+error.
 """
 from __future__ import annotations
 
@@ -39,6 +40,105 @@ def default_train(cfg, rdir, **branch):
     return train(cfg, rdir, **branch)
 
 
+def default_train_group(members):
+    from simscale.train.packed import train_group
+
+    return train_group(members)
+
+
+def run_unit(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_failed: bool = False,
+             train_fn=None, branch: dict | None = None) -> list[dict]:
+    """run_one for a unit of one run (`branch` as there), run_group for a packed group; the outcome of
+    each run."""
+    if len(run_ids) == 1:
+        return [run_one(workdir, run_ids[0], cfg_dicts[0], retry_failed, train_fn, branch)]
+    return run_group(workdir, run_ids, cfg_dicts, retry_failed, train_fn)
+
+
+def _settled(rdir: pathlib.Path, run_id: str, retry_failed: bool) -> dict | None:
+    """The outcome of a claimed run that needs no training (skipped: done; failed, unless retrying),
+    else None."""
+    status = store.run_status(rdir, repair=True)  # a finished run is done whatever status.json says
+    if status.get("status") == "done" and (rdir / "result.json").exists():
+        # its attempt was killed before saying so
+        if (store.attempts(rdir) or [{}])[-1].get("event") == "start":
+            store.append_attempt(rdir, "done", late=True)
+        return dict(run_id=run_id, outcome="skipped")
+    if status.get("status") == "failed" and not retry_failed:
+        return dict(run_id=run_id, outcome="failed", error=status.get("error", "failed earlier"))
+    return None
+
+
+def _start_attempt(rdir: pathlib.Path, run_id: str, branch_step: int = 0) -> None:
+    """The attempt's start: at its last status step, or a branch's at its trunk's point."""
+    step = store.run_status(rdir).get("step", 0)
+    start = max(step, branch_step)
+    store.append_attempt(rdir, "start", step=start)
+    log.info("training %s%s", run_id, f" (interrupted at step {step}: resuming from its last checkpoint)"
+             if step else f" from step {start} of its trunk" if start else "")
+
+
+def _failed(rdir: pathlib.Path, run_id: str, error: str, trace: str) -> dict:
+    """Record a run's failure (status.json, attempts.jsonl); its outcome."""
+    store.write_json(rdir / "status.json", dict(
+        store.read_json(rdir / "status.json", {}), status="failed", error=error, traceback=trace,
+        updated=time.time()))
+    store.append_attempt(rdir, "failed", error=error)
+    log.error("run %s failed: %s", run_id, error)
+    return dict(run_id=run_id, outcome="failed", error=error)
+
+
+def _evaluated(rdir: pathlib.Path, outcome: dict, cfg_dict: dict) -> dict:
+    """A trained or skipped run's outcome after its zero-shot evaluation (failed when that failed)."""
+    error = _evaluate(rdir, from_dict(cfg_dict))
+    return dict(run_id=outcome["run_id"], outcome="failed", error=error) if error else outcome
+
+
+def run_group(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_failed: bool = False,
+              train_fn=None) -> list[dict]:
+    """run_one for the runs of a packed group: those this worker claims and that need training train
+    together (simscale.train.packed.train_group; `train_fn(members)` in tests); a run failing alone
+    fails alone, an error of the group fails all it trained."""
+    from simscale import compile_cache, cpu_runtime
+
+    cpu_runtime.configure()
+    compile_cache.enable(workdir)
+    outcomes, locks, todo = {}, [], []
+    try:
+        for run_id, cfg_dict in zip(run_ids, cfg_dicts):
+            rdir = store.run_dir(pathlib.Path(workdir), run_id)
+            lock = store.RunLock(rdir)
+            if not lock.acquire():
+                outcomes[run_id] = dict(run_id=run_id, outcome="busy")
+                continue
+            locks.append(lock)
+            settled = _settled(rdir, run_id, retry_failed)
+            if settled is None:
+                todo.append((run_id, rdir, cfg_dict))
+            else:
+                outcomes[run_id] = (_evaluated(rdir, settled, cfg_dict) if settled["outcome"] == "skipped"
+                                    else settled)
+        for run_id, rdir, _ in todo:
+            _start_attempt(rdir, run_id)
+        members = [(from_dict(c), rdir) for _, rdir, c in todo]
+        try:
+            results = (train_fn or default_train_group)(members) if members else []
+        except Exception as e:  # noqa: BLE001 - the group's runs fail, the sweep goes on
+            error, trace = f"{type(e).__name__}: {e}", traceback.format_exc()
+            results = [dict(status="failed", error=error, traceback=trace)] * len(todo)
+        for (run_id, rdir, cfg_dict), result in zip(todo, results):
+            if result.get("status") == "done":
+                store.append_attempt(rdir, "done", step=result.get("steps"))
+                outcomes[run_id] = _evaluated(rdir, dict(run_id=run_id, outcome="done"), cfg_dict)
+            else:
+                outcomes[run_id] = _failed(rdir, run_id, result.get("error", "failed"),
+                                           result.get("traceback", ""))
+    finally:
+        for lock in locks:
+            lock.release()
+    return [outcomes[run_id] for run_id in run_ids]
+
+
 def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = False, train_fn=None,
             branch: dict | None = None) -> dict:
     """Claim, train (or resume) and evaluate one run; returns {run_id, outcome, error?}.
@@ -56,46 +156,23 @@ def run_one(workdir: str, run_id: str, cfg_dict: dict, retry_failed: bool = Fals
     if not lock.acquire():
         return dict(run_id=run_id, outcome="busy")
     with lock:
-        status = store.run_status(rdir, repair=True)  # a finished run is done whatever status.json says
-        if status.get("status") == "done" and (rdir / "result.json").exists():
-            outcome = "skipped"
-            # its attempt was killed before saying so
-            if (store.attempts(rdir) or [{}])[-1].get("event") == "start":
-                store.append_attempt(rdir, "done", late=True)
-        elif status.get("status") == "failed" and not retry_failed:
-            return dict(run_id=run_id, outcome="failed", error=status.get("error", "failed earlier"))
-        else:
-            cfg = from_dict(cfg_dict)
-            start = status.get("step", 0)
-            kwargs = _train_kwargs(workdir, branch or {}, start)
-            if isinstance(kwargs, str):  # waiting, or the trunk's failure
-                if kwargs == "waiting":
-                    return dict(run_id=run_id, outcome="waiting")
-                _failed(rdir, kwargs, "")
-                return dict(run_id=run_id, outcome="failed", error=kwargs)
-            start = max(start, kwargs["branch_from"][1]) if "branch_from" in kwargs else start
-            store.append_attempt(rdir, "start", step=start)
-            log.info("training %s%s", run_id, f" (interrupted at step {status['step']}: resuming from its "
-                                              "last checkpoint)" if status.get("step") else
-                     f" from step {start} of its trunk" if start else "")
+        outcome = _settled(rdir, run_id, retry_failed)
+        if outcome is None:
+            kwargs = _train_kwargs(workdir, branch or {}, store.run_status(rdir).get("step", 0))
+            if kwargs == "waiting":
+                return dict(run_id=run_id, outcome="waiting")
+            if isinstance(kwargs, str):  # the trunk's failure
+                return _failed(rdir, run_id, kwargs, "")
+            _start_attempt(rdir, run_id, kwargs["branch_from"][1] if "branch_from" in kwargs else 0)
             try:
-                result = (train_fn or default_train)(cfg, rdir, **kwargs)
+                result = (train_fn or default_train)(from_dict(cfg_dict), rdir, **kwargs)
             except Exception as e:  # noqa: BLE001 - the run fails, the sweep goes on
-                error = f"{type(e).__name__}: {e}"
-                _failed(rdir, error, traceback.format_exc())
-                return dict(run_id=run_id, outcome="failed", error=error)
+                return _failed(rdir, run_id, f"{type(e).__name__}: {e}", traceback.format_exc())
             store.append_attempt(rdir, "done", step=(result or {}).get("steps"))
-            outcome = "done"
-        error = _evaluate(rdir, from_dict(cfg_dict))
-    return (dict(run_id=run_id, outcome="failed", error=error) if error
-            else dict(run_id=run_id, outcome=outcome))
-
-
-def _failed(rdir: pathlib.Path, error: str, trace: str) -> None:
-    store.write_json(rdir / "status.json", dict(store.read_json(rdir / "status.json", {}), status="failed",
-                                                error=error, traceback=trace, updated=time.time()))
-    store.append_attempt(rdir, "failed", error=error)
-    log.error("run %s failed: %s", rdir.name, error)
+            outcome = dict(run_id=run_id, outcome="done")
+        elif outcome["outcome"] == "failed":
+            return outcome
+        return _evaluated(rdir, outcome, cfg_dict)
 
 
 def _train_kwargs(workdir: str, branch: dict, start: int) -> dict | str:
@@ -143,8 +220,12 @@ def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
 
 def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, workers: int = 0,
             devices_per_worker: int = 1, ray_address: str = "", retry_failed: bool = False, train_fn=None,
-            poll_s: float = 2.0) -> list[dict]:
-    """Run everything; runs busy in another worker are retried until they settle. Outcomes in grid order."""
+            poll_s: float = 2.0, pack: str = "0") -> list[dict]:
+    """Run everything, runs of one shape packed in groups of up to `pack` (sweep.pack); runs busy in
+    another worker are retried until they settle. Outcomes in grid order. `train_fn` (tests) replaces
+    train(cfg, run_dir) for lone runs and train_group(members) for packed groups."""
+    from simscale.sweep import packing
+
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
     submit = {"inline": _inline, "process": _process, "ray": _ray}[executor]
@@ -154,15 +235,17 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
     else:  # a Ray cluster's size is not known here: order for two workers at least
         n_workers = (len(worker_slots(workers, devices_per_worker)) if executor == "process"
                      else max(workers, 2))
-    todo = _order(runs, n_workers)
+    todo = runs
     outcomes: dict[str, dict] = {}
     waiting = 0
     while todo:
         queued = {r.run_id for r in todo}
-        jobs = [(str(workdir), r.run_id, to_dict(r.cfg), retry_failed, train_fn, _branch(r, queued))
-                for r in todo]
-        for outcome in submit(jobs, **kwargs):
-            outcomes[outcome["run_id"]] = outcome
+        units = {id(u[0]): u for u in packing.units(todo, pack)}
+        units = [units[id(r)] for r in _order([u[0] for u in units.values()], n_workers)]
+        jobs = [(str(workdir), [r.run_id for r in u], [to_dict(r.cfg) for r in u], retry_failed, train_fn,
+                 _branch(u[0], queued)) for u in units]  # a branched run is a unit of its own
+        for unit_outcomes in submit(jobs, **kwargs):
+            outcomes.update((o["run_id"], o) for o in unit_outcomes)
         for r in todo:  # a trunk whose worker died: its branches fail with its error
             trunk = outcomes.get(r.branch_of, {})
             if outcomes[r.run_id]["outcome"] == "waiting" and trunk.get("outcome") == "failed":
@@ -219,8 +302,8 @@ def _order(runs: list[PlannedRun], workers: int) -> list[PlannedRun]:
 
 def _inline(jobs, **_):
     for i, job in enumerate(jobs):
-        log.info("[%d/%d] %s", i + 1, len(jobs), job[1])
-        yield run_one(*job)
+        log.info("[%d/%d] %s", i + 1, len(jobs), ", ".join(job[1]))
+        yield run_unit(*job)
 
 
 def visible_gpus() -> list[str]:
@@ -282,7 +365,7 @@ def _process(jobs, workers=0, devices_per_worker=1, **_):
         queue.put(slot)
     log.info("process executor: %d worker(s) on %s", len(slots), ", ".join(_describe(s) for s in slots))
     with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin, initargs=(queue,)) as pool:
-        futures = [pool.submit(run_one, *job) for job in jobs]
+        futures = [pool.submit(run_unit, *job) for job in jobs]
         for job, future in zip(jobs, futures):
             yield _collect(job, future.result)
 
@@ -302,17 +385,18 @@ def _ray(jobs, ray_address="", devices_per_worker=1, **_):
         options["num_gpus"] = devices_per_worker
     elif resources.get("TPU"):
         options["resources"] = {"TPU": devices_per_worker}
-    task = ray.remote(**options)(run_one)
+    task = ray.remote(**options)(run_unit)
     refs = [task.remote(*job) for job in jobs]
     for job, ref in zip(jobs, refs):
         yield _collect(job, lambda: ray.get(ref))
 
 
-def _collect(job, get) -> dict:
-    """A worker's outcome; a worker that died (killed, out of memory) fails its run, which resumes next
+def _collect(job, get) -> list[dict]:
+    """A worker's outcomes; a worker that died (killed, out of memory) fails its runs, which resume next
     time."""
     try:
         return get()
-    except Exception as e:  # noqa: BLE001 - a dead worker fails its run, which resumes next time
-        log.error("run %s: its worker died: %s", job[1], e)
-        return dict(run_id=job[1], outcome="failed", error=f"worker died: {type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - a dead worker fails its runs, which resume next time
+        log.error("run(s) %s: their worker died: %s", ", ".join(job[1]), e)
+        return [dict(run_id=run_id, outcome="failed", error=f"worker died: {type(e).__name__}: {e}")
+                for run_id in job[1]]

@@ -105,6 +105,15 @@ class Checkpoints:
             self.manager.reload()
         return restored
 
+    def discard_after(self, step: int) -> None:
+        """Delete the checkpoints newer than `step` (a packed group resuming at a step all its runs hold)."""
+        self.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            for s in self.manager.all_steps():
+                if s > step:
+                    shutil.rmtree(self.directory / str(s), ignore_errors=True)
+        self.manager.reload()
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

@@ -127,19 +127,10 @@ def train(cfg, run_dir, *, stop_at: int | None = None, branch_points=(),
     `branch_from` = (the trunk's run directory, its point), starts from that point when it has no
     checkpoint of its own, and its result says `branch_of` and `branch_step`.
     """
-    check(cfg, jax.device_count())  # unknown keys and bad values, before anything is written
-    cfg = run_config_of(cfg)
-    at_hand.resolve(cfg)  # `auto` values: config.json records what the run used
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    main = jax.process_index() == 0
-    _check_saved_config(run_dir / "config.json", to_dict(cfg))
-    result = read_json(run_dir / "result.json")
-    if result is not None and result.get("status") == "done":
+    cfg, run_dir, result = open_run(cfg, run_dir)
+    if result is not None:
         return result
-    if main:
-        write_json(run_dir / "config.json", to_dict(cfg))
-        write_status(run_dir, "running", 0)
+    main = jax.process_index() == 0
     run = None
     try:
         run = _Run.start(cfg, run_dir, main, branch_points, branch_from)
@@ -149,10 +140,34 @@ def train(cfg, run_dir, *, stop_at: int | None = None, branch_points=(),
             run.close()
         return _finish(run) if end == run.steps else {"status": "running", "step": end}
     except Exception as e:
-        if main:
-            write_status(run_dir, "failed", run.step if run else 0, error=str(e),
-                         traceback=traceback.format_exc())
+        fail(run_dir, run.step if run else 0, e)
         raise
+
+
+def open_run(cfg, run_dir):
+    """(run config, run directory, result) before training: the config checked and resolved, the
+    directory made and its config.json and status written; `result` is result.json's dict when the run
+    is done already (nothing written then), else None."""
+    check(cfg, jax.device_count())  # unknown keys and bad values, before anything is written
+    cfg = run_config_of(cfg)
+    at_hand.resolve(cfg)  # `auto` values: config.json records what the run used
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    main = jax.process_index() == 0
+    _check_saved_config(run_dir / "config.json", to_dict(cfg))
+    result = read_json(run_dir / "result.json")
+    if result is not None and result.get("status") == "done":
+        return cfg, run_dir, result
+    if main:
+        write_json(run_dir / "config.json", to_dict(cfg))
+        write_status(run_dir, "running", 0)
+    return cfg, run_dir, None
+
+
+def fail(run_dir: Path, step: int, error: Exception) -> None:
+    """status.json 'failed' at `step`, with the error and its traceback (process 0 writes)."""
+    if jax.process_index() == 0:
+        write_status(run_dir, "failed", step, error=str(error), traceback=traceback.format_exc())
 
 
 def _loop(run: "_Run", end: int) -> int:
@@ -210,6 +225,7 @@ def _finish(run: "_Run") -> dict:
         "final_loss": last["loss"] if last else _last_logged_loss(run.run_dir), **run.evals,
         "wall_time_s": run.wall_time(), "variant": cfg.data.variant,
         "hidden": cfg.model.hidden, "layers": cfg.model.layers,
+        **({"packed_with": run.packed_with} if run.packed_with else {}),
     }
     if run.branch_from:
         result.update(branch_of=Path(run.branch_from[0]).name, branch_step=run.branch_from[1])
@@ -261,18 +277,22 @@ class _Run:
     evals: dict | None = None  # the last evaluation
     clock_start: float = dataclasses.field(default_factory=time.perf_counter)
     window_start: float = dataclasses.field(default_factory=time.perf_counter)  # of the steps in `pending`
+    packed_with: list[str] | None = None  # the other runs of its packed group (simscale.train.packed)
     branch_points: list[int] = dataclasses.field(default_factory=list)  # a trunk's points still to save
     branch_from: tuple[str, int] | None = None  # a branch's (trunk run directory, point)
 
     @classmethod
     def start(cls, cfg, run_dir: Path, main: bool, branch_points=(),
-              branch_from: tuple[str, int] | None = None) -> "_Run":
+              branch_from: tuple[str, int] | None = None, program_cfg=None) -> "_Run":
         """Everything a run needs, its state restored from the newest readable checkpoint, else from
-        its branch point, else fresh."""
+        its branch point, else fresh.
+
+        `program_cfg` (a packed group's run, whose own train step is not used): the config whose
+        program evaluates it and shapes its state; its train step is then not compiled."""
         tc = cfg.train
         data = _prepare_data(cfg, run_dir, main)
         steps = total_steps(cfg, data.train_tokens if data else None)
-        prog = step_lib.program(cfg, steps, mesh_lib.make_mesh(cfg.mesh))
+        prog = step_lib.program(program_cfg or cfg, steps, mesh_lib.make_mesh(cfg.mesh))
         ckpt = Checkpoints(run_dir / "checkpoints", tc)
         restored = ckpt.restore(prog.abstract_state, discard_unreadable=True)
         if restored is None and branch_from:
@@ -280,7 +300,8 @@ class _Run:
             if main:
                 branch.copy_metrics(Path(branch_from[0]), run_dir, branch_from[1])
         state, meta = restored if restored else (prog.init(cfg.seed), {"step": 0, "wall_time_s": 0.0})
-        prog.train.compile()  # before the clocks start, so the first tokens/s and ETA are real ones
+        if program_cfg is None:
+            prog.train.compile()  # before the clocks start, so the first tokens/s and ETA are real ones
         start = int(meta["step"])
         owed = branch.check(run_dir, branch_points, start)
         if owed and owed[0] == start:  # killed while saving it: the state restored is the point's

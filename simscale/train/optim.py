@@ -5,23 +5,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from simscale.config import PACKABLE
+
 SCHEDULES = ("cosine", "wsd", "constant")  # train.schedule (simscale.validation refuses others)
 DECAY_SHAPES = ("linear", "1-sqrt")  # train.decay_shape: wsd's cooldown
 DECAY = ("matrices", "all", "none")  # train.decay
+# The train keys of config.PACKABLE: values that may differ between the runs of a packed group.
+PER_RUN = tuple(k.split(".")[1] for k in PACKABLE if k.startswith("train."))
+# A run's step arguments (`step_args`): the per-run numbers its compiled train step takes as traced
+# inputs, not constants. A lone run's step binds its own (simscale.train.step), a packed group stacks
+# its replicas' (simscale.train.packed): one compiled program for any budget (runs of one shape and
+# different budgets, wsd trunks and branches) and, in a packed group, any PER_RUN values.
+STEP_ARGS = ("lr", "weight_decay", "warmup", "decay_start", "total_steps")
 
 
-def schedule_args(tc, total_steps: int) -> tuple[int, int, int]:
-    """(warmup, decay_start, total_steps): the numbers of a run's budget that its schedule reads.
-
-    They are arguments of the compiled train step (simscale.train.step), not constants in it: runs of
-    one shape and different budgets share one compiled program."""
+def step_args(tc, total_steps: int) -> dict:
+    """A run's STEP_ARGS: its peak lr and weight_decay, and the numbers of its budget that its schedule
+    reads: warmup (warmup_steps, at most total_steps), decay_start (the first update whose LR decays;
+    the warmup's end for cosine) and total_steps."""
     warmup = min(int(tc.warmup_steps), total_steps)
-    return warmup, warmup if tc.schedule == "cosine" else decay_start(tc, total_steps), total_steps
+    start = warmup if tc.schedule == "cosine" else decay_start(tc, total_steps)
+    return {"lr": float(tc.lr), "weight_decay": float(tc.weight_decay), "warmup": warmup,
+            "decay_start": start, "total_steps": total_steps}
 
 
 def learning_rate(tc, step, args):
-    """Learning rate for update number `step` (0-based), `args` = schedule_args (ints or a traced int
-    array): linear warmup, then the chosen shape.
+    """Learning rate for update number `step` (0-based), `args` = step_args (numbers, or traced scalars
+    inside a compiled step): linear warmup, then the chosen shape.
 
     cosine: floor + (1 - floor) * (1 + cos(2 pi cosine_cycles progress)) / 2 with floor = lr_floor:
       with cosine_cycles 0.5 a half cosine from the peak to lr_floor * peak at the last step; with
@@ -33,8 +43,9 @@ def learning_rate(tc, step, args):
       runs of different budgets share their stable phase (simscale.sweep.branches).
     constant: the peak after warmup.
     """
-    peak, floor, kind = float(tc.lr), float(tc.lr_floor), tc.schedule
-    warmup, start, total = (jnp.asarray(args[i], jnp.float32) for i in range(3))
+    floor, kind = float(tc.lr_floor), tc.schedule
+    peak, warmup, start, total = (jnp.asarray(args[k], jnp.float32)
+                                  for k in ("lr", "warmup", "decay_start", "total_steps"))
     s = jnp.asarray(step, jnp.float32)
     warm = jnp.minimum(1.0, (s + 1.0) / jnp.maximum(warmup, 1.0))
     if kind == "constant":
@@ -49,7 +60,7 @@ def learning_rate(tc, step, args):
 
 def schedule(tc, total_steps: int):
     """step -> learning_rate of a run of `total_steps` updates."""
-    args = schedule_args(tc, total_steps)
+    args = step_args(tc, total_steps)
     return lambda step: learning_rate(tc, step, args)
 
 
@@ -67,10 +78,11 @@ def decay_mask(tc, logical_axes):
     return jax.tree.map(lambda _: tc.decay == "all", logical_axes, is_leaf=is_leaf)
 
 
-def optimizer(tc, total_steps, logical_axes) -> optax.GradientTransformation:
-    """clip_by_global_norm (when clip_norm > 0) followed by AdamW on the schedule; `total_steps` an int,
-    or schedule_args as a traced array (inside a compiled step)."""
-    args = schedule_args(tc, total_steps) if isinstance(total_steps, int) else total_steps
+def optimizer(tc, args, logical_axes) -> optax.GradientTransformation:
+    """clip_by_global_norm (when clip_norm > 0) followed by AdamW on the schedule; `args` a run's total
+    steps (an int), or its step_args (traced inside a compiled step). Its state's structure does not
+    depend on `args`, so a packed run's state is a lone run's and runs of every budget share it."""
+    args = step_args(tc, args) if isinstance(args, int) else args
     adamw = optax.adamw(lambda count: learning_rate(tc, count, args), b1=tc.b1, b2=tc.b2, eps=tc.eps,
-                        weight_decay=tc.weight_decay, mask=decay_mask(tc, logical_axes))
+                        weight_decay=args["weight_decay"], mask=decay_mask(tc, logical_axes))
     return optax.chain(optax.clip_by_global_norm(tc.clip_norm), adamw) if tc.clip_norm > 0 else adamw

@@ -2,9 +2,9 @@
 
 A train state is a dict {'step', 'params', 'opt_state'} sharded by the mesh
 rules. `program(cfg, total_steps, mesh)` builds (once per distinct shape and
-optimiser setting, whatever the budget: the schedule's numbers of a budget,
-optim.schedule_args, are an argument of the compiled step that `prog.train` binds)
-functions compiled ahead of time on first use:
+optimiser setting, whatever the budget: a run's step arguments, optim.step_args (its lr,
+weight decay and its budget's schedule numbers), are an argument of the compiled step that
+`prog.train` binds) functions compiled ahead of time on first use:
 
     state = prog.init(seed)
     state, metrics = prog.train(state, tokens_BT1)    # state donated
@@ -57,9 +57,9 @@ class Compiled:
 
 
 class BoundTrain:
-    """A compiled train step (state, tokens, schedule_args) with one run's schedule_args bound."""
+    """A compiled train step (state, tokens, step_args) with one run's optim.step_args bound."""
 
-    def __init__(self, compiled: Compiled, args: jax.Array):
+    def __init__(self, compiled: Compiled, args: dict[str, jax.Array]):
         self.compiled, self.args = compiled, args
 
     def compile(self):
@@ -112,36 +112,20 @@ def abstract_state(cfg, mesh, total_steps: int = 1):
     return _state_shardings(cfg, tx, mesh)[0]
 
 
-def build(cfg, total_steps: int, mesh) -> Program:
-    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use; the
-    train step bound to the schedule of `total_steps` updates."""
-    return _bind(_build(cfg, mesh), cfg, total_steps, mesh)
-
-
-def _bind(core: Program, cfg, total_steps: int, mesh) -> Program:
-    args = np.asarray(optim.schedule_args(cfg.train, total_steps), np.int32)
-    rep = mesh_lib.replicated(mesh)
-    on_devices = jax.make_array_from_callback(args.shape, rep, lambda index: args[index])
-    return dataclasses.replace(core, train=BoundTrain(core.train, on_devices))
-
-
-def _build(cfg, mesh) -> Program:
-    """build() with a train step taking the schedule_args as its third argument."""
+def train_step_fn(cfg, mesh):
+    """The train step as a function of (state, tokens_BT1, args, n_vocab) -> (state, metrics): `args`
+    a run's optim.step_args as traced scalars (a lone run's bound by build(), each replica's in a packed
+    group, simscale.train.packed) and `n_vocab` the vocabulary size to mask the logits to (None: all of
+    them)."""
     mc, tc = cfg.model, cfg.train
-    tx = optim.optimizer(tc, 1, llama.logical_axes(mc))  # its state's structure does not depend on the budget
-    init_fn = _init_fn(cfg, tx)
-    abstract, state_sh = _state_shardings(cfg, tx, mesh)
-    param_sh, rep = state_sh["params"], mesh_lib.replicated(mesh)
-    batch_sh = mesh_lib.batch_sharding(mesh)
-    shape = (tc.batch_size, tc.seq_len + 1)
-    batch = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh)
+    axes = llama.logical_axes(mc)
     accum = tc.grad_accum
 
-    def train_fn(state, tokens_BT1, schedule_args):
-        tx = optim.optimizer(tc, schedule_args, llama.logical_axes(mc))
+    def train_fn(state, tokens_BT1, args, n_vocab):
+        tx = optim.optimizer(tc, args, axes)
         params = state["params"]
         grad_fn = jax.value_and_grad(functools.partial(loss_lib.mean_loss, model_cfg=mc,
-                                                       loss_chunk=tc.loss_chunk))
+                                                       loss_chunk=tc.loss_chunk, n_vocab=n_vocab))
         if accum == 1:
             loss, grads = grad_fn(params, tokens_BT1)
         else:
@@ -155,8 +139,39 @@ def _build(cfg, mesh) -> Program:
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
                "opt_state": opt_state}
-        lr = optim.learning_rate(tc, state["step"], schedule_args)
+        lr = optim.learning_rate(tc, state["step"], args)
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr}
+
+    return train_fn
+
+
+def build(cfg, total_steps: int, mesh) -> Program:
+    """init/train/eval for this config's shapes and optimiser on `mesh`, each compiled on first use; the
+    train step bound to the step_args of `total_steps` updates."""
+    return _bind(_build(cfg, mesh), cfg, total_steps, mesh)
+
+
+def _bind(core: Program, cfg, total_steps: int, mesh) -> Program:
+    rep = mesh_lib.replicated(mesh)
+    on_devices = {k: jax.make_array_from_callback((), rep, lambda index, v=v: np.asarray(v, np.float32))
+                  for k, v in optim.step_args(cfg.train, total_steps).items()}
+    return dataclasses.replace(core, train=BoundTrain(core.train, on_devices))
+
+
+def _build(cfg, mesh) -> Program:
+    """build() with a train step taking the step_args as its third argument."""
+    mc, tc = cfg.model, cfg.train
+    tx = optim.optimizer(tc, 1, llama.logical_axes(mc))  # its state's structure does not depend on the args
+    init_fn = _init_fn(cfg, tx)
+    abstract, state_sh = _state_shardings(cfg, tx, mesh)
+    param_sh, rep = state_sh["params"], mesh_lib.replicated(mesh)
+    batch_sh = mesh_lib.batch_sharding(mesh)
+    shape = (tc.batch_size, tc.seq_len + 1)
+    batch = jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sh)
+    accum = tc.grad_accum
+    step_fn = train_step_fn(cfg, mesh)
+    train_fn = lambda state, tokens_BT1, args: step_fn(state, tokens_BT1, args, None)  # noqa: E731
+    args = {k: jax.ShapeDtypeStruct((), jnp.float32, sharding=rep) for k in optim.STEP_ARGS}
 
     def eval_fn(params, tokens_BT1):
         per_seq = lambda toks: jnp.mean(loss_lib.token_losses(params, toks, mc), axis=-1)  # noqa: E731
@@ -169,14 +184,14 @@ def _build(cfg, mesh) -> Program:
         init_state=Compiled(jax.jit(init_fn, out_shardings=state_sh), jax.random.key(0)),
         train=Compiled(jax.jit(train_fn, in_shardings=(state_sh, batch_sh, rep),
                                out_shardings=(state_sh, rep), donate_argnums=0),
-                       abstract, batch, jax.ShapeDtypeStruct((3,), jnp.int32, sharding=rep)),
+                       abstract, batch, args),
         eval=Compiled(jax.jit(eval_fn, in_shardings=(param_sh, batch_sh), out_shardings=rep),
                       abstract["params"], batch),
         abstract_state=abstract, batch_sharding=batch_sh, global_batch_shape=shape)
 
 
 _CACHE: dict[str, Program] = {}  # compiled programs, by what the compiled code depends on
-_BOUND: dict[str, Program] = {}  # and bound to a budget
+_BOUND: dict[str, Program] = {}  # and bound to a run's step_args
 
 
 def program(cfg, total_steps: int, mesh) -> Program:
@@ -185,7 +200,7 @@ def program(cfg, total_steps: int, mesh) -> Program:
     key = json.dumps([program_key(cfg), dict(mesh.shape), [d.id for d in mesh.devices.flat]])
     if key not in _CACHE:
         _CACHE[key] = _build(cfg, mesh)
-    bound = json.dumps([key, optim.schedule_args(cfg.train, total_steps)])
+    bound = json.dumps([key, optim.step_args(cfg.train, total_steps)])
     if bound not in _BOUND:
         _BOUND[bound] = _bind(_CACHE[key], cfg, total_steps, mesh)
     return _BOUND[bound]

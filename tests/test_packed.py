@@ -1,0 +1,184 @@
+"""Packed groups (simscale.train.packed) against the same runs trained alone, on real tiny runs."""
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from simscale.train import load_params, train
+from simscale.train import step as step_lib
+from simscale.train.packed import clear_cache, train_group
+from test_train import tiny_config
+
+# Each replica's batches and hyperparameters are its lone run's; a vmapped step only sums in another
+# order, so values agree to float32 rounding: every logged loss to rtol 1e-5, each parameter array to
+# a relative L2 distance of 1e-4. Measured after 12 AdamW steps (THREE[2]'s embedding): the lone run
+# against itself with model.kernels=generic (the same maths summed in another order) 8.9e-6, packed
+# against lone 2.2e-5 (largest entry difference 2.5e-5, where AdamW divides nearly cancelling gradients
+# by their RMS); the other arrays and runs stay under 1e-5. A wrong batch, rate or padding moves ~1e-2.
+RTOL, PARAM_RTOL = 1e-5, 1e-4
+
+
+def configs(*settings):
+    out = []
+    for seed, lr, vocab in settings:
+        cfg = tiny_config()
+        cfg.seed, cfg.train.lr, cfg.model.vocab_size = seed, lr, vocab
+        cfg.model.update(dict(layers=1, heads=2))
+        cfg.train.update(dict(steps=12, log_every=3, eval_every=6, checkpoint_every=6))
+        out.append(cfg)
+    return out
+
+
+THREE = configs((0, 1e-2, 64), (1, 3e-3, 64), (2, 5e-3, 64))
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(packed_dir, lone_dir):
+    """Same losses (every logged step and evaluation) and final parameters as the lone run."""
+    got, want = records(packed_dir), records(lone_dir)
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    for key in ("loss", "lr", "grad_norm", "eval_loss"):
+        np.testing.assert_allclose([r.get(key, 0.0) for r in got], [r.get(key, 0.0) for r in want], rtol=RTOL)
+    for x, y in zip(jax.tree.leaves(load_params(packed_dir)[0]), jax.tree.leaves(load_params(lone_dir)[0]),
+                    strict=True):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        assert x.shape == y.shape
+        assert np.linalg.norm(x - y) <= PARAM_RTOL * np.linalg.norm(y)
+
+
+def files(run_dir):
+    """The names in a run directory (TensorBoard event files, one per attempt, as one)."""
+    return sorted({"events" if p.name.startswith("events.") else p.name for p in Path(run_dir).iterdir()})
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """THREE trained one by one: the reference."""
+    root = tmp_path_factory.mktemp("alone")
+    return [(root / f"run{i}", train(cfg, root / f"run{i}")) for i, cfg in enumerate(THREE)]
+
+
+def test_three_runs_packed_and_restarted_midway_match_the_three_trained_alone(alone, tmp_path):
+    dirs = [tmp_path / f"run{i}" for i in range(3)]
+    stopped = train_group(list(zip(THREE, dirs)), stop_at=9)
+    assert stopped == [{"status": "running", "step": 9}] * 3
+    shutil.rmtree(dirs[0] / "checkpoints" / "9")  # killed before run0 saved step 9: the group resumes at 6
+    step_lib.clear_cache()  # a restart: nothing compiled or cached survives
+    clear_cache()
+    jax.clear_caches()
+    results = train_group(list(zip(THREE, dirs)))
+    for run_dir, result, (lone_dir, lone) in zip(dirs, results, alone):
+        assert_same_run(run_dir, lone_dir)
+        assert result["packed_with"] == [d.name for d in dirs if d != run_dir]
+        assert set(result) - {"packed_with"} == set(lone)
+        assert result["eval_loss"] == pytest.approx(lone["eval_loss"], rel=RTOL)
+        assert files(run_dir) == files(lone_dir)
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["12", "6"]
+        assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
+    assert train_group(list(zip(THREE, dirs))) == results  # finished runs are not trained again
+
+
+def test_two_vocabulary_sizes_and_step_counts_pack_and_match_their_lone_runs_and_a_diverging_run_fails_alone(
+        alone, tmp_path):
+    group = configs((0, 1e-2, 64), (5, 3e-3, 40), (3, 1e30, 64))  # the first is THREE[0]
+    group[1].data.variant = "unrestricted"
+    group[1].train.steps = 9  # its own schedule; it finishes (evaluated, checkpointed) at step 9
+    group[2].train.warmup_steps = 0
+    lone_small = tmp_path / "alone40"
+    train(group[1], lone_small)
+    dirs = [tmp_path / "simplified", tmp_path / "unrestricted", tmp_path / "diverging"]
+    results = train_group(list(zip(group, dirs)))
+    assert [r["status"] for r in results] == ["done", "done", "failed"]
+    assert_same_run(dirs[0], alone[0][0])
+    assert_same_run(dirs[1], lone_small)
+    assert load_params(dirs[1])[0]["embed"].shape == (40, 32)  # saved unpadded, restorable alone
+    assert results[1]["steps"] == 9
+    assert sorted(p.name for p in (dirs[1] / "checkpoints").iterdir()) == ["6", "9"]
+    assert results[2]["error"].startswith("non-finite")
+    status = json.loads((dirs[2] / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == results[2]["error"]
+    assert not (dirs[2] / "result.json").exists()
+
+
+def smoke_runs(widths):
+    import importlib.util
+
+    from simscale.sweep import grid
+
+    path = Path(__file__).parents[1] / "sweeps/grid.py"
+    spec = importlib.util.spec_from_file_location("grid_presets", path)
+    presets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(presets)
+    cfg = presets.get_config("preset=smoke")
+    cfg.sweep.axes.width = widths
+    return grid.expand(cfg)
+
+
+def test_sweep_pack_groups_runs_of_one_shape_and_refuses_a_bad_value():
+    from simscale.config import ConfigError
+    from simscale.sweep import packing
+
+    runs = smoke_runs((16, 32))  # two shapes x two variants
+    ids = lambda units: [[r.run_id for r in u] for u in units]  # noqa: E731
+    assert ids(packing.units(runs, "0")) == [[r.run_id] for r in runs]
+    assert ids(packing.units(runs, "1")) == [[r.run_id] for r in runs]
+    w16, w32 = [r.run_id for r in runs[:2]], [r.run_id for r in runs[2:]]
+    assert ids(packing.units(runs, "4")) == [w16, w32]
+    assert ids(packing.units(runs, "auto")) == ids(packing.units(runs, "4"))  # KBs a replica, GBs here
+    with pytest.raises(ConfigError, match="^sweep.pack='some': use 0"):
+        packing.units(runs, "some")
+
+
+def test_a_sweep_with_pack_4_trains_each_run_once_and_writes_what_an_unpacked_sweep_writes(tmp_path):
+    from simscale.sweep import executors, store
+
+    runs = smoke_runs((16,))  # the smoke preset's w16 runs: simplified and unrestricted
+    assert len(runs) == 2
+    outcomes = {pack: executors.execute(runs, tmp_path / pack, pack=pack) for pack in ("0", "4")}
+    assert [o["outcome"] for o in outcomes["4"]] == ["done", "done"] == [o["outcome"] for o in outcomes["0"]]
+    for run in runs:
+        lone, packed = (store.run_dir(tmp_path / pack, run.run_id) for pack in ("0", "4"))
+        assert files(packed) == files(lone)
+        assert [a["event"] for a in store.attempts(packed)] == ["start", "done"]  # trained once
+        result = json.loads((packed / "result.json").read_text())
+        assert result["packed_with"] == [r.run_id for r in runs if r is not run]
+        lone_result = json.loads((lone / "result.json").read_text())
+        assert result["eval_loss"] == pytest.approx(lone_result["eval_loss"], rel=RTOL)
+    assert [o["outcome"] for o in executors.execute(runs, tmp_path / "4", pack="4")] == ["skipped"] * 2
+
+
+def test_wsd_runs_of_two_budgets_pack_with_their_own_decay_starts_and_match_their_lone_runs(tmp_path):
+    """Each replica's optim.step_args (lr, weight decay, warmup, decay start, total steps) are its lone
+    run's: a 12-step and an 8-step wsd run decay from steps 6 and 4 in one packed step."""
+    from simscale.train import optim
+
+    group = configs((0, 1e-2, 64), (1, 3e-3, 64))
+    group[0].train.update(dict(schedule="wsd", decay_fraction=0.5))
+    group[1].train.update(dict(schedule="wsd", decay_fraction=0.5, steps=8, weight_decay=0.3))
+    assert [optim.decay_start(c.train, c.train.steps) for c in group] == [6, 4]
+    lone = [tmp_path / f"alone{i}" for i in range(2)]
+    for cfg, run_dir in zip(group, lone):
+        train(cfg, run_dir)
+    dirs = [tmp_path / f"packed{i}" for i in range(2)]
+    assert [r["status"] for r in train_group(list(zip(group, dirs)))] == ["done", "done"]
+    for run_dir, lone_dir in zip(dirs, lone):
+        assert_same_run(run_dir, lone_dir)
+
+
+def test_wsd_trunks_and_branches_are_units_of_their_own():
+    import dataclasses
+
+    from simscale.sweep import packing
+
+    runs = smoke_runs((16,))
+    trunk, branch = (dataclasses.replace(runs[0], branch_points=(4,)),
+                     dataclasses.replace(runs[1], branch_of=runs[0].run_id, branch_step=4))
+    assert [len(u) for u in packing.units(runs, "4")] == [2]
+    assert [[r.run_id for r in u] for u in packing.units([trunk, branch], "4")] == [[trunk.run_id],
+                                                                                   [branch.run_id]]
