@@ -159,6 +159,9 @@ def sweep_config() -> ConfigDict:
             # packed runs (simscale.train.packed): at most this many runs of one group_key train in one
             # compiled step; '0': off, 'auto': as many as the device memory estimate fits
             pack="0",
+            # what a packed group splits over mesh.data: 'batch' (each run's rows, as alone) or
+            # 'replicas' (each device trains its share of the runs whole; mesh.fsdp = mesh.tensor = 1)
+            pack_shard="batch",
         )
     )
 

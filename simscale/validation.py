@@ -186,3 +186,15 @@ def sweep_pack(pack) -> int | str:
     if text == "auto" or text.isdigit():
         return text if text == "auto" else int(text)
     raise ConfigError(f"sweep.pack={pack!r}: use 0 (off), a number of runs per group, or auto")
+
+
+PACK_SHARDS = ("batch", "replicas")  # sweep.pack_shard: what a packed group splits over mesh.data
+
+
+def sweep_pack_shard(shard: str, mesh_cfg) -> None:
+    """ConfigError naming sweep.pack_shard unless it is one of PACK_SHARDS and fits the run's mesh."""
+    if shard not in PACK_SHARDS:
+        raise ConfigError(f"sweep.pack_shard={shard!r}: choose one of {PACK_SHARDS}")
+    if shard == "replicas" and (mesh_cfg.fsdp != 1 or mesh_cfg.tensor != 1):
+        raise ConfigError("sweep.pack_shard='replicas' splits the runs over mesh.data, each device "
+                          "training whole models: set mesh.fsdp=1 and mesh.tensor=1, or use 'batch'")

@@ -1,6 +1,9 @@
 """Packed groups (simscale.train.packed) against the same runs trained alone, on real tiny runs."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -84,19 +87,28 @@ def test_three_runs_packed_and_restarted_midway_match_the_three_trained_alone(al
     assert train_group(list(zip(THREE, dirs))) == results  # finished runs are not trained again
 
 
-def test_two_vocabulary_sizes_and_step_counts_pack_and_match_their_lone_runs_and_a_diverging_run_fails_alone(
-        alone, tmp_path):
-    group = configs((0, 1e-2, 64), (5, 3e-3, 40), (3, 1e30, 64))  # the first is THREE[0]
+def mixed():
+    """THREE[0], a 9-step unrestricted run of vocabulary 40, and a run whose lr diverges."""
+    group = configs((0, 1e-2, 64), (5, 3e-3, 40), (3, 1e30, 64))
     group[1].data.variant = "unrestricted"
     group[1].train.steps = 9  # its own schedule; it finishes (evaluated, checkpointed) at step 9
     group[2].train.warmup_steps = 0
-    lone_small = tmp_path / "alone40"
-    train(group[1], lone_small)
-    dirs = [tmp_path / "simplified", tmp_path / "unrestricted", tmp_path / "diverging"]
-    results = train_group(list(zip(group, dirs)))
+    return group
+
+
+@pytest.fixture(scope="module")
+def alone_small(tmp_path_factory):
+    """mixed()[1] trained alone."""
+    run_dir = tmp_path_factory.mktemp("alone40") / "run"
+    train(mixed()[1], run_dir)
+    return run_dir
+
+
+def assert_mixed_group(dirs, results, alone, alone_small):
+    """mixed() packed: the diverging run fails alone; the others match their lone runs."""
     assert [r["status"] for r in results] == ["done", "done", "failed"]
     assert_same_run(dirs[0], alone[0][0])
-    assert_same_run(dirs[1], lone_small)
+    assert_same_run(dirs[1], alone_small)
     assert load_params(dirs[1])[0]["embed"].shape == (40, 32)  # saved unpadded, restorable alone
     assert results[1]["steps"] == 9
     assert sorted(p.name for p in (dirs[1] / "checkpoints").iterdir()) == ["6", "9"]
@@ -104,6 +116,73 @@ def test_two_vocabulary_sizes_and_step_counts_pack_and_match_their_lone_runs_and
     status = json.loads((dirs[2] / "status.json").read_text())
     assert status["status"] == "failed" and status["error"] == results[2]["error"]
     assert not (dirs[2] / "result.json").exists()
+
+
+def test_two_vocabulary_sizes_and_step_counts_pack_and_match_their_lone_runs_and_a_diverging_run_fails_alone(
+        alone, alone_small, tmp_path):
+    dirs = [tmp_path / "simplified", tmp_path / "unrestricted", tmp_path / "diverging"]
+    assert_mixed_group(dirs, train_group(list(zip(mixed(), dirs))), alone, alone_small)
+
+
+REPLICAS_ON_TWO_DEVICES = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from simscale import cpu_runtime
+cpu_runtime.configure()
+import jax
+from simscale.train import packed
+from test_packed import THREE, mixed
+
+out, report = Path(sys.argv[1]), {"devices": len(jax.devices())}
+for name, group in (("three", THREE), ("mixed", mixed())):
+    dirs = [out / name / str(i) for i in range(3)]
+    report[name] = packed.train_group(list(zip(group, dirs)), shard="replicas")
+    (step,) = packed._CACHE.values()
+    state, tokens = step.compile().input_shardings[0][:2]
+    report[name + "_specs"] = sorted({repr(tuple(s.spec)) for s in jax.tree.leaves((state, tokens))})
+    report[name + "_tokens_shape"] = list(step._args[1].shape)
+    packed.clear_cache()
+print(json.dumps(report, default=str))
+"""
+
+
+def test_replicas_split_over_two_devices_each_training_whole_models_match_their_lone_runs(
+        alone, alone_small, tmp_path):
+    """sweep.pack_shard='replicas' on 2 devices: 3 runs padded to 4 slots, 2 whole replicas a device
+    (the compiled step's state and batches split on the replica axis only); every run as alone."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    proc = subprocess.run([sys.executable, "-c", REPLICAS_ON_TWO_DEVICES, str(tmp_path),
+                           str(Path(__file__).parent)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["devices"] == 2
+    for name in ("three", "mixed"):
+        assert report[name + "_specs"] == ["('data',)"]
+        assert report[name + "_tokens_shape"][0] == 4
+    assert [r["status"] for r in report["three"]] == ["done"] * 3
+    for i, (lone_dir, _) in enumerate(alone):
+        assert_same_run(tmp_path / "three" / str(i), lone_dir)
+    assert_mixed_group([tmp_path / "mixed" / str(i) for i in range(3)], report["mixed"], alone, alone_small)
+
+
+def test_pack_shard_refuses_unknown_values_and_sharded_models(tmp_path):
+    from simscale.config import ConfigError
+    from simscale.validation import sweep_pack_shard as check_shard
+
+    cfg = configs((0, 1e-2, 64))[0]
+    with pytest.raises(ConfigError, match=r"^sweep.pack_shard='model': choose one of \('batch', 'replica"):
+        check_shard("model", cfg.mesh)
+    cfg.mesh.tensor = 2
+    with pytest.raises(ConfigError, match="set mesh.fsdp=1 and mesh.tensor=1"):
+        check_shard("replicas", cfg.mesh)
+    check_shard("batch", cfg.mesh)
+    proc = subprocess.run([sys.executable, "-m", "simscale.sweep", "--config", "sweeps/grid.py:preset=smoke",
+                           f"--workdir={tmp_path}", "--config.sweep.pack_shard=replica", "--dry_run"],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("error: sweep.pack_shard='replica': choose one of "
+                                                    "('batch', 'replicas')")
 
 
 def smoke_runs(widths):
@@ -151,6 +230,9 @@ def test_a_sweep_with_pack_4_trains_each_run_once_and_writes_what_an_unpacked_sw
         lone_result = json.loads((lone / "result.json").read_text())
         assert result["eval_loss"] == pytest.approx(lone_result["eval_loss"], rel=RTOL)
     assert [o["outcome"] for o in executors.execute(runs, tmp_path / "4", pack="4")] == ["skipped"] * 2
+    bogus = executors.execute(runs, tmp_path / "bogus", pack="4", pack_shard="model")  # reaches the group
+    assert {o["error"] for o in bogus} == {"ConfigError: sweep.pack_shard='model': choose one of ('batch', "
+                                           "'replicas')"}
 
 
 def test_wsd_runs_of_two_budgets_pack_with_their_own_decay_starts_and_match_their_lone_runs(tmp_path):

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from simscale import at_hand, cli, compile_cache, cpu_runtime, tmpfiles
 from simscale.config import ConfigError, program_key, to_dict
 from simscale.sweep import estimate, executors, grid, packing, store, tables
-from simscale.validation import check_folder, check_keys
+from simscale.validation import check_folder, check_keys, sweep_pack_shard
 
 FLAGS = flags.FLAGS
 # New attributes are accepted here and refused by simscale.validation.check_keys, in one line.
@@ -91,6 +91,7 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
     if not runs:
         raise ConfigError(f"no run matches --only={FLAGS.only!r} --skip={FLAGS.skip!r}")
     packing.max_replicas(cfg.sweep.pack, runs[0].cfg)  # refuses a bad sweep.pack before any work
+    sweep_pack_shard(cfg.sweep.pack_shard, runs[0].cfg.mesh)  # and a bad sweep.pack_shard
     if FLAGS.dry_run:
         records, check = _records(runs, workdir, cfg)
         print(json.dumps(records, indent=1) if FLAGS.json else
@@ -106,7 +107,8 @@ def sweep(cfg, workdir: pathlib.Path) -> int:
     log.info("sweep of %d run(s) in %s, executor %s", len(runs), workdir, FLAGS.executor)
     outcomes = executors.execute(runs, workdir, FLAGS.executor, workers=FLAGS.workers,
                                  devices_per_worker=FLAGS.devices_per_worker, ray_address=FLAGS.ray_address,
-                                 retry_failed=FLAGS.retry_failed, pack=cfg.sweep.pack)
+                                 retry_failed=FLAGS.retry_failed, pack=cfg.sweep.pack,
+                                 pack_shard=cfg.sweep.pack_shard)
     print(tables.summary_table(workdir, [r.run_id for r in runs]))
     failed = [o for o in outcomes if o["outcome"] == "failed"]
     counts = {k: sum(o["outcome"] == k for o in outcomes) for k in ("done", "skipped", "failed")}

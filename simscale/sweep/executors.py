@@ -40,19 +40,19 @@ def default_train(cfg, rdir, **branch):
     return train(cfg, rdir, **branch)
 
 
-def default_train_group(members):
+def default_train_group(members, shard: str = "batch"):
     from simscale.train.packed import train_group
 
-    return train_group(members)
+    return train_group(members, shard=shard)
 
 
 def run_unit(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_failed: bool = False,
-             train_fn=None, branch: dict | None = None) -> list[dict]:
-    """run_one for a unit of one run (`branch` as there), run_group for a packed group; the outcome of
-    each run."""
+             train_fn=None, branch: dict | None = None, pack_shard: str = "batch") -> list[dict]:
+    """run_one for a unit of one run (`branch` as there), run_group for a packed group (split over the
+    devices by `pack_shard`, sweep.pack_shard); the outcome of each run."""
     if len(run_ids) == 1:
         return [run_one(workdir, run_ids[0], cfg_dicts[0], retry_failed, train_fn, branch)]
-    return run_group(workdir, run_ids, cfg_dicts, retry_failed, train_fn)
+    return run_group(workdir, run_ids, cfg_dicts, retry_failed, train_fn, pack_shard)
 
 
 def _settled(rdir: pathlib.Path, run_id: str, retry_failed: bool) -> dict | None:
@@ -95,7 +95,7 @@ def _evaluated(rdir: pathlib.Path, outcome: dict, cfg_dict: dict) -> dict:
 
 
 def run_group(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_failed: bool = False,
-              train_fn=None) -> list[dict]:
+              train_fn=None, shard: str = "batch") -> list[dict]:
     """run_one for the runs of a packed group: those this worker claims and that need training train
     together (simscale.train.packed.train_group; `train_fn(members)` in tests); a run failing alone
     fails alone, an error of the group fails all it trained."""
@@ -122,7 +122,8 @@ def run_group(workdir: str, run_ids: list[str], cfg_dicts: list[dict], retry_fai
             _start_attempt(rdir, run_id)
         members = [(from_dict(c), rdir) for _, rdir, c in todo]
         try:
-            results = (train_fn or default_train_group)(members) if members else []
+            results = ((train_fn(members) if train_fn else default_train_group(members, shard))
+                       if members else [])
         except Exception as e:  # noqa: BLE001 - the group's runs fail, the sweep goes on
             error, trace = f"{type(e).__name__}: {e}", traceback.format_exc()
             results = [dict(status="failed", error=error, traceback=trace)] * len(todo)
@@ -220,8 +221,9 @@ def _evaluate(rdir: pathlib.Path, cfg) -> str | None:
 
 def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, workers: int = 0,
             devices_per_worker: int = 1, ray_address: str = "", retry_failed: bool = False, train_fn=None,
-            poll_s: float = 2.0, pack: str = "0") -> list[dict]:
-    """Run everything, runs of one shape packed in groups of up to `pack` (sweep.pack); runs busy in
+            poll_s: float = 2.0, pack: str = "0", pack_shard: str = "batch") -> list[dict]:
+    """Run everything, runs of one shape packed in groups of up to `pack` (sweep.pack), split over the
+    devices by `pack_shard` (sweep.pack_shard); runs busy in
     another worker are retried until they settle. Outcomes in grid order. `train_fn` (tests) replaces
     train(cfg, run_dir) for lone runs and train_group(members) for packed groups."""
     from simscale.sweep import packing
@@ -243,7 +245,7 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
         units = {id(u[0]): u for u in packing.units(todo, pack)}
         units = [units[id(r)] for r in _order([u[0] for u in units.values()], n_workers)]
         jobs = [(str(workdir), [r.run_id for r in u], [to_dict(r.cfg) for r in u], retry_failed, train_fn,
-                 _branch(u[0], queued)) for u in units]  # a branched run is a unit of its own
+                 _branch(u[0], queued), pack_shard) for u in units]  # a branched run is a unit of its own
         for unit_outcomes in submit(jobs, **kwargs):
             outcomes.update((o["run_id"], o) for o in unit_outcomes)
         for r in todo:  # a trunk whose worker died: its branches fail with its error

@@ -17,6 +17,11 @@ metrics.jsonl, checkpoints of its own unpadded state, result.json and its evalua
 adding `packed_with`, the other runs' directory names. A group resumes at the newest checkpoint step
 all its runs hold. A run whose loss turns non-finite fails alone (status failed); the others go on,
 its replica's slot computing unread. One host only (each replica's batches are read whole there).
+
+Devices (`shard`, sweep.pack_shard): 'batch' splits each replica's batch over the run's mesh as its
+lone run's, the replica axis unsharded; 'replicas' splits the replica axis over mesh.data instead,
+each device training its share of the runs whole (no gradient all-reduce; the group padded with
+copies of its last run, computing unread, to a multiple of the devices).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from simscale.train import mesh as mesh_lib
 from simscale.train import optim
 from simscale.train import step as step_lib
 from simscale.train.loop import NonFiniteLoss, _finish, _Run, fail, open_run, read_ahead
+from simscale.validation import sweep_pack_shard
 
 
 def _program_cfg(cfg):
@@ -71,14 +77,16 @@ def stack(trees):
 _CACHE: dict[str, step_lib.Compiled] = {}
 
 
-def packed_step(cfg, mesh, args) -> step_lib.Compiled:
+def packed_step(cfg, mesh, args, shard: str = "batch") -> step_lib.Compiled:
     """The lone train step (step.train_step_fn) vmapped over replicas, state donated, compiled once per
-    group shape, replica count and mesh for any step_args (args[2], stacked: `stacked_args`)."""
-    key = json.dumps([group_key(cfg), cfg.model.vocab_size, args[3] is not None,
+    group shape, replica count, mesh and `shard` for any step_args (args[2], stacked: `stacked_args`);
+    the arguments' shardings say where each replica lives (`_Group`)."""
+    key = json.dumps([group_key(cfg), cfg.model.vocab_size, args[3] is not None, shard,
                       [a.shape for a in jax.tree.leaves(args[1])], [d.id for d in mesh.devices.flat]])
     if key not in _CACHE:
         in_axes = (0, 0, 0, None if args[3] is None else 0)
-        fn = jax.vmap(step_lib.train_step_fn(cfg, mesh), in_axes=in_axes)
+        # a replica lives on one device: no constraint splits its micro-batches over the mesh
+        fn = jax.vmap(step_lib.train_step_fn(cfg, None if shard == "replicas" else mesh), in_axes=in_axes)
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args)
         _CACHE[key] = step_lib.Compiled(jax.jit(fn, donate_argnums=0), *abstract)
     return _CACHE[key]
@@ -93,11 +101,13 @@ def stacked_args(args: list[dict]) -> dict:
     return {k: jnp.asarray([a[k] for a in args], jnp.float32) for k in optim.STEP_ARGS}
 
 
-def train_group(members, *, stop_at: int | None = None) -> list[dict]:
-    """Train (or resume) runs [(cfg, run_dir), ...] as one packed group; each run's result.json dict, in
-    order: {"status": "running", "step": s} when stopped at `stop_at`, {"status": "failed", "error": ...}
-    for a run that failed alone (a non-finite loss: the others go on). Runs done already are left as
-    they are. An error of the whole group fails its unfinished runs and is raised."""
+def train_group(members, *, stop_at: int | None = None, shard: str = "batch") -> list[dict]:
+    """Train (or resume) runs [(cfg, run_dir), ...] as one packed group, split over the devices by
+    `shard` (validation.PACK_SHARDS); each run's result.json dict, in order: {"status": "running",
+    "step": s} when stopped at `stop_at`, {"status": "failed", "error": ...} for a run that failed
+    alone (a non-finite loss: the others go on). Runs done already are left as they are. An error of
+    the whole group fails its unfinished runs and is raised."""
+    sweep_pack_shard(shard, members[0][0].mesh)
     if jax.process_count() > 1:
         raise ConfigError("packed groups run on one host: set sweep.pack=0 for a multi-host sweep")
     if len({group_key(cfg) for cfg, _ in members}) > 1:  # model, train and mesh: nothing `auto` there
@@ -110,7 +120,7 @@ def train_group(members, *, stop_at: int | None = None) -> list[dict]:
         return results
     try:
         runs = _start([opened[i][:2] for i in todo])
-        group = _Group(runs)
+        group = _Group(runs, shard)
     except Exception as e:
         for i in todo:
             fail(opened[i][1], 0, e)
@@ -144,35 +154,49 @@ def _start(members) -> list[_Run]:
 class _Group:
     """The stacked state of a group's runs and each replica's progress: live (training), its last step
     (`ends`: its planned steps or the group's stop, or where its data ended) and its result once it
-    has one."""
+    has one. With shard='replicas' the stacked arrays hold `pad` more slots, copies of the last run's."""
 
-    def __init__(self, runs: list[_Run]):
-        self.runs, self.cfg = runs, runs[0].cfg
+    def __init__(self, runs: list[_Run], shard: str = "batch"):
+        self.runs, self.cfg, self.shard = runs, runs[0].cfg, shard
+        self.mesh = mesh_lib.make_mesh(self.cfg.mesh)
         self.vocabs = [run.cfg.model.vocab_size for run in runs]
         V = max(self.vocabs)
-        self.state = stack([resize_vocab(run.state, V) for run in runs])
+        self.pad = -len(runs) % self.mesh.shape["data"] if shard == "replicas" else 0
+        padded = lambda xs: xs + xs[-1:] * self.pad  # noqa: E731
+        self.state = self.placed(stack(padded([resize_vocab(run.state, V) for run in runs])))
         for run in runs:
             run.state = None  # the stacked state holds it; a replica's own is made when it is needed
-        self.args = stacked_args([optim.step_args(run.cfg.train, run.steps) for run in runs])
-        self.n_vocab = jnp.asarray(self.vocabs, jnp.int32) if len(set(self.vocabs)) > 1 else None
+        self.args = self.placed(stacked_args(padded([optim.step_args(run.cfg.train, run.steps)
+                                                     for run in runs])))
+        self.n_vocab = (self.placed(jnp.asarray(padded(self.vocabs), jnp.int32))
+                        if len(set(self.vocabs)) > 1 else None)
         self.group_cfg = self.cfg.copy_and_resolve_references()
         self.group_cfg.model.vocab_size = V
-        self.mesh = mesh_lib.make_mesh(self.cfg.mesh)
         self.live = [True] * len(runs)
         self.ends: list[int] = []
         self.results: list[dict | None] = [None] * len(runs)
         self.pending: list = []  # device metrics [R] of the steps not yet logged
+
+    def replica_sharding(self) -> NamedSharding | None:
+        """Where stacked arrays [R, ...] live: the replica axis over mesh.data ('replicas'), else None
+        (as computed: each replica laid out as its lone run)."""
+        return NamedSharding(self.mesh, P("data")) if self.shard == "replicas" else None
+
+    def placed(self, tree):
+        sharding = self.replica_sharding()
+        return tree if sharding is None else jax.device_put(tree, sharding)
 
     def batches(self, start: int):
         """(device tokens [R, B, T+1], which replicas' data ended) of steps start + 1, ...: each
         replica's rows as its lone run reads them (zeros once its data has ended)."""
         tc = self.cfg.train
         sources = [loader.batches(run.data, run.cfg, "train", start) for run in self.runs]
-        sharding = NamedSharding(self.mesh, P(None, mesh_lib.RULES["batch"]))
+        sharding = self.replica_sharding() or NamedSharding(self.mesh, P(None, mesh_lib.RULES["batch"]))
+        zeros = np.zeros((tc.batch_size, tc.seq_len + 1), np.int32)
         while True:
             rows = [next(src, None) for src in sources]
             ended = [r is None for r in rows]
-            rows = [np.zeros((tc.batch_size, tc.seq_len + 1), np.int32) if r is None else r for r in rows]
+            rows = [zeros if r is None else r for r in rows] + [zeros] * self.pad
             yield jax.device_put(np.stack(rows), sharding), ended
 
     def replica(self, i: int) -> dict:
@@ -188,7 +212,8 @@ class _Group:
         data = read_ahead(self.batches(step))
         try:
             batch, ended = next(data)
-            train_step = packed_step(self.group_cfg, self.mesh, (self.state, batch, self.args, self.n_vocab))
+            train_step = packed_step(self.group_cfg, self.mesh, (self.state, batch, self.args, self.n_vocab),
+                                     self.shard)
             train_step.compile()
             for run in self.runs:  # the clocks start after compiling, as a lone run's
                 run.clock_start = run.window_start = time.perf_counter()

@@ -32,9 +32,12 @@ from simscale.train import optim
 
 
 def _micro_batches(tokens_BT1, accum: int, mesh):
-    """[B, T+1] -> [accum, B/accum, T+1]; micro-batch a holds rows a, a+accum, ... so each stays sharded."""
+    """[B, T+1] -> [accum, B/accum, T+1]; micro-batch a holds rows a, a+accum, ... so each stays sharded
+    over `mesh` (None: left where the rows are)."""
     B, T1 = tokens_BT1.shape
     micro = tokens_BT1.reshape(B // accum, accum, T1).swapaxes(0, 1)
+    if mesh is None:
+        return micro
     return jax.lax.with_sharding_constraint(micro, NamedSharding(mesh, P(None, mesh_lib.RULES["batch"])))
 
 
@@ -116,7 +119,7 @@ def train_step_fn(cfg, mesh):
     """The train step as a function of (state, tokens_BT1, args, n_vocab) -> (state, metrics): `args`
     a run's optim.step_args as traced scalars (a lone run's bound by build(), each replica's in a packed
     group, simscale.train.packed) and `n_vocab` the vocabulary size to mask the logits to (None: all of
-    them)."""
+    them). `mesh` None: the batch's rows are not constrained to the mesh (a packed replica on one device)."""
     mc, tc = cfg.model, cfg.train
     axes = llama.logical_axes(mc)
     accum = tc.grad_accum
