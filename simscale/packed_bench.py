@@ -2,6 +2,7 @@
 
     python -m simscale.packed_bench [--shapes 32x2,64x2,128x2] [--replicas 1,2,4,8]
                                     [--batch 16] [--seq_len 64] [--steps 20] [--repeats 3] [--json FILE]
+                                    [--pack_shard batch|replicas] [--cpu_devices N]
 
 For each shape (HIDDENxLAYERS, vocabulary 5000, 8 heads, float32, AdamW) and each K: the packed step
 of simscale.train.packed over K replicas (different learning rates, as a sweep would pack), and K lone
@@ -9,12 +10,15 @@ runs' compiled steps taken in turn (what a sweep does without packing), each on 
 batches of `--batch` x `--seq_len` tokens a replica. Each side runs `--steps` timed steps after two
 warm-up steps, the two sides alternating for `--repeats` rounds; the table gives the median of each
 side's aggregate tokens/s (K x batch x seq_len x steps / seconds) and their ratio. Data loading is
-left out of both sides alike.
+left out of both sides alike. Both sides use one mesh over all devices (`--cpu_devices N`: N host
+devices on a CPU): lone runs split their batch over it, the packed group as `--pack_shard` says
+(sweep.pack_shard; 'replicas' pads K to a multiple of the devices, the padding counted as no tokens).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -43,18 +47,22 @@ def _timed(fn, steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def measure(hidden: int, layers: int, k: int, batch: int, seq_len: int, steps: int, repeats: int) -> dict:
-    """Median aggregate tokens/s of K packed replicas and of K lone runs, and their ratio."""
+def measure(hidden: int, layers: int, k: int, batch: int, seq_len: int, steps: int, repeats: int,
+            shard: str = "batch") -> dict:
+    """Median aggregate tokens/s of K packed replicas (split over the devices by `shard`) and of K lone
+    runs, and their ratio."""
     cfgs = [config(hidden, layers, batch, seq_len, lr=1e-3 * (i + 1)) for i in range(k)]
     mesh = mesh_lib.make_mesh(cfgs[0].mesh)
     rng = np.random.default_rng(0)
     tokens = [jnp.asarray(rng.integers(0, 5000, (batch, seq_len + 1), dtype=np.int32)) for _ in range(k)]
     progs = [step_lib.program(c, 1000, mesh) for c in cfgs]
     lone = [p.init(i) for i, p in enumerate(progs)]
-    group = {"state": packed.stack([p.init(i) for i, p in enumerate(progs)])}
-    args = packed.stacked_args([optim.step_args(c.train, 1000) for c in cfgs])
-    batch_KBT1 = jnp.stack(tokens)
-    step = packed.packed_step(cfgs[0], mesh, (group["state"], batch_KBT1, args, None))
+    pad = lambda xs: packed.padded(xs, mesh, shard)  # noqa: E731
+    place = lambda tree: packed.placed(tree, mesh, shard)  # noqa: E731
+    group = {"state": place(packed.stack(pad([p.init(i) for i, p in enumerate(progs)])))}
+    args = place(packed.stacked_args(pad([optim.step_args(c.train, 1000) for c in cfgs])))
+    batch_KBT1 = place(jnp.stack(pad(tokens)))
+    step = packed.packed_step(cfgs[0], mesh, (group["state"], batch_KBT1, args, None), shard)
 
     def run_packed(n):
         for _ in range(n):
@@ -74,7 +82,8 @@ def measure(hidden: int, layers: int, k: int, batch: int, seq_len: int, steps: i
         lone_tps.append(per_round / _timed(run_lone, steps))
     p, lo = statistics.median(packed_tps), statistics.median(lone_tps)
     return {"shape": f"{hidden}x{layers}", "replicas": k, "packed_tokens_per_s": p, "lone_tokens_per_s": lo,
-            "speedup": p / lo, "device": jax.devices()[0].device_kind}
+            "speedup": p / lo, "device": jax.devices()[0].device_kind, "devices": len(jax.devices()),
+            "pack_shard": shard}
 
 
 def table(rows: list[dict]) -> str:
@@ -93,15 +102,22 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="")
+    ap.add_argument("--pack_shard", default="batch", choices=("batch", "replicas"))
+    ap.add_argument("--cpu_devices", type=int, default=0, help="host devices on a CPU (0: as configured)")
     args = ap.parse_args(argv)
+    if args.cpu_devices:  # read when the CPU backend starts, at the first computation
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + f" --xla_force_host_platform_device_count={args.cpu_devices}")
     rows = []
     for shape in args.shapes.split(","):
         hidden, layers = (int(x) for x in shape.split("x"))
         for k in (int(x) for x in args.replicas.split(",")):
-            rows.append(measure(hidden, layers, k, args.batch, args.seq_len, args.steps, args.repeats))
+            rows.append(measure(hidden, layers, k, args.batch, args.seq_len, args.steps, args.repeats,
+                                args.pack_shard))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-    print(f"\n{jax.devices()[0].device_kind}, {args.batch} x {args.seq_len} tokens a replica, vocabulary "
-          "5000, float32\n" + table(rows))
+    print(f"\n{len(jax.devices())} x {jax.devices()[0].device_kind}, packed groups split by "
+          f"{args.pack_shard}, {args.batch} x {args.seq_len} tokens a replica, vocabulary 5000, float32\n"
+          + table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -107,3 +107,23 @@ def test_profile_splits_a_real_step(tmp_path, capsys):
     head_s = profile["parts"]["output head + loss"] * profile["step_time_s"]
     assert profile["part_gflops"]["output head"] == pytest.approx(6 * 5000 * 16 * 32 * 128 / head_s / 1e9)
     assert "top ops" in capsys.readouterr().out
+
+
+def test_packed_bench_splits_replicas_over_two_cpu_devices(tmp_path):
+    """`--cpu_devices 2 --pack_shard replicas`: K=3 replicas (padded to 4 slots) on 2 host devices."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "packed.json"
+    proc = subprocess.run([sys.executable, "-m", "simscale.packed_bench", "--shapes", "16x1",
+                           "--replicas", "1,3", "--batch", "4", "--seq_len", "8", "--steps", "1",
+                           "--repeats", "1", "--cpu_devices", "2", "--pack_shard", "replicas",
+                           "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["shape"], r["replicas"], r["devices"], r["pack_shard"]) for r in rows] == [
+        ("16x1", 1, 2, "replicas"), ("16x1", 3, 2, "replicas")]
+    for r in rows:
+        assert r["speedup"] == pytest.approx(r["packed_tokens_per_s"] / r["lone_tokens_per_s"])
+    assert "2 x cpu, packed groups split by replicas" in proc.stdout

@@ -92,6 +92,23 @@ def packed_step(cfg, mesh, args, shard: str = "batch") -> step_lib.Compiled:
     return _CACHE[key]
 
 
+def replica_sharding(mesh, shard: str) -> NamedSharding | None:
+    """Where a group's stacked arrays [R, ...] live: with shard='replicas', the replica axis split over
+    mesh.data; else None (as computed: each replica laid out as its lone run)."""
+    return NamedSharding(mesh, P("data")) if shard == "replicas" else None
+
+
+def padded(xs: list, mesh, shard: str) -> list:
+    """A group's per-run values, with shard='replicas' followed by copies of the last one up to a
+    multiple of mesh.data (slots that compute unread)."""
+    return xs + xs[-1:] * (-len(xs) % mesh.shape["data"] if shard == "replicas" else 0)
+
+
+def placed(tree, mesh, shard: str):
+    sharding = replica_sharding(mesh, shard)
+    return tree if sharding is None else jax.device_put(tree, sharding)
+
+
 def clear_cache() -> None:
     _CACHE.clear()
 
@@ -161,15 +178,14 @@ class _Group:
         self.mesh = mesh_lib.make_mesh(self.cfg.mesh)
         self.vocabs = [run.cfg.model.vocab_size for run in runs]
         V = max(self.vocabs)
-        self.pad = -len(runs) % self.mesh.shape["data"] if shard == "replicas" else 0
-        padded = lambda xs: xs + xs[-1:] * self.pad  # noqa: E731
-        self.state = self.placed(stack(padded([resize_vocab(run.state, V) for run in runs])))
+        self.pad = len(padded(runs, self.mesh, shard)) - len(runs)
+        pad = lambda xs: padded(xs, self.mesh, shard)  # noqa: E731
+        place = lambda tree: placed(tree, self.mesh, shard)  # noqa: E731
+        self.state = place(stack(pad([resize_vocab(run.state, V) for run in runs])))
         for run in runs:
             run.state = None  # the stacked state holds it; a replica's own is made when it is needed
-        self.args = self.placed(stacked_args(padded([optim.step_args(run.cfg.train, run.steps)
-                                                     for run in runs])))
-        self.n_vocab = (self.placed(jnp.asarray(padded(self.vocabs), jnp.int32))
-                        if len(set(self.vocabs)) > 1 else None)
+        self.args = place(stacked_args(pad([optim.step_args(run.cfg.train, run.steps) for run in runs])))
+        self.n_vocab = place(jnp.asarray(pad(self.vocabs), jnp.int32)) if len(set(self.vocabs)) > 1 else None
         self.group_cfg = self.cfg.copy_and_resolve_references()
         self.group_cfg.model.vocab_size = V
         self.live = [True] * len(runs)
@@ -177,21 +193,13 @@ class _Group:
         self.results: list[dict | None] = [None] * len(runs)
         self.pending: list = []  # device metrics [R] of the steps not yet logged
 
-    def replica_sharding(self) -> NamedSharding | None:
-        """Where stacked arrays [R, ...] live: the replica axis over mesh.data ('replicas'), else None
-        (as computed: each replica laid out as its lone run)."""
-        return NamedSharding(self.mesh, P("data")) if self.shard == "replicas" else None
-
-    def placed(self, tree):
-        sharding = self.replica_sharding()
-        return tree if sharding is None else jax.device_put(tree, sharding)
-
     def batches(self, start: int):
         """(device tokens [R, B, T+1], which replicas' data ended) of steps start + 1, ...: each
         replica's rows as its lone run reads them (zeros once its data has ended)."""
         tc = self.cfg.train
         sources = [loader.batches(run.data, run.cfg, "train", start) for run in self.runs]
-        sharding = self.replica_sharding() or NamedSharding(self.mesh, P(None, mesh_lib.RULES["batch"]))
+        sharding = (replica_sharding(self.mesh, self.shard)
+                    or NamedSharding(self.mesh, P(None, mesh_lib.RULES["batch"])))
         zeros = np.zeros((tc.batch_size, tc.seq_len + 1), np.int32)
         while True:
             rows = [next(src, None) for src in sources]
