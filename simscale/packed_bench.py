@@ -10,7 +10,9 @@ runs' compiled steps taken in turn (what a sweep does without packing), each on 
 batches of `--batch` x `--seq_len` tokens a replica. Each side runs `--steps` timed steps after two
 warm-up steps, the two sides alternating for `--repeats` rounds; the table gives the median of each
 side's aggregate tokens/s (K x batch x seq_len x steps / seconds) and their ratio. Data loading is
-left out of both sides alike. Both sides use one mesh over all devices (`--cpu_devices N`: N host
+left out of both sides alike. `head ms`: a replica's share of K output heads' work timed on its own
+(`head_seconds`); `bound` = a lone step's time / that: the most any packing could gain were the
+rest of the step free. Both sides use one mesh over all devices (`--cpu_devices N`: N host
 devices on a CPU): lone runs split their batch over it, the packed group as `--pack_shard` says
 (sweep.pack_shard; 'replicas' pads K to a multiple of the devices, the padding counted as no tokens).
 """
@@ -47,6 +49,27 @@ def _timed(fn, steps: int) -> float:
     return time.perf_counter() - t0
 
 
+def head_seconds(hidden: int, k: int, tokens: int, steps: int, vocab: int = 5000) -> float:
+    """Seconds a step of K replicas' output heads takes on its own, a replica: logits h @ W over
+    `tokens` rows, their exp, and the gradients' matmuls h^T e and e W^T, batched over K as in a
+    packed step. Any step of these shapes does this work, so lone step time / this bounds what
+    packing could gain were all else free."""
+    h_KND = jnp.full((k, tokens, hidden), 0.01)
+    w_KDV = jnp.full((k, hidden, vocab), 0.01)
+
+    @jax.jit
+    def head(h_KND, w_KDV):
+        e_KNV = jnp.exp(jnp.einsum("knd,kdv->knv", h_KND, w_KDV))
+        return jnp.einsum("knd,knv->kdv", h_KND, e_KNV), jnp.einsum("knv,kdv->knd", e_KNV, w_KDV)
+
+    def run(n):
+        for _ in range(n):
+            out = head(h_KND, w_KDV)
+        jax.block_until_ready(out)
+
+    return _timed(run, steps) / steps / k
+
+
 def measure(hidden: int, layers: int, k: int, batch: int, seq_len: int, steps: int, repeats: int,
             shard: str = "batch") -> dict:
     """Median aggregate tokens/s of K packed replicas (split over the devices by `shard`) and of K lone
@@ -81,15 +104,18 @@ def measure(hidden: int, layers: int, k: int, batch: int, seq_len: int, steps: i
         packed_tps.append(per_round / _timed(run_packed, steps))
         lone_tps.append(per_round / _timed(run_lone, steps))
     p, lo = statistics.median(packed_tps), statistics.median(lone_tps)
+    head_s = statistics.median(head_seconds(hidden, k, batch * seq_len, steps) for _ in range(repeats))
     return {"shape": f"{hidden}x{layers}", "replicas": k, "packed_tokens_per_s": p, "lone_tokens_per_s": lo,
-            "speedup": p / lo, "device": jax.devices()[0].device_kind, "devices": len(jax.devices()),
-            "pack_shard": shard}
+            "speedup": p / lo, "head_s_per_replica": head_s, "speedup_bound": batch * seq_len / lo / head_s,
+            "device": jax.devices()[0].device_kind, "devices": len(jax.devices()), "pack_shard": shard}
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'shape':>7} {'K':>2} {'packed tok/s':>13} {'K lone tok/s':>13} {'packed/lone':>11}"]
+    lines = [f"{'shape':>7} {'K':>2} {'packed tok/s':>13} {'K lone tok/s':>13} {'packed/lone':>11} "
+             f"{'head ms':>8} {'bound':>6}"]
     lines += [f"{r['shape']:>7} {r['replicas']:>2} {r['packed_tokens_per_s']:>13,.0f} "
-              f"{r['lone_tokens_per_s']:>13,.0f} {r['speedup']:>10.2f}x" for r in rows]
+              f"{r['lone_tokens_per_s']:>13,.0f} {r['speedup']:>10.2f}x "
+              f"{r['head_s_per_replica'] * 1e3:>8.1f} {r['speedup_bound']:>5.2f}x" for r in rows]
     return "\n".join(lines)
 
 

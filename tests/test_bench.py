@@ -126,4 +126,6 @@ def test_packed_bench_splits_replicas_over_two_cpu_devices(tmp_path):
         ("16x1", 1, 2, "replicas"), ("16x1", 3, 2, "replicas")]
     for r in rows:
         assert r["speedup"] == pytest.approx(r["packed_tokens_per_s"] / r["lone_tokens_per_s"])
+        lone_step_s = 4 * 8 / r["lone_tokens_per_s"]  # a lone run's tokens a step / its tokens/s
+        assert r["speedup_bound"] == pytest.approx(lone_step_s / r["head_s_per_replica"])
     assert "2 x cpu, packed groups split by replicas" in proc.stdout

@@ -142,6 +142,9 @@ for name, group in (("three", THREE), ("mixed", mixed())):
     state, tokens = step.compile().input_shardings[0][:2]
     report[name + "_specs"] = sorted({repr(tuple(s.spec)) for s in jax.tree.leaves((state, tokens))})
     report[name + "_tokens_shape"] = list(step._args[1].shape)
+    hlo = step.compile().as_text()
+    report[name + "_collectives"] = [op for op in ("all-reduce", "all-gather", "all-to-all", "reduce-scatter",
+                                                   "collective-permute") if op in hlo]
     packed.clear_cache()
 print(json.dumps(report, default=str))
 """
@@ -150,7 +153,8 @@ print(json.dumps(report, default=str))
 def test_replicas_split_over_two_devices_each_training_whole_models_match_their_lone_runs(
         alone, alone_small, tmp_path):
     """sweep.pack_shard='replicas' on 2 devices: 3 runs padded to 4 slots, 2 whole replicas a device
-    (the compiled step's state and batches split on the replica axis only); every run as alone."""
+    (the compiled step's state and batches split on the replica axis only, no collective); every run
+    as alone."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     proc = subprocess.run([sys.executable, "-c", REPLICAS_ON_TWO_DEVICES, str(tmp_path),
                            str(Path(__file__).parent)], env=env, capture_output=True, text=True, timeout=600)
@@ -160,6 +164,7 @@ def test_replicas_split_over_two_devices_each_training_whole_models_match_their_
     for name in ("three", "mixed"):
         assert report[name + "_specs"] == ["('data',)"]
         assert report[name + "_tokens_shape"][0] == 4
+        assert report[name + "_collectives"] == []  # each device trains its replicas alone
     assert [r["status"] for r in report["three"]] == ["done"] * 3
     for i, (lone_dir, _) in enumerate(alone):
         assert_same_run(tmp_path / "three" / str(i), lone_dir)
