@@ -223,9 +223,9 @@ def execute(runs: list[PlannedRun], workdir, executor: str = "inline", *, worker
             devices_per_worker: int = 1, ray_address: str = "", retry_failed: bool = False, train_fn=None,
             poll_s: float = 2.0, pack: str = "0", pack_shard: str = "batch") -> list[dict]:
     """Run everything, runs of one shape packed in groups of up to `pack` (sweep.pack), split over the
-    devices by `pack_shard` (sweep.pack_shard); runs busy in
-    another worker are retried until they settle. Outcomes in grid order. `train_fn` (tests) replaces
-    train(cfg, run_dir) for lone runs and train_group(members) for packed groups."""
+    devices by `pack_shard` (sweep.pack_shard); runs busy in another worker are retried until they
+    settle. Outcomes in grid order. `train_fn` (tests) replaces train(cfg, run_dir) for lone runs and
+    train_group(members) for packed groups."""
     from simscale.sweep import packing
 
     if executor not in EXECUTORS:

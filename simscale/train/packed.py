@@ -105,6 +105,7 @@ def padded(xs: list, mesh, shard: str) -> list:
 
 
 def placed(tree, mesh, shard: str):
+    """A group's stacked arrays put where replica_sharding says (as they are when it says None)."""
     sharding = replica_sharding(mesh, shard)
     return tree if sharding is None else jax.device_put(tree, sharding)
 
