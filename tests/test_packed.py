@@ -173,15 +173,15 @@ def test_replicas_split_over_two_devices_each_training_whole_models_match_their_
 
 def test_pack_shard_refuses_unknown_values_and_sharded_models(tmp_path):
     from simscale.config import ConfigError
-    from simscale.validation import sweep_pack_shard as check_shard
+    from simscale.validation import sweep_pack_shard
 
     cfg = configs((0, 1e-2, 64))[0]
     with pytest.raises(ConfigError, match=r"^sweep.pack_shard='model': choose one of \('batch', 'replica"):
-        check_shard("model", cfg.mesh)
+        sweep_pack_shard("model", cfg.mesh)
     cfg.mesh.tensor = 2
     with pytest.raises(ConfigError, match="set mesh.fsdp=1 and mesh.tensor=1"):
-        check_shard("replicas", cfg.mesh)
-    check_shard("batch", cfg.mesh)
+        sweep_pack_shard("replicas", cfg.mesh)
+    sweep_pack_shard("batch", cfg.mesh)
     proc = subprocess.run([sys.executable, "-m", "simscale.sweep", "--config", "sweeps/grid.py:preset=smoke",
                            f"--workdir={tmp_path}", "--config.sweep.pack_shard=replica", "--dry_run"],
                           capture_output=True, text=True, cwd=Path(__file__).parents[1])
